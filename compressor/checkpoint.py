@@ -1,0 +1,69 @@
+"""Load a classifier: a local Hugging Face checkpoint folder, or the embedded `default`."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from transformers import AutoModelForSequenceClassification, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerFast
+
+from compressor.errors import InputError
+
+DEFAULT = "default"
+# Positions some architectures reserve (RoBERTa offsets positions by padding_idx + 1).
+POSITION_OFFSET = {"roberta": 2, "xlm-roberta": 2, "camembert": 2}
+
+
+@dataclass
+class Classifier:
+    model: PreTrainedModel  # a *ForSequenceClassification in eval mode, fp32
+    tokenizer: PreTrainedTokenizerFast
+    base_model: str  # what the manifest calls it: a folder path or "default"
+    max_length: int
+
+    @property
+    def labels(self) -> list[str]:
+        id2label = self.model.config.id2label
+        return [str(id2label[i]) for i in range(len(id2label))]
+
+
+def parameter_count(model: torch.nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def default_max_length(model: PreTrainedModel, tokenizer: PreTrainedTokenizerFast) -> int:
+    positions = model.config.max_position_embeddings - POSITION_OFFSET.get(model.config.model_type, 0)
+    return min(positions, tokenizer.model_max_length, 512)
+
+
+def load_classifier(spec: str, max_length: int | None = None) -> Classifier:
+    if spec == DEFAULT:
+        from compressor import default_model
+
+        model, tokenizer = default_model.build_model()
+        return Classifier(model, tokenizer, DEFAULT, max_length or default_model.MAX_LENGTH)
+    folder = Path(spec)
+    config_file = folder / "config.json"
+    if not config_file.is_file():
+        raise InputError(f"{spec} is not a checkpoint folder (no config.json); use a local folder or 'default'")
+    try:
+        config = json.loads(config_file.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise InputError(f"{config_file} is not valid JSON: {exc}") from exc
+    architectures = config.get("architectures") or []
+    if not any(a.endswith("ForSequenceClassification") for a in architectures):
+        # Loading it anyway would bolt a random head onto the encoder and export nonsense.
+        found = ", ".join(architectures) or "none"
+        raise InputError(f"{spec} is not a sequence classifier (architectures: {found})")
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(folder, use_fast=True)
+        model = AutoModelForSequenceClassification.from_pretrained(
+            folder, dtype=torch.float32, attn_implementation="eager")
+    except (OSError, ValueError) as exc:
+        raise InputError(f"cannot load {spec}: {str(exc).splitlines()[0]}") from exc
+    if not isinstance(tokenizer, PreTrainedTokenizerFast):
+        raise InputError(f"{spec} has no fast tokenizer; the service needs tokenizer.json")
+    model.eval()
+    return Classifier(model, tokenizer, str(folder), max_length or default_max_length(model, tokenizer))

@@ -1,0 +1,115 @@
+"""The `compressor` command.
+
+Examples:
+    compressor build-default --out models
+    compressor compress default --method svd --ratio 0.5 --quantize int8 --name svd-50-int8
+    compressor compress ./my-bert-sst2 --method none --name original
+    compressor evaluate models/svd-50 --data sst2/dev.tsv --reference models/original --json svd-50.json
+    compressor fit-default-head --train sst2/train.tsv --dev sst2/dev.tsv
+
+Every command ends with one summary line. Bad input exits 2 with one readable line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+from compressor.errors import InputError
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="compressor", description="Compress text classifiers offline and export ONNX variants.",
+                                     formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n\n")[1])
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    c = commands.add_parser("compress", help="compress one model into one variant folder")
+    c.add_argument("model", help="local Hugging Face checkpoint folder, or 'default'")
+    c.add_argument("--method", required=True, help="none, svd, or a '+'-joined pipeline")
+    c.add_argument("--ratio", type=float, default=0.5, help="kept fraction of the compressed parameters, 0 < R <= 1")
+    c.add_argument("--calibration", type=Path, help="unlabeled text: one per line, or a .tsv column")
+    c.add_argument("--text-col", help="text column of a .tsv calibration file (default: sentence)")
+    c.add_argument("--quantize", help="int8: ONNX Runtime dynamic quantization, applied last")
+    c.add_argument("--max-length", type=int, help="tokens per input (default: what the model allows)")
+    c.add_argument("--name", required=True, help="variant name: the folder under --out and the served model name")
+    c.add_argument("--out", type=Path, default=Path("models"))
+
+    e = commands.add_parser("evaluate", help="accuracy, agreement, latency and size of variants")
+    e.add_argument("variants", nargs="+", type=Path, help="variant folders, e.g. models/svd-50")
+    e.add_argument("--data", type=Path, help="labelled TSV with a header (GLUE style)")
+    e.add_argument("--reference", type=Path, help="variant folder to measure agreement against")
+    e.add_argument("--text-col")
+    e.add_argument("--text-pair-col")
+    e.add_argument("--label-col")
+    e.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="ONNX Runtime intra-op threads")
+    e.add_argument("--json", type=Path, help="also write the results here")
+
+    b = commands.add_parser("build-default", help="build the embedded default set of variants")
+    b.add_argument("--out", type=Path, default=Path("models"))
+
+    f = commands.add_parser("fit-default-head", help="refit the default model's head on frozen features (developers)")
+    f.add_argument("--train", type=Path, required=True)
+    f.add_argument("--dev", type=Path, required=True)
+    f.add_argument("--epochs", type=int, default=40)
+    f.add_argument("--seed", type=int, default=0)
+    return parser.parse_args(argv)
+
+
+def run(args: argparse.Namespace) -> str:
+    """Carry out one command; return its summary line."""
+    if args.command == "compress":
+        from compressor.data import read_calibration
+        from compressor.pipeline import Recipe, compress
+
+        calibration = read_calibration(args.calibration, args.text_col) if args.calibration else None
+        recipe = Recipe(args.name, args.method, args.ratio, args.quantize)
+        m = compress(args.model, recipe, args.out, calibration, args.max_length)
+        return (f"wrote {args.out / m.name}: {m.method}{'+' + args.quantize if args.quantize else ''}, "
+                f"{m.parameters / 1e6:.2f}M of {m.parameters_original / 1e6:.2f}M parameters, "
+                f"{m.onnx_bytes / 1e6:.1f} MB, parity {m.parity:.1e}")
+    if args.command == "build-default":
+        from compressor.pipeline import build_default
+
+        manifests = build_default(args.out)
+        return f"wrote {len(manifests)} variants to {args.out}: {', '.join(m.name for m in manifests)}"
+    if args.command == "evaluate":
+        from compressor.evaluate import evaluate_all, table
+
+        for path in (args.data, args.reference):
+            if path is not None and not path.exists():
+                raise InputError(f"{path} does not exist")
+        results = evaluate_all(args.variants, args.data, args.reference, args.threads,
+                               args.text_col, args.text_pair_col, args.label_col)
+        print(table(results))
+        if args.json:
+            args.json.parent.mkdir(parents=True, exist_ok=True)
+            args.json.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+        best = max(results, key=lambda r: r.get("accuracy") or 0)
+        summary = f"evaluated {len(results)} variant(s)"
+        return summary + (f"; best accuracy {best['accuracy']:.4f} ({best['variant']})" if "accuracy" in best else "")
+    if args.command == "fit-default-head":
+        from compressor.default_model import HEAD_FILE, fit_head
+
+        for path in (args.train, args.dev):
+            if not path.is_file():
+                raise InputError(f"{path} does not exist")
+        figures = fit_head(args.train, args.dev, args.epochs, seed=args.seed)
+        return f"wrote {HEAD_FILE}: SST-2 dev accuracy {figures['dev_accuracy']:.4f}"
+    raise AssertionError(args.command)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    try:
+        summary = run(args)
+    except InputError as exc:
+        print(f"compressor: error: {exc}", file=sys.stderr)
+        sys.exit(2)
+    print(summary)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,135 @@
+"""Export a (compressed) classifier as a variant folder: model.onnx, tokenizer files,
+variant.json — checked for parity and written atomically.
+
+Exporter: torch.onnx's TorchScript tracer (`dynamo=False`). It traces whatever modules
+the compressed model holds (factorized Linears, pruned heads, decoders) with no
+per-architecture export config to keep in sync, as Optimum's exporter would need, and its
+graph is the classic BERT pattern that ONNX Runtime's attention and LayerNorm fusions
+recognise. The dynamo exporter would add onnxscript and gained nothing for these models.
+
+Parity is measured the way the service will run the variant: the saved tokenizer.json
+through service.tokenization and the ONNX graph through service.backend, against the
+PyTorch model on real sentences, padded in one batch so the attention mask is exercised.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+from tokenizers import Tokenizer
+from torch import nn
+
+from compressor.checkpoint import Classifier, parameter_count
+from compressor.errors import InputError
+from compressor.methods.quantize import quantize_int8
+from service.backend import OrtBackend
+from service.manifest import ONNX_FILE, TOKENIZER_FILE, Manifest, write_manifest
+from service.repository import VARIANT_NAME
+from service.tokenization import encode, load_tokenizer
+
+OPSET = 17  # first opset with LayerNormalization as one op
+PARITY_LIMIT = 1e-4  # max |Δlogit| an uncompressed fp32 export may show
+
+
+class ParityError(Exception):
+    """The exported graph disagrees with the PyTorch model it came from."""
+
+
+class LogitsOnly(nn.Module):
+    """Positional inputs in a fixed order and a bare logits tensor out, for the tracer."""
+
+    def __init__(self, model: nn.Module, input_names: list[str]) -> None:
+        super().__init__()
+        self.model, self.input_names = model, input_names
+
+    def forward(self, *tensors: torch.Tensor) -> torch.Tensor:
+        return self.model(**dict(zip(self.input_names, tensors))).logits
+
+
+def input_names(classifier: Classifier) -> list[str]:
+    # The tokenizer knows which inputs the architecture takes (no token_type_ids for
+    # RoBERTa or DistilBERT); attention_mask always goes second.
+    names = ["input_ids", "attention_mask"]
+    return names + (["token_type_ids"] if "token_type_ids" in classifier.tokenizer.model_input_names else [])
+
+
+def export_onnx(classifier: Classifier, path: Path, sentences: list[str]) -> None:
+    names = input_names(classifier)
+    sample = classifier.tokenizer(sentences[:2], padding=True, return_tensors="pt")
+    dynamic = {name: {0: "batch", 1: "sequence"} for name in names}
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")  # tracer warnings about Python control flow on shapes
+        # The exporter restores the wrapper's training flag afterwards, and that flag
+        # propagates to the model: a fresh wrapper in train mode would switch dropout on.
+        torch.onnx.export(
+            LogitsOnly(classifier.model, names).eval(), tuple(sample[n] for n in names), str(path),
+            input_names=names, output_names=["logits"], dynamic_axes={**dynamic, "logits": {0: "batch"}},
+            opset_version=OPSET, do_constant_folding=True, dynamo=False,
+        )
+
+
+def save_tokenizer(classifier: Classifier, folder: Path) -> None:
+    """The checkpoint's tokenizer files, with its padding written into tokenizer.json so
+    the service pads exactly as the checkpoint does."""
+    tok = classifier.tokenizer
+    tok.save_pretrained(str(folder))
+    fast = Tokenizer.from_file(str(folder / TOKENIZER_FILE))
+    fast.no_truncation()
+    fast.enable_padding(pad_id=tok.pad_token_id, pad_token=tok.pad_token)
+    fast.save(str(folder / TOKENIZER_FILE))
+
+
+@torch.no_grad()
+def measure_parity(classifier: Classifier, folder: Path, sentences: list[str]) -> float:
+    expected = classifier.model(**classifier.tokenizer(
+        sentences, padding=True, truncation=True, max_length=classifier.max_length, return_tensors="pt")).logits
+    batch = encode(load_tokenizer(folder / TOKENIZER_FILE, classifier.max_length), list(sentences))
+    actual = OrtBackend(folder / ONNX_FILE, intra_op=1).run(batch.arrays)
+    return float(np.abs(actual - expected.numpy()).max())
+
+
+def replace_folder(source: Path, target: Path) -> None:
+    """Move a finished folder into place; an existing variant of that name is swapped out."""
+    if target.exists():
+        old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
+        target.rename(old / target.name)
+        source.rename(target)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        source.rename(target)
+
+
+def write_variant(classifier: Classifier, name: str, out: Path, method: str, settings: dict,
+                  parameters_original: int, quantize: str | None, sentences: list[str]) -> Manifest:
+    if not VARIANT_NAME.match(name):
+        raise InputError(f"variant name {name!r} must be letters, digits, '.', '_' or '-' (not starting with one of those three)")
+    out.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=f".{name}.tmp-", dir=out))  # hidden: the service skips it
+    try:
+        save_tokenizer(classifier, work)
+        export_onnx(classifier, work / ONNX_FILE, sentences)
+        if quantize == "int8":
+            fp32 = work / "model.fp32.onnx"
+            (work / ONNX_FILE).rename(fp32)
+            settings = {**settings, **quantize_int8(fp32, work / ONNX_FILE)}
+            fp32.unlink()
+        parity = measure_parity(classifier, work, sentences)
+        if method == "none" and quantize is None and parity > PARITY_LIMIT:
+            raise ParityError(f"ONNX export differs from PyTorch by {parity:.2e} (limit {PARITY_LIMIT:.0e})")
+        manifest = Manifest(
+            name=name, base_model=classifier.base_model, labels=classifier.labels,
+            max_length=classifier.max_length, method=method, settings=settings,
+            parameters=parameter_count(classifier.model),
+            parameters_original=parameters_original, onnx_bytes=(work / ONNX_FILE).stat().st_size, parity=parity,
+        )
+        write_manifest(work, manifest)
+        replace_folder(work, out / name)
+    except BaseException:
+        shutil.rmtree(work, ignore_errors=True)
+        raise
+    return manifest

@@ -1,0 +1,40 @@
+"""Finding and replacing the encoder's Linear layers, the part every factorization shares.
+
+"Encoder Linear" means every nn.Linear of the transformer body (attention projections and
+feed-forward layers). The pooler and the classification head stay dense: they are small,
+and the task signal runs through them.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from transformers import PreTrainedModel
+
+
+def encoder_linears(model: PreTrainedModel) -> dict[str, nn.Linear]:
+    """Qualified name → Linear for every Linear under the base model except the pooler."""
+    prefix = model.base_model_prefix
+    return {
+        f"{prefix}.{name}": module
+        for name, module in model.base_model.named_modules()
+        if isinstance(module, nn.Linear) and not name.startswith("pooler")
+    }
+
+
+def replace_module(model: nn.Module, name: str, new: nn.Module) -> None:
+    parent_name, _, attr = name.rpartition(".")
+    setattr(model.get_submodule(parent_name), attr, new)
+
+
+def two_linears(down: torch.Tensor, up: torch.Tensor, bias: torch.Tensor | None) -> nn.Sequential:
+    """x → up @ (down @ x) + bias as two Linears, which export as two MatMuls.
+    down: [rank, in], up: [out, rank]."""
+    first = nn.Linear(down.shape[1], down.shape[0], bias=False)
+    second = nn.Linear(up.shape[1], up.shape[0], bias=bias is not None)
+    with torch.no_grad():
+        first.weight.copy_(down)
+        second.weight.copy_(up)
+        if bias is not None:
+            second.bias.copy_(bias)
+    return nn.Sequential(first, second)

@@ -1,0 +1,82 @@
+"""load → compress (a `+`-joined pipeline of methods) → export, and the default set."""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from compressor.checkpoint import Classifier, load_classifier, parameter_count
+from compressor.data import PARITY_SENTENCES
+from compressor.errors import InputError
+from compressor.export import write_variant
+from compressor.methods import svd
+from compressor.methods.quantize import QUANTIZATIONS
+from service.manifest import Manifest
+
+Method = Callable[..., dict]
+METHODS: dict[str, Method] = {
+    "svd": svd.compress,
+}
+NONE = "none"  # plain export
+
+
+@dataclass(frozen=True)
+class Recipe:
+    name: str
+    method: str = NONE
+    ratio: float = 1.0
+    quantize: str | None = None
+
+
+# `compressor build-default`: the embedded model, plain and compressed.
+DEFAULT_RECIPES = (
+    Recipe("original"),
+    Recipe("svd-50", "svd", 0.5),
+    Recipe("int8", quantize="int8"),
+    Recipe("svd-50-int8", "svd", 0.5, "int8"),
+)
+
+
+def parse_method(method: str) -> list[str]:
+    steps = method.split("+")
+    if method == NONE:
+        return []
+    unknown = [s for s in steps if s not in METHODS]
+    if unknown:
+        known = ", ".join([NONE, *METHODS])
+        raise InputError(f"unknown method {unknown[0]!r}; choose from {known}, or join several with '+'")
+    return steps
+
+
+def check_recipe(recipe: Recipe) -> list[str]:
+    if not 0 < recipe.ratio <= 1:
+        raise InputError(f"--ratio must be in (0, 1], got {recipe.ratio}")
+    if recipe.quantize is not None and recipe.quantize not in QUANTIZATIONS:
+        raise InputError(f"unknown --quantize {recipe.quantize!r}; choose from {', '.join(QUANTIZATIONS)}")
+    return parse_method(recipe.method)
+
+
+def build(classifier: Classifier, recipe: Recipe, out: Path, calibration: list[str] | None = None) -> Manifest:
+    """Compress a copy of `classifier` by `recipe` and write it as a variant under `out`."""
+    steps = check_recipe(recipe)
+    original = parameter_count(classifier.model)
+    compressed = Classifier(copy.deepcopy(classifier.model), classifier.tokenizer,
+                            classifier.base_model, classifier.max_length) if steps else classifier
+    settings: dict = {}
+    for step in steps:
+        settings[step] = METHODS[step](compressed.model, recipe.ratio, calibration)
+    sentences = PARITY_SENTENCES + (calibration or [])[:32]
+    return write_variant(compressed, recipe.name, out, recipe.method, settings, original, recipe.quantize, sentences)
+
+
+def compress(model: str, recipe: Recipe, out: Path, calibration: list[str] | None = None,
+             max_length: int | None = None) -> Manifest:
+    check_recipe(recipe)  # fail on bad flags before the slow load
+    return build(load_classifier(model, max_length), recipe, out, calibration)
+
+
+def build_default(out: Path) -> list[Manifest]:
+    classifier = load_classifier("default")
+    return [build(classifier, recipe, out) for recipe in DEFAULT_RECIPES]

@@ -1,0 +1,37 @@
+"""`python -m service --models models --port 8000`: settings → uvicorn.
+
+Command-line flags override SLIMSERVE_* variables. One worker per process by design:
+metrics live in process memory, so scale with replicas, not `--workers`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+import uvicorn
+
+from service.app import create_app
+from service.settings import Settings
+
+
+def parse_args(argv: list[str] | None = None) -> dict[str, object]:
+    parser = argparse.ArgumentParser(prog="python -m service", description="Serve slimserve variants.")
+    parser.add_argument("--models", type=Path, help="folder of variants (SLIMSERVE_MODELS, default models)")
+    parser.add_argument("--host", help="bind address (SLIMSERVE_HOST, default 127.0.0.1)")
+    parser.add_argument("--port", type=int, help="port (SLIMSERVE_PORT, default 8000)")
+    parser.add_argument("--threads", type=int, help="CPU threads for all sessions together (SLIMSERVE_THREADS)")
+    args = parser.parse_args(argv)
+    return {k: v for k, v in vars(args).items() if v is not None}
+
+
+def main(argv: list[str] | None = None) -> None:
+    settings = Settings(**parse_args(argv))
+    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    uvicorn.run(create_app(settings), host=settings.host, port=settings.port,
+                log_level=settings.log_level, workers=1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,64 @@
+"""The service's error family and how each kind reaches a client.
+
+    ServiceError                 (status, error_type)
+    ├── EmptyInput               400 empty
+    ├── ModelNotFound            404 not_found
+    ├── PayloadTooLarge          413 too_large
+    ├── Malformed                422 validation
+    ├── Overloaded               429 overloaded
+    ├── NotReady                 503 unavailable
+    └── BackendFailure           424 backend
+
+Every error leaves the service as JSON `{"error": message, "error_type": kind}`.
+"""
+
+from __future__ import annotations
+
+
+class ServiceError(Exception):
+    status = 500
+    error_type = "internal"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    def body(self) -> dict[str, str]:
+        return {"error": self.message, "error_type": self.error_type}
+
+
+class EmptyInput(ServiceError):
+    status = 400
+    error_type = "empty"
+
+
+class ModelNotFound(ServiceError):
+    status = 404
+    error_type = "not_found"
+
+
+class PayloadTooLarge(ServiceError):
+    status = 413
+    error_type = "too_large"
+
+
+class Malformed(ServiceError):
+    status = 422
+    error_type = "validation"
+
+
+class Overloaded(ServiceError):
+    status = 429
+    error_type = "overloaded"
+
+
+class NotReady(ServiceError):
+    status = 503
+    error_type = "unavailable"
+
+
+class BackendFailure(ServiceError):
+    """The model itself failed on an accepted request: the client's input was fine."""
+
+    status = 424
+    error_type = "backend"

@@ -1,0 +1,87 @@
+"""Every Prometheus metric of the service, defined once (DESIGN.md §5).
+
+Each app owns its registry, so tests can build many apps in one process. Request
+duration and status are observed by `MetricsMiddleware` for every route that names a
+model, so handlers never repeat that bookkeeping.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Callable
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+# One bucket set for every latency histogram: these models answer in about a millisecond
+# at batch 1 and in tens of milliseconds at batch 32.
+LATENCY_BUCKETS = (
+    0.0005, 0.001, 0.0015, 0.002, 0.003, 0.004, 0.005, 0.0075, 0.01, 0.015, 0.02,
+    0.03, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1.0, 2.5, 5.0,
+)
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128)
+TOKEN_BUCKETS = (8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192)
+UNKNOWN_MODEL = "_unknown"  # label for requests naming no loaded variant: bounds cardinality
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        ProcessCollector(namespace="slimserve", registry=self.registry)
+        r = self.registry
+        self.request_duration = Histogram(
+            "slimserve_request_duration_seconds", "Time from request received to response sent.",
+            ["model"], buckets=LATENCY_BUCKETS, registry=r)
+        self.inference_duration = Histogram(
+            "slimserve_inference_duration_seconds", "Time inside the ONNX Runtime session for one batch.",
+            ["model"], buckets=LATENCY_BUCKETS, registry=r)
+        self.batch_size = Histogram(
+            "slimserve_batch_size", "Inputs per ONNX Runtime run.", ["model"], buckets=BATCH_BUCKETS, registry=r)
+        self.input_tokens = Histogram(
+            "slimserve_input_tokens", "Real (unpadded) tokens per ONNX Runtime run.",
+            ["model"], buckets=TOKEN_BUCKETS, registry=r)
+        self.requests = Counter(
+            "slimserve_requests", "Requests by model and HTTP status.", ["model", "status"], registry=r)
+        self.model_parameters = Gauge(
+            "slimserve_model_parameters", "Parameters of the variant (from its manifest).", ["model"], registry=r)
+        self.model_onnx_bytes = Gauge(
+            "slimserve_model_onnx_bytes", "Size of the variant's model.onnx.", ["model"], registry=r)
+        self.model_memory_bytes = Gauge(
+            "slimserve_model_memory_bytes", "Resident memory the process grew by while loading the variant.",
+            ["model"], registry=r)
+        self.model_load_seconds = Gauge(
+            "slimserve_model_load_seconds", "Time to load the variant.", ["model"], registry=r)
+        self.model_ready = Gauge(
+            "slimserve_model_ready", "1 when the variant serves, 0 when it failed to load.", ["model"], registry=r)
+        self.model_info = Gauge(
+            "slimserve_model_info", "Always 1; labels carry the variant's manifest.",
+            ["model", "method", "base_model", "quantization"], registry=r)
+
+
+class MetricsMiddleware:
+    """Times every request to a route with a `{name}` path parameter and counts its status."""
+
+    def __init__(self, app: ASGIApp, metrics: Metrics, is_known: Callable[[str], bool]) -> None:
+        self.app, self.metrics, self.is_known = app, metrics, is_known
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start, status = time.perf_counter(), 500
+
+        async def send_and_record(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_and_record)
+        finally:
+            # The router fills path_params into this same scope while routing.
+            name = scope.get("path_params", {}).get("name")
+            if name is not None:
+                model = name if self.is_known(name) else UNKNOWN_MODEL
+                self.metrics.request_duration.labels(model).observe(time.perf_counter() - start)
+                self.metrics.requests.labels(model, str(status)).inc()

@@ -1,0 +1,103 @@
+"""Tiny randomly initialised classifiers, built here in seconds: no hub, no ../shared.
+
+Each architecture gets a tokenizer trained on a few sentences with the `tokenizers`
+library (WordPiece for BERT and DistilBERT, byte-level BPE for RoBERTa), so the
+checkpoint folders look exactly like a user's.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+from transformers import (
+    BertConfig, BertForSequenceClassification, DistilBertConfig, DistilBertForSequenceClassification,
+    PreTrainedTokenizerFast, RobertaConfig, RobertaForSequenceClassification,
+)
+
+CORPUS = [
+    "it's a charming and often affecting journey.",
+    "the plot is thin and the acting is wooden",
+    "a quietly devastating film that lingers long after the credits",
+    "I expected nothing and was still disappointed",
+    "stocks rallied after the central bank held rates steady",
+    "an engrossing, funny and surprisingly tender portrait of a family",
+] * 4
+LABELS = {0: "negative", 1: "positive"}
+TINY = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64)
+ARCHITECTURES = ("bert", "distilbert", "roberta")
+
+
+def wordpiece_tokenizer(with_types: bool) -> PreTrainedTokenizerFast:
+    tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+    tok.normalizer = normalizers.BertNormalizer(lowercase=True)
+    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    tok.train_from_iterator(CORPUS, trainers.WordPieceTrainer(vocab_size=200, special_tokens=specials))
+    cls, sep = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
+    tok.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1", special_tokens=[("[CLS]", cls), ("[SEP]", sep)])
+    tok.decoder = decoders.WordPiece()
+    names = ["input_ids", "token_type_ids", "attention_mask"] if with_types else ["input_ids", "attention_mask"]
+    return PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]", pad_token="[PAD]", cls_token="[CLS]",
+                                   sep_token="[SEP]", mask_token="[MASK]", model_input_names=names)
+
+
+def bpe_tokenizer() -> PreTrainedTokenizerFast:
+    tok = Tokenizer(models.BPE(unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    specials = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]
+    tok.train_from_iterator(CORPUS, trainers.BpeTrainer(
+        vocab_size=300, special_tokens=specials, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    tok.post_processor = processors.RobertaProcessing(("</s>", tok.token_to_id("</s>")), ("<s>", tok.token_to_id("<s>")))
+    tok.decoder = decoders.ByteLevel()
+    return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", unk_token="<unk>",
+                                   pad_token="<pad>", cls_token="<s>", sep_token="</s>", mask_token="<mask>",
+                                   model_input_names=["input_ids", "attention_mask"])
+
+
+def tiny_classifier(arch: str) -> tuple[torch.nn.Module, PreTrainedTokenizerFast]:
+    torch.manual_seed(0)
+    common = dict(id2label=LABELS, label2id={v: k for k, v in LABELS.items()})
+    if arch == "bert":
+        tokenizer = wordpiece_tokenizer(with_types=True)
+        config = BertConfig(vocab_size=len(tokenizer), max_position_embeddings=64, **TINY, **common)
+        return BertForSequenceClassification(config), tokenizer
+    if arch == "distilbert":
+        tokenizer = wordpiece_tokenizer(with_types=False)
+        config = DistilBertConfig(vocab_size=len(tokenizer), max_position_embeddings=64, dim=32, n_layers=2,
+                                  n_heads=4, hidden_dim=64, **common)
+        return DistilBertForSequenceClassification(config), tokenizer
+    if arch == "roberta":
+        tokenizer = bpe_tokenizer()
+        config = RobertaConfig(vocab_size=len(tokenizer), max_position_embeddings=66, type_vocab_size=1,
+                               pad_token_id=tokenizer.pad_token_id, bos_token_id=0, eos_token_id=2, **TINY, **common)
+        return RobertaForSequenceClassification(config), tokenizer
+    raise ValueError(arch)
+
+
+def save_checkpoint(arch: str, folder: Path) -> Path:
+    model, tokenizer = tiny_classifier(arch)
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def checkpoints(tmp_path_factory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("checkpoints")
+    return {arch: save_checkpoint(arch, root / arch) for arch in ARCHITECTURES}
+
+
+@pytest.fixture(scope="session")
+def models_dir(tmp_path_factory, checkpoints) -> Path:
+    """A models folder with freshly exported tiny variants, as the service finds them."""
+    from compressor.pipeline import Recipe, compress
+
+    out = tmp_path_factory.mktemp("models")
+    compress(str(checkpoints["bert"]), Recipe("tiny-bert"), out)
+    compress(str(checkpoints["bert"]), Recipe("tiny-bert-svd", "svd", 0.5), out)
+    compress(str(checkpoints["roberta"]), Recipe("tiny-roberta-int8", quantize="int8"), out)
+    return out

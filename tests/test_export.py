@@ -1,0 +1,117 @@
+import json
+
+import numpy as np
+import onnx
+import pytest
+import torch
+
+from compressor import export
+from compressor.checkpoint import load_classifier
+from compressor.errors import InputError
+from compressor.pipeline import Recipe, build, compress
+from service.backend import OrtBackend
+from service.manifest import read_manifest
+from service.tokenization import encode, load_tokenizer
+
+MANIFEST_KEYS = {"name", "base_model", "task", "labels", "max_length", "method", "settings", "parameters",
+                 "parameters_original", "onnx_bytes", "created", "parity"}
+
+
+@pytest.mark.parametrize("arch", ["bert", "distilbert", "roberta"])
+def test_plain_export_matches_pytorch(checkpoints, tmp_path, arch):
+    manifest = compress(str(checkpoints[arch]), Recipe("plain"), tmp_path)
+    folder = tmp_path / "plain"
+    assert {"model.onnx", "tokenizer.json", "variant.json"} <= {p.name for p in folder.iterdir()}
+    assert manifest.parity < 1e-4
+    assert manifest.parameters == manifest.parameters_original
+    assert manifest.onnx_bytes == (folder / "model.onnx").stat().st_size
+    assert MANIFEST_KEYS <= set(json.loads((folder / "variant.json").read_text()))
+    assert read_manifest(folder).labels == ["negative", "positive"]
+    graph_inputs = [i.name for i in onnx.load(folder / "model.onnx").graph.input]
+    expected = ["input_ids", "attention_mask"] + (["token_type_ids"] if arch == "bert" else [])
+    assert graph_inputs == expected
+
+
+def test_pairs_and_padding_match_pytorch(checkpoints, tmp_path):
+    """The served path (tokenizer.json + ORT) agrees with PyTorch on text pairs of mixed length."""
+    classifier = load_classifier(str(checkpoints["bert"]))
+    compress(str(checkpoints["bert"]), Recipe("pairs"), tmp_path)
+    pairs = [("the plot is thin", "the acting is wooden and the film drags on"), ("ok", "fine")]
+    batch = encode(load_tokenizer(tmp_path / "pairs" / "tokenizer.json", classifier.max_length), pairs)
+    actual = OrtBackend(tmp_path / "pairs" / "model.onnx", intra_op=1).run(batch.arrays)
+    hf = classifier.tokenizer([a for a, _ in pairs], [b for _, b in pairs], padding=True, return_tensors="pt")
+    assert np.array_equal(batch.arrays["token_type_ids"], hf["token_type_ids"].numpy())
+    with torch.no_grad():
+        expected = classifier.model(**hf).logits.numpy()
+    assert np.abs(actual - expected).max() < 1e-4
+
+
+@pytest.mark.parametrize("arch", ["bert", "roberta"])
+def test_svd_export_matches_the_compressed_model(checkpoints, tmp_path, arch):
+    manifest = compress(str(checkpoints[arch]), Recipe("svd", "svd", 0.5), tmp_path)
+    assert manifest.parity < 1e-4  # ONNX vs the compressed PyTorch model, not vs the original
+    assert manifest.parameters < manifest.parameters_original
+    assert manifest.settings["svd"]["ratio"] == 0.5
+    matmuls = sum(n.op_type == "MatMul" for n in onnx.load(tmp_path / "svd" / "model.onnx").graph.node)
+    plain = compress(str(checkpoints[arch]), Recipe("plain"), tmp_path)
+    assert plain.parameters == manifest.parameters_original
+    assert matmuls > sum(n.op_type == "MatMul" for n in onnx.load(tmp_path / "plain" / "model.onnx").graph.node)
+
+
+def test_int8_is_smaller_and_close(checkpoints, tmp_path):
+    plain = compress(str(checkpoints["bert"]), Recipe("plain"), tmp_path)
+    int8 = compress(str(checkpoints["bert"]), Recipe("int8", quantize="int8"), tmp_path)
+    assert int8.onnx_bytes < plain.onnx_bytes
+    assert int8.settings["quantize"] == "int8"
+    assert 0 < int8.parity < 0.05
+    ops = {n.op_type for n in onnx.load(tmp_path / "int8" / "model.onnx").graph.node}
+    assert {"DynamicQuantizeLinear", "MatMulInteger"} <= ops
+
+
+def test_failed_parity_leaves_nothing_behind(checkpoints, tmp_path, monkeypatch):
+    monkeypatch.setattr(export, "measure_parity", lambda *a: 1.0)
+    with pytest.raises(export.ParityError, match="limit"):
+        compress(str(checkpoints["bert"]), Recipe("broken"), tmp_path)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_interrupted_export_keeps_the_previous_variant(checkpoints, tmp_path, monkeypatch):
+    first = compress(str(checkpoints["bert"]), Recipe("v"), tmp_path)
+
+    def interrupted(*args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(export, "export_onnx", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        compress(str(checkpoints["bert"]), Recipe("v", "svd", 0.5), tmp_path)
+    assert [p.name for p in tmp_path.iterdir()] == ["v"]
+    assert read_manifest(tmp_path / "v").created == first.created and read_manifest(tmp_path / "v").method == "none"
+
+
+def test_rebuilding_replaces_the_variant(checkpoints, tmp_path):
+    compress(str(checkpoints["bert"]), Recipe("v"), tmp_path)
+    compress(str(checkpoints["bert"]), Recipe("v", "svd", 0.5), tmp_path)
+    assert [p.name for p in tmp_path.iterdir()] == ["v"]
+    assert read_manifest(tmp_path / "v").method == "svd"
+
+
+def test_build_does_not_touch_the_loaded_model(checkpoints, tmp_path):
+    classifier = load_classifier(str(checkpoints["bert"]))
+    before = {k: v.clone() for k, v in classifier.model.state_dict().items()}
+    build(classifier, Recipe("svd", "svd", 0.3), tmp_path)
+    after = classifier.model.state_dict()
+    assert before.keys() == after.keys() and all(torch.equal(before[k], after[k]) for k in before)
+    assert not classifier.model.training
+
+
+@pytest.mark.parametrize("recipe, message", [
+    (Recipe("x", "magic"), "unknown method 'magic'"),
+    (Recipe("x", "svd", 0.0), "--ratio must be in"),
+    (Recipe("x", "svd", 1.5), "--ratio must be in"),
+    (Recipe("x", quantize="int3"), "unknown --quantize"),
+    (Recipe("../escape"), "variant name"),
+])
+def test_bad_recipes_are_refused(checkpoints, tmp_path, recipe, message):
+    with pytest.raises(InputError, match=message):
+        compress(str(checkpoints["bert"]), recipe, tmp_path)
+    assert list(tmp_path.iterdir()) == []
