@@ -38,11 +38,18 @@ def publish_variant(metrics: Metrics, variant: Variant) -> None:
 
 def validation_message(exc: RequestValidationError) -> str:
     """One line naming the offending field, e.g. `inputs.0: Input should be a valid string`."""
-    first: dict[str, Any] = exc.errors()[0]
-    if first.get("type") == "json_invalid":
-        return f"request body is not valid JSON: {first.get('ctx', {}).get('error', 'decode error')}"
-    location = ".".join(str(part) for part in first.get("loc", ()) if part != "body") or "body"
-    return f"{location}: {first.get('msg', 'invalid value')}"
+    errors: list[dict[str, Any]] = exc.errors()
+    if errors[0].get("type") == "json_invalid":
+        return f"request body is not valid JSON: {errors[0].get('ctx', {}).get('error', 'decode error')}"
+    # A union (text or {text, text_pair}) reports one error per branch, each under the
+    # branch's type name; the deepest one is the branch the client meant.
+    deepest = max(errors, key=lambda e: len(e.get("loc", ())))
+    parts = [str(p) for p in deepest.get("loc", ()) if p != "body" and not _is_type_tag(p)]
+    return f"{'.'.join(parts) or 'body'}: {deepest.get('msg', 'invalid value')}"
+
+
+def _is_type_tag(part: object) -> bool:
+    return isinstance(part, str) and (part == "str" or part[:1].isupper())
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
