@@ -6,7 +6,7 @@ MODELS ?= models
 PORT ?= 8000
 SST2 ?= ../shared/data/sst2
 
-.PHONY: demo test venv variants evaluate default-head clean
+.PHONY: demo test venv variants evaluate bench default-head clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -36,6 +36,10 @@ test: venv
 evaluate: variants
 	$(VENV)/bin/compressor evaluate $(MODELS)/original $(MODELS)/svd-50 $(MODELS)/int8 $(MODELS)/svd-50-int8 \
 		--data $(SST2)/dev.tsv --reference $(MODELS)/original --json reports/default-variants.json
+
+# Benchmarks need ../shared (the fine-tuned teacher and SST-2); they print a table and write JSON.
+bench: venv
+	$(PY) benchmarks/teacher.py
 
 # Refit the default model's head (writes compressor/default/head.safetensors and HEAD.md).
 default-head: venv

@@ -1,0 +1,63 @@
+"""The thread budget: sessions of several variants never compute more at once than it allows."""
+
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from service.backend import OrtBackend
+from service.settings import Settings
+
+
+class CountingSession:
+    """Stands in for an InferenceSession and records how many runs overlap."""
+
+    def __init__(self, counter: dict) -> None:
+        self.counter = counter
+
+    def run(self, outputs, feeds):
+        with self.counter["lock"]:
+            self.counter["now"] += 1
+            self.counter["most"] = max(self.counter["most"], self.counter["now"])
+        time.sleep(0.02)
+        with self.counter["lock"]:
+            self.counter["now"] -= 1
+        return [np.zeros((len(feeds["input_ids"]), 2), dtype=np.float32)]
+
+
+@pytest.mark.parametrize("slots", [1, 2])
+def test_the_shared_limiter_bounds_concurrent_runs_across_variants(models_dir, slots):
+    limiter = threading.BoundedSemaphore(slots)
+    counter = {"lock": threading.Lock(), "now": 0, "most": 0}
+    backends = [OrtBackend(models_dir / name / "model.onnx", 1, limiter) for name in ("tiny-bert", "tiny-bert-svd")]
+    for backend in backends:
+        backend.session = CountingSession(counter)
+    arrays = {name: np.ones((1, 4), dtype=np.int64) for name in ("input_ids", "attention_mask", "token_type_ids")}
+    threads = [threading.Thread(target=backends[i % 2].run, args=(arrays,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert counter["most"] == slots
+
+
+@pytest.mark.parametrize("threads, intra_op, runs, per_session", [
+    (2, None, 1, 2), (2, 1, 2, 1), (8, 2, 4, 2), (2, 4, 1, 2),
+])
+def test_budget_arithmetic(threads, intra_op, runs, per_session):
+    settings = Settings(threads=threads, intra_op_threads=intra_op)
+    assert settings.concurrent_runs() == runs and settings.session_threads() == per_session
+    assert settings.concurrent_runs() * settings.session_threads() <= threads
+
+
+def test_a_graph_without_logits_is_refused(tmp_path):
+    import onnx
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph([helper.make_node("Identity", ["input_ids"], ["out"])], "g",
+                              [helper.make_tensor_value_info("input_ids", TensorProto.INT64, [1, 4])],
+                              [helper.make_tensor_value_info("out", TensorProto.INT64, [1, 4])])
+    onnx.save(helper.make_model(graph, ir_version=9, opset_imports=[helper.make_opsetid("", 17)]), tmp_path / "m.onnx")
+    with pytest.raises(ValueError, match="no 'logits' output"):
+        OrtBackend(tmp_path / "m.onnx", 1)
