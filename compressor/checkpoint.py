@@ -33,9 +33,16 @@ def parameter_count(model: torch.nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def default_max_length(model: PreTrainedModel, tokenizer: PreTrainedTokenizerFast) -> int:
-    positions = model.config.max_position_embeddings - POSITION_OFFSET.get(model.config.model_type, 0)
-    return min(positions, tokenizer.model_max_length, 512)
+def position_limit(model: PreTrainedModel) -> int:
+    return model.config.max_position_embeddings - POSITION_OFFSET.get(model.config.model_type, 0)
+
+
+def checked_length(model: PreTrainedModel, max_length: int | None, default: int) -> int:
+    if max_length is None:
+        return default
+    if not 1 <= max_length <= position_limit(model):
+        raise InputError(f"--max-length must be between 1 and {position_limit(model)} for this model, got {max_length}")
+    return max_length
 
 
 def load_classifier(spec: str, max_length: int | None = None) -> Classifier:
@@ -43,7 +50,7 @@ def load_classifier(spec: str, max_length: int | None = None) -> Classifier:
         from compressor import default_model
 
         model, tokenizer = default_model.build_model()
-        return Classifier(model, tokenizer, DEFAULT, max_length or default_model.MAX_LENGTH)
+        return Classifier(model, tokenizer, DEFAULT, checked_length(model, max_length, default_model.MAX_LENGTH))
     folder = Path(spec)
     config_file = folder / "config.json"
     if not config_file.is_file():
@@ -66,4 +73,5 @@ def load_classifier(spec: str, max_length: int | None = None) -> Classifier:
     if not isinstance(tokenizer, PreTrainedTokenizerFast):
         raise InputError(f"{spec} has no fast tokenizer; the service needs tokenizer.json")
     model.eval()
-    return Classifier(model, tokenizer, str(folder), max_length or default_max_length(model, tokenizer))
+    default = min(position_limit(model), tokenizer.model_max_length, 512)
+    return Classifier(model, tokenizer, str(folder), checked_length(model, max_length, default))

@@ -18,7 +18,7 @@ import os
 import sys
 from pathlib import Path
 
-from compressor.errors import InputError
+from compressor.errors import InputError, ParityError
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -67,7 +67,7 @@ def run(args: argparse.Namespace) -> str:
         calibration = read_calibration(args.calibration, args.text_col) if args.calibration else None
         recipe = Recipe(args.name, args.method, args.ratio, args.quantize)
         m = compress(args.model, recipe, args.out, calibration, args.max_length)
-        return (f"wrote {args.out / m.name}: {m.method}{'+' + args.quantize if args.quantize else ''}, "
+        return (f"wrote {args.out / m.name}: {m.method}, "
                 f"{m.parameters / 1e6:.2f}M of {m.parameters_original / 1e6:.2f}M parameters, "
                 f"{m.onnx_bytes / 1e6:.1f} MB, parity {m.parity:.1e}")
     if args.command == "build-default":
@@ -81,6 +81,8 @@ def run(args: argparse.Namespace) -> str:
         for path in (args.data, args.reference):
             if path is not None and not path.exists():
                 raise InputError(f"{path} does not exist")
+        if args.json is not None and args.json.is_dir():
+            raise InputError(f"--json {args.json} is a folder; name a file")
         results = evaluate_all(args.variants, args.data, args.reference, args.threads,
                                args.text_col, args.text_pair_col, args.label_col)
         print(table(results))
@@ -108,6 +110,9 @@ def main(argv: list[str] | None = None) -> None:
     except InputError as exc:
         print(f"compressor: error: {exc}", file=sys.stderr)
         sys.exit(2)
+    except ParityError as exc:  # the tool failed on this model, not the user: exit 1
+        print(f"compressor: export failed: {exc}", file=sys.stderr)
+        sys.exit(1)
     print(summary)
 
 

@@ -38,8 +38,11 @@ def read_tsv(path: Path, text_col: str | None = None, pair_col: str | None = Non
     for text, `label` (else none) for labels."""
     if not path.is_file():
         raise InputError(f"data file {path} does not exist")
-    with path.open(encoding="utf-8-sig", newline="") as f:
-        rows = list(csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE))
+    try:
+        with path.open(encoding="utf-8-sig", newline="") as f:
+            rows = list(csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE))
+    except UnicodeDecodeError as exc:
+        raise InputError(f"{path} is not UTF-8 text ({exc.reason} at byte {exc.start})") from None
     if len(rows) < 2:
         raise InputError(f"{path} has no data rows under its header")
     header, body = rows[0], rows[1:]
@@ -86,7 +89,10 @@ def read_calibration(path: Path, text_col: str | None = None) -> list[str]:
     if path.suffix == ".tsv":
         texts = read_tsv(path, text_col=text_col).texts
     elif path.is_file():
-        texts = [line.strip() for line in path.read_text(encoding="utf-8").splitlines()]
+        try:
+            texts = [line.strip() for line in path.read_text(encoding="utf-8").splitlines()]
+        except UnicodeDecodeError as exc:
+            raise InputError(f"{path} is not UTF-8 text ({exc.reason} at byte {exc.start})") from None
     else:
         raise InputError(f"calibration file {path} does not exist")
     texts = [t for t in texts if t]

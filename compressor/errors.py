@@ -3,3 +3,7 @@
 
 class InputError(Exception):
     """Bad input: a missing folder, an unknown method, a ratio out of range, ..."""
+
+
+class ParityError(Exception):
+    """The exported graph disagrees with the PyTorch model it came from."""

@@ -25,19 +25,14 @@ from tokenizers import Tokenizer
 from torch import nn
 
 from compressor.checkpoint import Classifier, parameter_count
-from compressor.errors import InputError
+from compressor.errors import ParityError
 from compressor.methods.quantize import quantize_int8
 from service.backend import OrtBackend
 from service.manifest import ONNX_FILE, TOKENIZER_FILE, Manifest, write_manifest
-from service.repository import VARIANT_NAME
 from service.tokenization import encode, load_tokenizer
 
 OPSET = 17  # first opset with LayerNormalization as one op
 PARITY_LIMIT = 1e-4  # max |Δlogit| an uncompressed fp32 export may show
-
-
-class ParityError(Exception):
-    """The exported graph disagrees with the PyTorch model it came from."""
 
 
 class LogitsOnly(nn.Module):
@@ -106,10 +101,11 @@ def replace_folder(source: Path, target: Path) -> None:
 
 def write_variant(classifier: Classifier, name: str, out: Path, method: str, settings: dict,
                   parameters_original: int, quantize: str | None, sentences: list[str]) -> Manifest:
-    if not VARIANT_NAME.match(name):
-        raise InputError(f"variant name {name!r} must be letters, digits, '.', '_' or '-' (not starting with one of those three)")
     out.mkdir(parents=True, exist_ok=True)
+    for stale in out.glob(f".{name}.tmp-*"):  # left by a run of this name that was killed
+        shutil.rmtree(stale, ignore_errors=True)
     work = Path(tempfile.mkdtemp(prefix=f".{name}.tmp-", dir=out))  # hidden: the service skips it
+    work.chmod(0o755)  # mkdtemp makes it private; a service may run as another user
     try:
         save_tokenizer(classifier, work)
         export_onnx(classifier, work / ONNX_FILE, sentences)

@@ -11,13 +11,17 @@ from compressor.checkpoint import Classifier, load_classifier, parameter_count
 from compressor.data import PARITY_SENTENCES
 from compressor.errors import InputError
 from compressor.export import write_variant
-from compressor.methods import svd
+from compressor.methods import aware, fisher, svd
 from compressor.methods.quantize import QUANTIZATIONS
 from service.manifest import Manifest
+from service.repository import VARIANT_NAME
 
 Method = Callable[..., dict]
 METHODS: dict[str, Method] = {
     "svd": svd.compress,
+    "svd-aware": aware.compress_whitened,
+    "asvd": aware.compress_scaled,
+    "fwsvd": fisher.compress,
 }
 NONE = "none"  # plain export
 
@@ -47,10 +51,20 @@ def parse_method(method: str) -> list[str]:
     if unknown:
         known = ", ".join([NONE, *METHODS])
         raise InputError(f"unknown method {unknown[0]!r}; choose from {known}, or join several with '+'")
+    if len(set(steps)) < len(steps):
+        raise InputError(f"method {method!r} repeats a step; each method may appear once")
     return steps
 
 
+def pipeline_name(steps: list[str], quantize: str | None) -> str:
+    """What the manifest and metrics call a recipe: `svd+int8`, `int8`, or `none`."""
+    return "+".join(steps + ([quantize] if quantize else [])) or NONE
+
+
 def check_recipe(recipe: Recipe) -> list[str]:
+    if not VARIANT_NAME.fullmatch(recipe.name):
+        raise InputError(f"variant name {recipe.name!r} must be letters, digits, '.', '_' or '-', "
+                         "starting with a letter or digit")
     if not 0 < recipe.ratio <= 1:
         raise InputError(f"--ratio must be in (0, 1], got {recipe.ratio}")
     if recipe.quantize is not None and recipe.quantize not in QUANTIZATIONS:
@@ -66,17 +80,25 @@ def build(classifier: Classifier, recipe: Recipe, out: Path, calibration: list[s
                             classifier.base_model, classifier.max_length) if steps else classifier
     settings: dict = {}
     for step in steps:
-        settings[step] = METHODS[step](compressed.model, recipe.ratio, calibration)
+        settings[step] = METHODS[step](compressed, recipe.ratio, calibration)
     sentences = PARITY_SENTENCES + (calibration or [])[:32]
-    return write_variant(compressed, recipe.name, out, recipe.method, settings, original, recipe.quantize, sentences)
+    method = pipeline_name(steps, recipe.quantize)
+    return write_variant(compressed, recipe.name, out, method, settings, original, recipe.quantize, sentences)
+
+
+def check_out(out: Path) -> None:
+    if out.exists() and not out.is_dir():
+        raise InputError(f"--out {out} is a file, not a folder")
 
 
 def compress(model: str, recipe: Recipe, out: Path, calibration: list[str] | None = None,
              max_length: int | None = None) -> Manifest:
     check_recipe(recipe)  # fail on bad flags before the slow load
+    check_out(out)
     return build(load_classifier(model, max_length), recipe, out, calibration)
 
 
 def build_default(out: Path) -> list[Manifest]:
+    check_out(out)
     classifier = load_classifier("default")
     return [build(classifier, recipe, out) for recipe in DEFAULT_RECIPES]

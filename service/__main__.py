@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import argparse
 import logging
+import sys
 from pathlib import Path
 
 import uvicorn
+from pydantic import ValidationError
 
 from service.app import create_app
 from service.settings import Settings
@@ -26,8 +28,26 @@ def parse_args(argv: list[str] | None = None) -> dict[str, object]:
     return {k: v for k, v in vars(args).items() if v is not None}
 
 
+def fail(message: str) -> None:
+    print(f"python -m service: error: {message}", file=sys.stderr)
+    sys.exit(2)
+
+
+def load_settings(argv: list[str] | None) -> Settings:
+    """Settings from flags and SLIMSERVE_* variables; a bad value exits 2 with one line."""
+    try:
+        settings = Settings(**parse_args(argv))
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        field = ".".join(str(p) for p in error["loc"])
+        fail(f"{field}: {error['msg']} (got {error.get('input')!r})")
+    if not settings.models.is_dir():
+        fail(f"models folder {settings.models} does not exist")
+    return settings
+
+
 def main(argv: list[str] | None = None) -> None:
-    settings = Settings(**parse_args(argv))
+    settings = load_settings(argv)
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     uvicorn.run(create_app(settings), host=settings.host, port=settings.port,
                 log_level=settings.log_level, workers=1)

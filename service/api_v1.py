@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Request
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictStr
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr
 from starlette.concurrency import run_in_threadpool
 
 from service.errors import EmptyInput, ModelNotFound, PayloadTooLarge
@@ -16,16 +16,32 @@ from service.tokenization import TextInput
 router = APIRouter(prefix="/v1", tags=["v1"])
 
 
+def encodable(text: str) -> str:
+    # JSON may carry lone surrogates ("\ud800"), which are no text a tokenizer can read.
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("text is not valid Unicode (lone surrogate)") from None
+    return text
+
+
+Text = Annotated[StrictStr, AfterValidator(encodable)]
+
+
 class TextPair(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    text: StrictStr
-    text_pair: StrictStr | None = None
+    text: Text
+    text_pair: Text | None = None
+
+
+# The names pydantic puts in an error's location for each branch of `inputs`' union.
+UNION_BRANCHES = frozenset({"str", "function-after[encodable(), str]", "TextPair"})
 
 
 class ClassifyRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    inputs: list[StrictStr | TextPair] = Field(description="Texts, or {text, text_pair} objects for pair tasks.")
-    top_k: int | None = Field(None, ge=1, description="Labels listed in `scores`, best first; default all.")
+    inputs: list[Text | TextPair] = Field(description="Texts, or {text, text_pair} objects for pair tasks.")
+    top_k: StrictInt | None = Field(None, ge=1, description="Labels listed in `scores`, best first; default all.")
     truncate: StrictBool = Field(True, description="Cut inputs to the variant's max_length; false refuses them (413).")
 
 

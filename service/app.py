@@ -15,7 +15,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from service import api_v1
-from service.errors import NotReady, ServiceError
+from service.errors import Malformed, MethodNotAllowed, ModelNotFound, NotReady, ServiceError
 from service.metrics import Metrics, MetricsMiddleware
 from service.repository import Variant, load_repository
 from service.settings import Settings
@@ -39,17 +39,17 @@ def publish_variant(metrics: Metrics, variant: Variant) -> None:
 def validation_message(exc: RequestValidationError) -> str:
     """One line naming the offending field, e.g. `inputs.0: Input should be a valid string`."""
     errors: list[dict[str, Any]] = exc.errors()
-    if errors[0].get("type") == "json_invalid":
-        return f"request body is not valid JSON: {errors[0].get('ctx', {}).get('error', 'decode error')}"
+    first = errors[0]
+    if first.get("type") == "json_invalid":
+        return f"request body is not valid JSON: {first.get('ctx', {}).get('error', 'decode error')}"
+    if tuple(first.get("loc", ())) == ("body",) and first.get("type") in ("model_attributes_type", "dict_type"):
+        return "request body must be a JSON object (send content-type: application/json)"
     # A union (text or {text, text_pair}) reports one error per branch, each under the
-    # branch's type name; the deepest one is the branch the client meant.
+    # branch's name; the deepest one is the branch the client meant.
     deepest = max(errors, key=lambda e: len(e.get("loc", ())))
-    parts = [str(p) for p in deepest.get("loc", ()) if p != "body" and not _is_type_tag(p)]
-    return f"{'.'.join(parts) or 'body'}: {deepest.get('msg', 'invalid value')}"
-
-
-def _is_type_tag(part: object) -> bool:
-    return isinstance(part, str) and (part == "str" or part[:1].isupper())
+    parts = [str(p) for p in deepest.get("loc", ()) if p != "body" and p not in api_v1.UNION_BRANCHES]
+    message = deepest.get("msg", "invalid value").removeprefix("Value error, ")
+    return f"{'.'.join(parts) or 'body'}: {message}"
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -79,13 +79,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return JSONResponse(exc.body(), status_code=exc.status)
 
     @app.exception_handler(RequestValidationError)
-    async def invalid_request(_: Request, exc: RequestValidationError) -> JSONResponse:
-        return JSONResponse({"error": validation_message(exc), "error_type": "validation"}, status_code=422)
+    async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
+        return await service_error(request, Malformed(validation_message(exc)))
 
     @app.exception_handler(StarletteHTTPException)
-    async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
-        kind = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http")
-        return JSONResponse({"error": str(exc.detail), "error_type": kind}, status_code=exc.status_code)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        # Starlette's own refusals: no route, wrong method, or a body it could not decode.
+        error = {404: ModelNotFound, 405: MethodNotAllowed}.get(exc.status_code, Malformed)(str(exc.detail))
+        return await service_error(request, error)
 
     @app.get("/health/live", tags=["health"])
     async def live() -> dict[str, str]:

@@ -3,9 +3,9 @@
     ServiceError                 (status, error_type)
     ├── EmptyInput               400 empty
     ├── ModelNotFound            404 not_found
+    ├── MethodNotAllowed         405 method_not_allowed
     ├── PayloadTooLarge          413 too_large
     ├── Malformed                422 validation
-    ├── Overloaded               429 overloaded
     ├── NotReady                 503 unavailable
     └── BackendFailure           424 backend
 
@@ -37,6 +37,11 @@ class ModelNotFound(ServiceError):
     error_type = "not_found"
 
 
+class MethodNotAllowed(ServiceError):
+    status = 405
+    error_type = "method_not_allowed"
+
+
 class PayloadTooLarge(ServiceError):
     status = 413
     error_type = "too_large"
@@ -45,11 +50,6 @@ class PayloadTooLarge(ServiceError):
 class Malformed(ServiceError):
     status = 422
     error_type = "validation"
-
-
-class Overloaded(ServiceError):
-    status = 429
-    error_type = "overloaded"
 
 
 class NotReady(ServiceError):

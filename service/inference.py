@@ -1,7 +1,7 @@
 """Texts → class probabilities for one variant: tokenize, run, softmax.
 
 Synchronous on purpose: the HTTP layer calls it from a worker thread, never on the
-event loop. Both the /v1 and the /v2 routes go through here.
+event loop. Every route that classifies goes through here.
 """
 
 from __future__ import annotations
@@ -22,7 +22,8 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     return exp / exp.sum(axis=-1, keepdims=True)
 
 
-def run_logits(variant: Variant, inputs: list[TextInput], truncate: bool, metrics: Metrics) -> np.ndarray:
+def classify(variant: Variant, inputs: list[TextInput], truncate: bool, metrics: Metrics) -> np.ndarray:
+    """Probabilities [len(inputs), labels]."""
     if variant.state != "ready" or variant.backend is None or variant.tokenizer is None:
         raise NotReady(f"model {variant.name!r} is not ready: {variant.reason}")
     batch = encode(variant.tokenizer, inputs, truncate)
@@ -36,9 +37,4 @@ def run_logits(variant: Variant, inputs: list[TextInput], truncate: bool, metric
     metrics.input_tokens.labels(variant.name).observe(batch.tokens)
     if not np.isfinite(logits).all():
         raise BackendFailure(f"model {variant.name!r} returned non-finite logits")
-    return logits
-
-
-def classify(variant: Variant, inputs: list[TextInput], truncate: bool, metrics: Metrics) -> np.ndarray:
-    """Probabilities [len(inputs), labels]."""
-    return softmax(run_logits(variant, inputs, truncate, metrics).astype(np.float64))
+    return softmax(logits.astype(np.float64))

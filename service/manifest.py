@@ -61,6 +61,7 @@ def write_manifest(folder: Path, manifest: Manifest) -> None:
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
+        os.chmod(tmp, 0o644)  # mkstemp makes it private; a service may run as another user
         os.replace(tmp, folder / MANIFEST_FILE)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

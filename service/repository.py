@@ -25,7 +25,7 @@ from service.tokenization import load_tokenizer
 
 log = logging.getLogger("slimserve.repository")
 
-VARIANT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+VARIANT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")  # use fullmatch
 
 
 @dataclass
@@ -59,7 +59,7 @@ def discover(models: Path) -> list[Path]:
 
 def load_variant(folder: Path, intra_op: int, limiter: threading.Semaphore | None) -> Variant:
     name = folder.name
-    if not VARIANT_NAME.match(name):
+    if not VARIANT_NAME.fullmatch(name):
         return Variant(name, folder, "failed", f"invalid variant name {name!r}")
     before, start = resident_bytes(), time.perf_counter()
     try:

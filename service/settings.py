@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -21,7 +22,7 @@ class Settings(BaseSettings):
     threads: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1)
     intra_op_threads: int | None = Field(None, ge=1, description="Default: all of `threads`.")
     max_inputs: int = Field(64, ge=1, description="Most texts one request may carry.")
-    log_level: str = "info"
+    log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"
 
     def concurrent_runs(self) -> int:
         return max(1, self.threads // self.session_threads())

@@ -39,6 +39,12 @@ def test_calibration_text_joins_the_parity_check(checkpoints, tmp_path, capsys):
     (["compress", "{bert}", "--method", "svd", "--ratio", "2", "--name", "x"], "--ratio must be in (0, 1]"),
     (["compress", "{bert}", "--method", "svd", "--calibration", "{empty}", "--name", "x"], "holds no text"),
     (["compress", "{bert}", "--method", "none", "--name", "a/b"], "variant name"),
+    (["compress", "{bert}", "--method", "svd", "--calibration", "{latin}", "--name", "x"], "is not UTF-8 text"),
+    (["compress", "{bert}", "--method", "svd+svd", "--name", "x"], "repeats a step"),
+    (["compress", "{bert}", "--method", "none", "--name", "abc\n"], "variant name"),
+    (["compress", "{bert}", "--method", "none", "--max-length", "0", "--name", "x"], "--max-length must be between 1 and 64"),
+    (["compress", "{bert}", "--method", "none", "--max-length", "1000", "--name", "x"], "--max-length must be"),
+    (["compress", "{bert}", "--method", "none", "--max-length", "-3", "--name", "x"], "--max-length must be"),
     (["evaluate", "{missing}"], "does not exist"),
     (["evaluate", "{missing}", "--data", "{missing}.tsv"], "does not exist"),
 ])
@@ -47,8 +53,9 @@ def test_bad_input_exits_2_with_one_line(checkpoints, tmp_path, capsys, args, me
     encoder.mkdir()
     (encoder / "config.json").write_text(json.dumps({"architectures": ["BertModel"], "model_type": "bert"}))
     (tmp_path / "empty.txt").write_text("\n  \n")
+    (tmp_path / "latin.txt").write_bytes("un café crème\n".encode("latin-1"))
     places = {"missing": str(tmp_path / "missing"), "encoder": str(encoder), "bert": str(checkpoints["bert"]),
-              "empty": str(tmp_path / "empty.txt")}
+              "empty": str(tmp_path / "empty.txt"), "latin": str(tmp_path / "latin.txt")}
     out = tmp_path / "out"
     code, captured = run_cli(capsys, *[a.format(**places) for a in args], *(["--out", str(out)] if args[0] == "compress" else []))
     assert code == 2
@@ -64,3 +71,25 @@ def test_console_script_exit_code(tmp_path):
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
         f"compressor: error: {tmp_path / 'nothing'} is not a checkpoint folder (no config.json); use a local folder or 'default'"]
+
+
+def test_out_and_json_paths_that_are_not_folders_or_files(checkpoints, models_dir, tmp_path, capsys):
+    a_file = tmp_path / "a-file"
+    a_file.write_text("")
+    code, captured = run_cli(capsys, "compress", str(checkpoints["bert"]), "--method", "none", "--name", "x",
+                             "--out", str(a_file))
+    assert code == 2 and "is a file, not a folder" in captured.err
+    before = (models_dir / "tiny-bert" / "variant.json").read_text()
+    code, captured = run_cli(capsys, "evaluate", str(models_dir / "tiny-bert"), "--json", str(tmp_path))
+    assert code == 2 and "is a folder" in captured.err
+    assert (models_dir / "tiny-bert" / "variant.json").read_text() == before  # refused before touching anything
+
+
+def test_parity_failure_is_one_line_and_exit_1(checkpoints, tmp_path, capsys, monkeypatch):
+    from compressor import export
+
+    monkeypatch.setattr(export, "measure_parity", lambda *a: 0.5)
+    code, captured = run_cli(capsys, "compress", str(checkpoints["bert"]), "--method", "none", "--name", "x",
+                             "--out", str(tmp_path))
+    assert code == 1 and captured.err.strip().splitlines() == [
+        "compressor: export failed: ONNX export differs from PyTorch by 5.00e-01 (limit 1e-04)"]

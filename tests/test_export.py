@@ -7,7 +7,7 @@ import torch
 
 from compressor import export
 from compressor.checkpoint import load_classifier
-from compressor.errors import InputError
+from compressor.errors import InputError, ParityError
 from compressor.pipeline import Recipe, build, compress
 from service.backend import OrtBackend
 from service.manifest import read_manifest
@@ -58,9 +58,24 @@ def test_svd_export_matches_the_compressed_model(checkpoints, tmp_path, arch):
     assert matmuls > sum(n.op_type == "MatMul" for n in onnx.load(tmp_path / "plain" / "model.onnx").graph.node)
 
 
+def test_variant_files_are_readable_by_other_users(checkpoints, tmp_path):
+    compress(str(checkpoints["bert"]), Recipe("plain"), tmp_path)
+    assert (tmp_path / "plain").stat().st_mode & 0o777 == 0o755
+    assert (tmp_path / "plain" / "variant.json").stat().st_mode & 0o777 == 0o644
+
+
+def test_a_killed_runs_leftovers_are_cleared_by_the_next_run(checkpoints, tmp_path):
+    (tmp_path / ".plain.tmp-killed").mkdir()
+    compress(str(checkpoints["bert"]), Recipe("plain"), tmp_path)
+    assert [p.name for p in tmp_path.iterdir()] == ["plain"]
+
+
 def test_int8_is_smaller_and_close(checkpoints, tmp_path):
     plain = compress(str(checkpoints["bert"]), Recipe("plain"), tmp_path)
     int8 = compress(str(checkpoints["bert"]), Recipe("int8", quantize="int8"), tmp_path)
+    assert int8.method == "int8" and plain.method == "none"
+    both = compress(str(checkpoints["bert"]), Recipe("both", "svd", 0.5, "int8"), tmp_path)
+    assert both.method == "svd+int8"
     assert int8.onnx_bytes < plain.onnx_bytes
     assert int8.settings["quantize"] == "int8"
     assert 0 < int8.parity < 0.05
@@ -70,7 +85,7 @@ def test_int8_is_smaller_and_close(checkpoints, tmp_path):
 
 def test_failed_parity_leaves_nothing_behind(checkpoints, tmp_path, monkeypatch):
     monkeypatch.setattr(export, "measure_parity", lambda *a: 1.0)
-    with pytest.raises(export.ParityError, match="limit"):
+    with pytest.raises(ParityError, match="limit"):
         compress(str(checkpoints["bert"]), Recipe("broken"), tmp_path)
     assert list(tmp_path.iterdir()) == []
 

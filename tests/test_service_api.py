@@ -120,9 +120,18 @@ def test_truncate_false_refuses_long_inputs(client):
     ({"inputs": [TEXT], "truncate": "yes"}, 422, "validation", "truncate"),
     ({"inputs": [{"text_pair": "no first text"}]}, 422, "validation", "text"),
     ({"texts": [TEXT]}, 422, "validation", "inputs"),
+    ({"inputs": [TEXT], "Foo": 1}, 422, "validation", "Foo"),
+    ({"inputs": [TEXT], "top_k": True}, 422, "validation", "top_k"),
+    # Raw JSON text: lone surrogates, which JSON can escape but no tokenizer can read.
+    (r'{"inputs": ["\ud800"]}', 422, "validation", "inputs.0: text is not valid Unicode"),
+    (r'{"inputs": [{"text": "a", "text_pair": "\udfff"}]}', 422, "validation", "inputs.0.text_pair"),
 ])
 def test_bad_bodies_get_a_json_error_naming_the_field(client, body, status, error_type, mentions):
-    response = client.post("/v1/models/tiny-bert/classify", json=body)
+    if isinstance(body, str):
+        response = client.post("/v1/models/tiny-bert/classify", content=body.encode(),
+                               headers={"content-type": "application/json"})
+    else:
+        response = client.post("/v1/models/tiny-bert/classify", json=body)
     assert response.status_code == status
     assert response.json()["error_type"] == error_type
     assert mentions in response.json()["error"]
@@ -133,6 +142,16 @@ def test_malformed_json_is_a_422(client):
                            headers={"content-type": "application/json"})
     assert response.status_code == 422
     assert response.json()["error_type"] == "validation" and "JSON" in response.json()["error"]
+
+
+def test_bodies_the_parser_refuses_are_422s(client):
+    no_type = client.post("/v1/models/tiny-bert/classify", content=b'{"inputs": ["a"]}')
+    assert no_type.status_code == 422 and "content-type: application/json" in no_type.json()["error"]
+    latin = client.post("/v1/models/tiny-bert/classify", content='{"inputs": ["café"]}'.encode("latin-1"),
+                        headers={"content-type": "application/json; charset=latin-1"})
+    assert latin.status_code == 422 and latin.json()["error_type"] == "validation"
+    wrong_method = client.get("/v1/models/tiny-bert/classify")
+    assert wrong_method.status_code == 405 and wrong_method.json()["error_type"] == "method_not_allowed"
 
 
 def test_unknown_model_and_route(client):

@@ -7,6 +7,7 @@ import sys
 import time
 
 import httpx
+import pytest
 
 
 def free_port() -> int:
@@ -40,3 +41,17 @@ def test_python_m_service_serves_a_variant(models_dir):
     finally:
         process.terminate()
         process.wait(timeout=20)
+
+
+@pytest.mark.parametrize("args, env, message", [
+    (["--models", "/nonexistent/models"], {}, "models folder /nonexistent/models does not exist"),
+    (["--port", "99999"], {}, "port: Input should be less than or equal to 65535"),
+    (["--threads", "0"], {}, "threads: Input should be greater than or equal to 1"),
+    ([], {"SLIMSERVE_LOG_LEVEL": "verbose"}, "log_level: Input should be"),
+])
+def test_bad_settings_exit_2_with_one_line(tmp_path, args, env, message):
+    result = subprocess.run([sys.executable, "-m", "service", "--models", str(tmp_path), *args],
+                            capture_output=True, text=True, timeout=60, env={**os.environ, **env})
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0]

@@ -19,11 +19,12 @@ def factorized_weights(model) -> int:
 @pytest.mark.parametrize("arch", ["bert", "distilbert", "roberta"])
 @pytest.mark.parametrize("ratio", [0.25, 0.5])
 def test_stored_weights_meet_the_budget(checkpoints, arch, ratio):
-    model = load_classifier(str(checkpoints[arch])).model
+    classifier = load_classifier(str(checkpoints[arch]))
+    model = classifier.model
     before = linear_weights(model)
     layers = encoder_linears(model)
     slack = sum(sum(l.weight.shape) for l in layers.values())  # rank rounds down by < 1 per layer
-    settings = svd.compress(model, ratio)
+    settings = svd.compress(classifier, ratio)
 
     kept = factorized_weights(model)
     assert settings["factorized_layers"] == len(layers)
@@ -60,7 +61,7 @@ def test_rank_formula():
 def test_compressed_model_stays_close_at_generous_ratio(checkpoints):
     original = load_classifier(str(checkpoints["bert"]))
     compressed = load_classifier(str(checkpoints["bert"]))
-    svd.compress(compressed.model, 0.9)
+    svd.compress(compressed, 0.9)
     batch = original.tokenizer(["a charming and often affecting journey"], return_tensors="pt")
     with torch.no_grad():
         a, b = original.model(**batch).logits, compressed.model(**batch).logits

@@ -1,3 +1,3 @@
 """Compression methods, one module per family. Each exposes
-`compress(model, ratio, calibration) -> settings`: it changes the model in place and
-returns the parameters that made the variant, which go into the manifest."""
+`compress(classifier, ratio, calibration) -> settings`: it changes `classifier.model` in
+place and returns the parameters that made the variant, which go into the manifest."""

@@ -1,16 +1,25 @@
-"""Truncated SVD: every encoder Linear W [out, in] becomes two Linears of rank r.
+"""Truncated SVD of the encoder Linears, plain or in a scaled input space.
 
-W ≈ (U_r √S_r)(√S_r V_rᵀ). The singular values are split evenly between the two factors
-so both have the same scale, which keeps them friendly to int8 quantization later.
-Rank from the budget: a rank-r pair stores r·(in + out) weights, so keeping `ratio` of
-the in·out weights gives r = ⌊ratio · in · out / (in + out)⌋. Biases stay as they are.
+Every encoder Linear W [out, in] becomes two Linears of rank r. Plain SVD keeps the best
+rank-r approximation of W itself. The data-aware methods (aware.py, fisher.py) first scale
+W's input side by a matrix S chosen so that errors on the inputs that matter cost more,
+truncate W·S, and undo the scaling in the first factor:
+
+    W ≈ up · down,   up = U_r √Σ_r,   down = √Σ_r V_rᵀ S⁻¹,   where W·S = U Σ Vᵀ
+
+S is a vector (a diagonal: ASVD, FWSVD) or a lower-triangular matrix (SVD-LLM whitening).
+The singular values are split evenly between the factors so both have the same scale,
+which keeps them friendly to int8 quantization later.
+
+Rank from the budget: a rank-r pair stores r·(in + out) weights, so keeping `ratio` of the
+in·out weights gives r = ⌊ratio · in · out / (in + out)⌋. Biases stay as they are.
 """
 
 from __future__ import annotations
 
 import torch
-from transformers import PreTrainedModel
 
+from compressor.checkpoint import Classifier
 from compressor.methods.linears import encoder_linears, replace_module, two_linears
 
 
@@ -18,21 +27,38 @@ def rank_for(ratio: float, rows: int, cols: int) -> int:
     return max(1, int(ratio * rows * cols / (rows + cols)))
 
 
-def factorize(weight: torch.Tensor, rank: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(down [rank, in], up [out, rank]) with up @ down the best rank-`rank` approximation."""
-    u, s, vh = torch.linalg.svd(weight.double(), full_matrices=False)
+def factorize(weight: torch.Tensor, rank: int, scale: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(down [rank, in], up [out, rank]); with `scale`, the best rank-`rank` fit of W·S."""
+    w = weight.double()
+    if scale is not None:
+        scale = scale.double()
+        w = w * scale if scale.dim() == 1 else w @ scale
+    u, s, vh = torch.linalg.svd(w, full_matrices=False)
     root = s[:rank].sqrt()
-    return (root[:, None] * vh[:rank]).float(), (u[:, :rank] * root).float()
+    down = root[:, None] * vh[:rank]
+    if scale is not None:
+        down = down / scale if scale.dim() == 1 else torch.linalg.solve_triangular(scale, down, upper=False, left=False)
+    return down.float(), (u[:, :rank] * root).float()
 
 
-def compress(model: PreTrainedModel, ratio: float, calibration: list[str] | None = None) -> dict:
+def factorize_linears(classifier: Classifier, ratio: float,
+                      scales: dict[str, torch.Tensor] | None = None) -> dict:
+    """Replace every encoder Linear by its rank-r factor pair; `scales` maps a layer's name
+    to its input scaling (absent: plain SVD)."""
+    model = classifier.model
     ranks = {}
     for name, linear in encoder_linears(model).items():
         rows, cols = linear.weight.shape
         rank = rank_for(ratio, rows, cols)
         if rank * (rows + cols) >= rows * cols:  # a factorization this wide saves nothing
             continue
-        down, up = factorize(linear.weight.detach(), rank)
-        replace_module(model, name, two_linears(down, up, linear.bias.detach() if linear.bias is not None else None))
+        scale = scales.get(name) if scales else None
+        down, up = factorize(linear.weight.detach(), rank, scale)
+        bias = linear.bias.detach() if linear.bias is not None else None
+        replace_module(model, name, two_linears(down, up, bias))
         ranks[name] = rank
     return {"ratio": ratio, "ranks": sorted(set(ranks.values())), "factorized_layers": len(ranks)}
+
+
+def compress(classifier: Classifier, ratio: float, calibration: list[str] | None = None) -> dict:
+    return factorize_linears(classifier, ratio)

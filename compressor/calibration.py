@@ -1,0 +1,96 @@
+"""Signals from unlabeled calibration text: what the data-aware methods look at.
+
+- `input_statistics`: per encoder Linear, XᵀX and Σ|x| of its inputs over real (unpadded)
+  tokens — SVD-LLM's whitening and ASVD's scaling.
+- `fisher_diagonal`: per encoder Linear, the squared gradient of the loss summed over
+  calibration texts, one text at a time (the empirical Fisher's diagonal). No labels: the
+  loss is the cross-entropy against the original model's own prediction.
+"""
+
+from __future__ import annotations
+
+import random
+import sys
+from dataclasses import dataclass
+from typing import Iterator
+
+import torch
+from torch import nn
+from tqdm import tqdm
+from transformers import PreTrainedModel, PreTrainedTokenizerFast
+
+from compressor.errors import InputError
+
+SAMPLE = 1024  # texts drawn from the calibration file; SST-2 sentences give ~20k tokens
+FISHER_SAMPLE = 256  # texts for gradient signals, one backward pass each
+BATCH = 32
+
+
+@dataclass
+class InputStats:
+    gram: torch.Tensor  # XᵀX [in, in], float64
+    abs_sum: torch.Tensor  # Σ|x| per input channel [in], float64
+    tokens: int
+
+
+def sample(texts: list[str] | None, size: int, method: str, seed: int = 0) -> list[str]:
+    if not texts:
+        raise InputError(f"method {method} needs --calibration (unlabeled text, one per line or a .tsv column)")
+    if len(texts) <= size:
+        return list(texts)
+    return random.Random(seed).sample(texts, size)
+
+
+def batches(tokenizer: PreTrainedTokenizerFast, texts: list[str], max_length: int,
+            size: int = BATCH) -> Iterator[dict[str, torch.Tensor]]:
+    ordered = sorted(texts, key=len)  # similar lengths together: little padding
+    for start in range(0, len(ordered), size):
+        yield tokenizer(ordered[start:start + size], padding=True, truncation=True,
+                        max_length=max_length, return_tensors="pt")
+
+
+@torch.no_grad()
+def input_statistics(model: PreTrainedModel, tokenizer: PreTrainedTokenizerFast, texts: list[str],
+                     linears: dict[str, nn.Linear], max_length: int) -> dict[str, InputStats]:
+    stats = {name: InputStats(torch.zeros(l.in_features, l.in_features, dtype=torch.float64),
+                              torch.zeros(l.in_features, dtype=torch.float64), 0) for name, l in linears.items()}
+    keep: dict[str, torch.Tensor] = {}  # the current batch's token mask, shared with the hooks
+
+    def hook(name: str):
+        def record(_module: nn.Module, args: tuple, _output: torch.Tensor) -> None:
+            x = args[0].reshape(-1, args[0].shape[-1])[keep["mask"]].double()
+            s = stats[name]
+            s.gram += x.T @ x
+            s.abs_sum += x.abs().sum(0)
+            s.tokens += x.shape[0]
+        return record
+
+    handles = [linear.register_forward_hook(hook(name)) for name, linear in linears.items()]
+    try:
+        for batch in tqdm(list(batches(tokenizer, texts, max_length)), desc="calibration", unit="batch",
+                          file=sys.stderr, leave=False):
+            keep["mask"] = batch["attention_mask"].reshape(-1).bool()
+            model(**batch)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return stats
+
+
+def fisher_diagonal(model: PreTrainedModel, tokenizer: PreTrainedTokenizerFast, texts: list[str],
+                    params: dict[str, nn.Parameter], max_length: int) -> dict[str, torch.Tensor]:
+    """Σ over texts of (∂ loss / ∂ param)², the loss taken against the model's own top-1."""
+    fisher = {name: torch.zeros_like(p) for name, p in params.items()}
+    was_training = model.training
+    model.eval()
+    try:
+        for text in tqdm(texts, desc="fisher", unit="text", file=sys.stderr, leave=False):
+            batch = tokenizer([text], truncation=True, max_length=max_length, return_tensors="pt")
+            logits = model(**batch).logits
+            loss = nn.functional.cross_entropy(logits, logits.argmax(-1).detach())
+            grads = torch.autograd.grad(loss, list(params.values()))
+            for name, grad in zip(params, grads):
+                fisher[name] += grad.detach() ** 2
+    finally:
+        model.train(was_training)
+    return fisher
