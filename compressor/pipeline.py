@@ -11,7 +11,7 @@ from compressor.checkpoint import Classifier, load_classifier, parameter_count
 from compressor.data import PARITY_SENTENCES
 from compressor.errors import InputError
 from compressor.export import write_variant
-from compressor.methods import aware, fisher, svd
+from compressor.methods import aware, fisher, prune, svd
 from compressor.methods.quantize import QUANTIZATIONS
 from service.manifest import Manifest
 from service.repository import VARIANT_NAME
@@ -22,6 +22,7 @@ METHODS: dict[str, Method] = {
     "svd-aware": aware.compress_whitened,
     "asvd": aware.compress_scaled,
     "fwsvd": fisher.compress,
+    "prune": prune.compress,
 }
 NONE = "none"  # plain export
 
