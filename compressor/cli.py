@@ -5,6 +5,7 @@ Examples:
     compressor compress default --method svd --ratio 0.5 --quantize int8 --name svd-50-int8
     compressor compress ./my-bert-sst2 --method none --name original
     compressor evaluate models/svd-50 --data sst2/dev.tsv --reference models/original --json svd-50.json
+    compressor report models --data sst2/dev.tsv --out reports
     compressor fit-default-head --train sst2/train.tsv --dev sst2/dev.tsv
 
 Every command ends with one summary line. Bad input exits 2 with one readable line.
@@ -46,6 +47,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     e.add_argument("--label-col")
     e.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="ONNX Runtime intra-op threads")
     e.add_argument("--json", type=Path, help="also write the results here")
+
+    r = commands.add_parser("report", help="measure every variant of a folder: table, JSON and Pareto plot")
+    r.add_argument("models", type=Path, help="folder of variants")
+    r.add_argument("--data", type=Path, required=True, help="labelled TSV with a header (GLUE style)")
+    r.add_argument("--reference", type=Path, help="variant to measure agreement against (default: MODELS/original)")
+    r.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="ONNX Runtime intra-op threads")
+    r.add_argument("--out", type=Path, default=Path("reports"))
 
     b = commands.add_parser("build-default", help="build the embedded default set of variants")
     b.add_argument("--out", type=Path, default=Path("models"))
@@ -92,6 +100,19 @@ def run(args: argparse.Namespace) -> str:
         best = max(results, key=lambda r: r.get("accuracy") or 0)
         summary = f"evaluated {len(results)} variant(s)"
         return summary + (f"; best accuracy {best['accuracy']:.4f} ({best['variant']})" if "accuracy" in best else "")
+    if args.command == "report":
+        from compressor.report import measure, variant_folders, write_report
+
+        if not args.data.is_file():
+            raise InputError(f"{args.data} does not exist")
+        if args.out.exists() and not args.out.is_dir():
+            raise InputError(f"--out {args.out} is a file, not a folder")
+        folders = variant_folders(args.models)
+        reference = args.reference or (args.models / "original" if (args.models / "original").is_dir() else None)
+        results = measure(folders, args.data, reference, args.threads)
+        write_report(results, args.out, f"{args.models.name} on {args.data.name}")
+        print((args.out / "report.md").read_text(encoding="utf-8"), end="")
+        return f"wrote {args.out}/report.md, report.json and pareto.png for {len(results)} variant(s)"
     if args.command == "fit-default-head":
         from compressor.default_model import HEAD_FILE, fit_head
 

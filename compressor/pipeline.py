@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -73,18 +74,31 @@ def check_recipe(recipe: Recipe) -> list[str]:
     return parse_method(recipe.method)
 
 
+def apply_methods(classifier: Classifier, recipe: Recipe, calibration: list[str] | None = None) -> tuple[Classifier, dict]:
+    """A compressed copy of `classifier` (the original is untouched) and the settings that made it."""
+    steps = check_recipe(recipe)
+    if not steps:
+        return classifier, {}
+    compressed = Classifier(copy.deepcopy(classifier.model), classifier.tokenizer,
+                            classifier.base_model, classifier.max_length)
+    start = time.perf_counter()
+    settings: dict = {step: METHODS[step](compressed, recipe.ratio, calibration) for step in steps}
+    settings["compress_seconds"] = round(time.perf_counter() - start, 1)
+    return compressed, settings
+
+
+def export(original: Classifier, compressed: Classifier, settings: dict, recipe: Recipe, out: Path,
+           calibration: list[str] | None = None) -> Manifest:
+    sentences = PARITY_SENTENCES + (calibration or [])[:32]
+    method = pipeline_name(parse_method(recipe.method), recipe.quantize)
+    return write_variant(compressed, recipe.name, out, method, settings, parameter_count(original.model),
+                         recipe.quantize, sentences)
+
+
 def build(classifier: Classifier, recipe: Recipe, out: Path, calibration: list[str] | None = None) -> Manifest:
     """Compress a copy of `classifier` by `recipe` and write it as a variant under `out`."""
-    steps = check_recipe(recipe)
-    original = parameter_count(classifier.model)
-    compressed = Classifier(copy.deepcopy(classifier.model), classifier.tokenizer,
-                            classifier.base_model, classifier.max_length) if steps else classifier
-    settings: dict = {}
-    for step in steps:
-        settings[step] = METHODS[step](compressed, recipe.ratio, calibration)
-    sentences = PARITY_SENTENCES + (calibration or [])[:32]
-    method = pipeline_name(steps, recipe.quantize)
-    return write_variant(compressed, recipe.name, out, method, settings, original, recipe.quantize, sentences)
+    compressed, settings = apply_methods(classifier, recipe, calibration)
+    return export(classifier, compressed, settings, recipe, out, calibration)
 
 
 def check_out(out: Path) -> None:

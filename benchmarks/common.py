@@ -1,0 +1,54 @@
+"""What the benchmarks share: where ../shared is, and the baseline every table carries.
+
+The baseline is what a user would otherwise pick: Optimum's ORTQuantizer with
+AutoQuantizationConfig.avx512_vnni(is_static=False, per_channel=True), applied to
+slimserve's own fp32 export of the same teacher.
+"""
+
+from __future__ import annotations
+
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from service.manifest import ONNX_FILE, read_manifest, write_manifest  # noqa: E402
+
+BASELINE = "optimum-int8"
+SHARED = ROOT.parent / "shared"
+
+
+def shared_paths(shared: Path, script: str) -> tuple[Path, Path, Path]:
+    """(teacher folder, SST-2 train, SST-2 dev), or exit 2 saying what is missing."""
+    paths = (shared / "models" / "minilm-l6-sst2", shared / "data" / "sst2" / "train.tsv",
+             shared / "data" / "sst2" / "dev.tsv")
+    missing = [str(p) for p in paths if not p.exists()]
+    if missing:
+        print(f"{script}: needs the ../shared folder ({', '.join(missing)} not found)", file=sys.stderr)
+        sys.exit(2)
+    return paths
+
+
+def optimum_int8(original: Path, teacher: Path, out: Path) -> None:
+    from optimum.onnxruntime import ORTQuantizer
+    from optimum.onnxruntime.configuration import AutoQuantizationConfig
+
+    with tempfile.TemporaryDirectory() as work:
+        work = Path(work)
+        shutil.copy(original / ONNX_FILE, work / ONNX_FILE)
+        shutil.copy(teacher / "config.json", work / "config.json")
+        quantizer = ORTQuantizer.from_pretrained(work, file_name=ONNX_FILE)
+        config = AutoQuantizationConfig.avx512_vnni(is_static=False, per_channel=True)
+        quantizer.quantize(save_dir=work / "q", quantization_config=config)
+        target = out / BASELINE
+        shutil.rmtree(target, ignore_errors=True)
+        shutil.copytree(original, target)
+        shutil.copy(work / "q" / "model_quantized.onnx", target / ONNX_FILE)
+    manifest = read_manifest(target)
+    manifest.name, manifest.method = BASELINE, "optimum-int8"
+    manifest.settings = {"quantize": "int8", "quantize_recipe": "Optimum avx512_vnni, per_channel=True, dynamic"}
+    manifest.onnx_bytes, manifest.parity, manifest.evaluation = (target / ONNX_FILE).stat().st_size, None, None
+    write_manifest(target, manifest)

@@ -1,0 +1,62 @@
+"""Every offline method on the fine-tuned SST-2 teacher, at several budgets, with and
+without int8, against the fp32 teacher and Optimum's per-channel int8 (see common.py).
+
+    python benchmarks/methods.py [--methods svd,svd-aware,...] [--ratios 0.75,0.5,0.25]
+                                 [--threads 2] [--out benchmarks/results]
+
+Calibration: SST-2 train, text only (the methods sample from it; no labels are read).
+Evaluation: SST-2 dev. Each method compresses once; the fp32 and int8 variants are two
+exports of that one model. Writes benchmarks/results/methods/{report.md, report.json,
+pareto.png} through `compressor report`'s code, and prints the table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from common import BASELINE, ROOT, SHARED, optimum_int8, shared_paths
+
+from compressor.checkpoint import load_classifier
+from compressor.data import read_tsv
+from compressor.pipeline import Recipe, apply_methods, build, export
+from compressor.report import measure, variant_folders, write_report
+
+METHODS = ("svd", "svd-aware", "asvd", "fwsvd", "prune", "prune+svd-aware")
+RATIOS = (0.75, 0.5, 0.25)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--shared", type=Path, default=SHARED)
+    parser.add_argument("--methods", default=",".join(METHODS))
+    parser.add_argument("--ratios", default=",".join(map(str, RATIOS)))
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
+    args = parser.parse_args()
+    teacher, train, dev = shared_paths(args.shared, "benchmarks/methods.py")
+
+    models = args.out / "methods-models"
+    classifier = load_classifier(str(teacher))
+    calibration = read_tsv(train).texts
+    build(classifier, Recipe("original"), models)
+    build(classifier, Recipe("int8", quantize="int8"), models)
+    optimum_int8(models / "original", teacher, models)
+    for method in args.methods.split(","):
+        for ratio in map(float, args.ratios.split(",")):
+            name = f"{method}-{round(100 * ratio)}"
+            compressed, settings = apply_methods(classifier, Recipe(name, method, ratio), calibration)
+            print(f"{name}: compressed in {settings['compress_seconds']} s", file=sys.stderr)
+            export(classifier, compressed, settings, Recipe(name, method, ratio), models, calibration)
+            export(classifier, compressed, settings, Recipe(f"{name}-int8", method, ratio, "int8"), models, calibration)
+
+    results = measure(variant_folders(models), dev, models / "original", args.threads)
+    order = {"original": 0, "int8": 1, BASELINE: 2}
+    results.sort(key=lambda r: (order.get(r["variant"], 3), r["method"], -r["parameters"]))
+    write_report(results, args.out / "methods", f"Offline methods on the SST-2 teacher ({dev.name})")
+    print((args.out / "methods" / "report.md").read_text(encoding="utf-8"), end="")
+
+
+if __name__ == "__main__":
+    main()
