@@ -12,7 +12,7 @@ from compressor.checkpoint import Classifier, load_classifier, parameter_count
 from compressor.data import PARITY_SENTENCES
 from compressor.errors import InputError
 from compressor.export import write_variant
-from compressor.methods import aware, fisher, prune, svd
+from compressor.methods import aware, embedding, fisher, prune, svd
 from compressor.methods.quantize import QUANTIZATIONS
 from service.manifest import Manifest
 from service.repository import VARIANT_NAME
@@ -24,6 +24,7 @@ METHODS: dict[str, Method] = {
     "asvd": aware.compress_scaled,
     "fwsvd": fisher.compress,
     "prune": prune.compress,
+    "embed-ae": embedding.compress,
 }
 NONE = "none"  # plain export
 
@@ -45,25 +46,37 @@ DEFAULT_RECIPES = (
 )
 
 
-def parse_method(method: str) -> list[str]:
-    steps = method.split("+")
+def parse_method(method: str) -> list[tuple[str, float | None]]:
+    """`svd`, `prune+svd-aware`, or with a budget per step: `prune@0.7+embed-ae@0.5`.
+    A step without `@R` takes `--ratio`."""
     if method == NONE:
         return []
-    unknown = [s for s in steps if s not in METHODS]
-    if unknown:
-        known = ", ".join([NONE, *METHODS])
-        raise InputError(f"unknown method {unknown[0]!r}; choose from {known}, or join several with '+'")
-    if len(set(steps)) < len(steps):
+    steps = []
+    for part in method.split("+"):
+        name, _, ratio = part.partition("@")
+        if name not in METHODS:
+            known = ", ".join([NONE, *METHODS])
+            raise InputError(f"unknown method {name!r}; choose from {known}, or join several with '+'")
+        try:
+            value = float(ratio) if ratio else None
+        except ValueError:
+            raise InputError(f"step {part!r}: the budget after '@' must be a number in (0, 1]") from None
+        if value is not None and not 0 < value <= 1:
+            raise InputError(f"step {part!r}: the budget after '@' must be in (0, 1]")
+        steps.append((name, value))
+    names = [name for name, _ in steps]
+    if len(set(names)) < len(names):
         raise InputError(f"method {method!r} repeats a step; each method may appear once")
     return steps
 
 
-def pipeline_name(steps: list[str], quantize: str | None) -> str:
-    """What the manifest and metrics call a recipe: `svd+int8`, `int8`, or `none`."""
-    return "+".join(steps + ([quantize] if quantize else [])) or NONE
+def pipeline_name(steps: list[tuple[str, float | None]], quantize: str | None) -> str:
+    """What the manifest and metrics call a recipe: `svd+int8`, `prune@0.7+embed-ae@0.5`, `int8`, `none`."""
+    parts = [name if ratio is None else f"{name}@{ratio:g}" for name, ratio in steps]
+    return "+".join(parts + ([quantize] if quantize else [])) or NONE
 
 
-def check_recipe(recipe: Recipe) -> list[str]:
+def check_recipe(recipe: Recipe) -> list[tuple[str, float | None]]:
     if not VARIANT_NAME.fullmatch(recipe.name):
         raise InputError(f"variant name {recipe.name!r} must be letters, digits, '.', '_' or '-', "
                          "starting with a letter or digit")
@@ -82,7 +95,8 @@ def apply_methods(classifier: Classifier, recipe: Recipe, calibration: list[str]
     compressed = Classifier(copy.deepcopy(classifier.model), classifier.tokenizer,
                             classifier.base_model, classifier.max_length)
     start = time.perf_counter()
-    settings: dict = {step: METHODS[step](compressed, recipe.ratio, calibration) for step in steps}
+    settings: dict = {name: METHODS[name](compressed, recipe.ratio if ratio is None else ratio, calibration)
+                      for name, ratio in steps}
     settings["compress_seconds"] = round(time.perf_counter() - start, 1)
     return compressed, settings
 

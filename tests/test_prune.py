@@ -111,3 +111,9 @@ def test_pipeline_prune_then_svd_aware(checkpoints, tmp_path):
     pruned_only = copy.deepcopy(plain)
     prune.compress(pruned_only, 0.6, CORPUS)
     assert manifest.parameters < parameter_count(pruned_only.model)
+
+
+def test_pipeline_steps_take_their_own_budgets(checkpoints, tmp_path):
+    manifest = compress(str(checkpoints["bert"]), Recipe("mixed", "prune@0.7+embed-ae@0.4", 0.5), tmp_path, CORPUS)
+    assert manifest.method == "prune@0.7+embed-ae@0.4"
+    assert manifest.settings["prune"]["ratio"] == 0.7 and manifest.settings["embed-ae"]["ratio"] == 0.4
