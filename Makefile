@@ -40,6 +40,7 @@ evaluate: variants
 # Benchmarks need ../shared (the fine-tuned teacher and SST-2); they print a table and write JSON.
 bench: venv
 	$(PY) benchmarks/teacher.py
+	$(PY) benchmarks/methods.py
 
 # Refit the default model's head (writes compressor/default/head.safetensors and HEAD.md).
 default-head: venv

@@ -7,6 +7,7 @@ slimserve's own fp32 export of the same teacher.
 
 from __future__ import annotations
 
+import argparse
 import shutil
 import sys
 import tempfile
@@ -19,6 +20,15 @@ from service.manifest import ONNX_FILE, read_manifest, write_manifest  # noqa: E
 
 BASELINE = "optimum-int8"
 SHARED = ROOT.parent / "shared"
+
+
+def parser(doc: str) -> argparse.ArgumentParser:
+    """The options every benchmark takes; a script adds its own."""
+    p = argparse.ArgumentParser(description=doc.split("\n\n")[0])
+    p.add_argument("--shared", type=Path, default=SHARED, help="the shared folder (default ../shared)")
+    p.add_argument("--threads", type=int, default=2, help="ONNX Runtime intra-op threads")
+    p.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
+    return p
 
 
 def shared_paths(shared: Path, script: str) -> tuple[Path, Path, Path]:

@@ -12,28 +12,28 @@ pareto.png} through `compressor report`'s code, and prints the table.
 
 from __future__ import annotations
 
-import argparse
 import sys
-from pathlib import Path
 
-from common import BASELINE, ROOT, SHARED, optimum_int8, shared_paths
+from common import BASELINE, optimum_int8, shared_paths
+from common import parser as common_parser
 
 from compressor.checkpoint import load_classifier
 from compressor.data import read_tsv
 from compressor.pipeline import Recipe, apply_methods, build, export
 from compressor.report import measure, variant_folders, write_report
 
-METHODS = ("svd", "svd-aware", "asvd", "fwsvd", "prune", "prune+svd-aware")
+METHODS = ("svd", "svd-aware", "asvd", "fwsvd", "prune", "embed-ae")
 RATIOS = (0.75, 0.5, 0.25)
+# Pipelines with a budget per step, aimed at the issue's targets (2x fewer FLOPs; 8x smaller).
+PIPELINES = {"prune60-aware85": "prune@0.6+svd-aware@0.85", "prune70-embed50": "prune@0.7+embed-ae@0.5",
+             "aware60-embed40": "svd-aware@0.6+embed-ae@0.4"}
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--shared", type=Path, default=SHARED)
+    parser = common_parser(__doc__)
     parser.add_argument("--methods", default=",".join(METHODS))
     parser.add_argument("--ratios", default=",".join(map(str, RATIOS)))
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
+    parser.add_argument("--pipelines", default=",".join(PIPELINES), help="names from PIPELINES, or ''")
     args = parser.parse_args()
     teacher, train, dev = shared_paths(args.shared, "benchmarks/methods.py")
 
@@ -43,13 +43,14 @@ def main() -> None:
     build(classifier, Recipe("original"), models)
     build(classifier, Recipe("int8", quantize="int8"), models)
     optimum_int8(models / "original", teacher, models)
-    for method in args.methods.split(","):
-        for ratio in map(float, args.ratios.split(",")):
-            name = f"{method}-{round(100 * ratio)}"
-            compressed, settings = apply_methods(classifier, Recipe(name, method, ratio), calibration)
-            print(f"{name}: compressed in {settings['compress_seconds']} s", file=sys.stderr)
-            export(classifier, compressed, settings, Recipe(name, method, ratio), models, calibration)
-            export(classifier, compressed, settings, Recipe(f"{name}-int8", method, ratio, "int8"), models, calibration)
+    recipes = [(f"{m}-{round(100 * r)}", m, r) for m in filter(None, args.methods.split(","))
+               for r in map(float, args.ratios.split(","))]
+    recipes += [(name, PIPELINES[name], 1.0) for name in filter(None, args.pipelines.split(","))]
+    for name, method, ratio in recipes:
+        compressed, settings = apply_methods(classifier, Recipe(name, method, ratio), calibration)
+        print(f"{name}: compressed in {settings['compress_seconds']} s", file=sys.stderr)
+        export(classifier, compressed, settings, Recipe(name, method, ratio), models, calibration)
+        export(classifier, compressed, settings, Recipe(f"{name}-int8", method, ratio, "int8"), models, calibration)
 
     results = measure(variant_folders(models), dev, models / "original", args.threads)
     order = {"original": 0, "int8": 1, BASELINE: 2}

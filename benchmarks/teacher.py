@@ -9,11 +9,10 @@ threads) and writes benchmarks/results/teacher.json.
 
 from __future__ import annotations
 
-import argparse
 import json
-from pathlib import Path
 
-from common import BASELINE, ROOT, SHARED, optimum_int8, shared_paths
+from common import BASELINE, optimum_int8, shared_paths
+from common import parser as common_parser
 
 from compressor.checkpoint import load_classifier
 from compressor.evaluate import evaluate_all
@@ -21,10 +20,7 @@ from compressor.pipeline import DEFAULT_RECIPES, build
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--shared", type=Path, default=SHARED)
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
+    parser = common_parser(__doc__)
     args = parser.parse_args()
     teacher, _, dev = shared_paths(args.shared, "benchmarks/teacher.py")
 
