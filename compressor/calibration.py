@@ -33,9 +33,13 @@ class InputStats:
     tokens: int
 
 
+def missing(method: str) -> InputError:
+    return InputError(f"method {method} needs --calibration (unlabeled text, one per line or a .tsv column)")
+
+
 def sample(texts: list[str] | None, size: int, method: str, seed: int = 0) -> list[str]:
     if not texts:
-        raise InputError(f"method {method} needs --calibration (unlabeled text, one per line or a .tsv column)")
+        raise missing(method)
     if len(texts) <= size:
         return list(texts)
     return random.Random(seed).sample(texts, size)

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from compressor.calibration import missing as calibration_missing
 from compressor.checkpoint import Classifier, load_classifier, parameter_count
 from compressor.data import PARITY_SENTENCES
 from compressor.errors import InputError
@@ -27,6 +28,7 @@ METHODS: dict[str, Method] = {
     "embed-ae": embedding.compress,
 }
 NONE = "none"  # plain export
+NEEDS_CALIBRATION = {"svd-aware", "asvd", "fwsvd", "prune"}  # embed-ae only uses it when given
 
 
 @dataclass(frozen=True)
@@ -122,8 +124,11 @@ def check_out(out: Path) -> None:
 
 def compress(model: str, recipe: Recipe, out: Path, calibration: list[str] | None = None,
              max_length: int | None = None) -> Manifest:
-    check_recipe(recipe)  # fail on bad flags before the slow load
+    steps = check_recipe(recipe)  # fail on bad flags before the slow load
     check_out(out)
+    needy = [name for name, _ in steps if name in NEEDS_CALIBRATION]
+    if needy and not calibration:
+        raise calibration_missing(needy[0])
     return build(load_classifier(model, max_length), recipe, out, calibration)
 
 

@@ -107,6 +107,7 @@ def pareto_plot(results: list[dict], path: Path, title: str) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     rows = [r for r in results if r.get("accuracy") is not None]
     fig, axes = plt.subplots(1, 2, figsize=(13, 5.5))
@@ -123,7 +124,10 @@ def pareto_plot(results: list[dict], path: Path, title: str) -> None:
         ax.set_xlabel(label)
         ax.set_ylabel("accuracy (%)")
         ax.grid(alpha=0.3)
-        ax.set_xscale("log" if "log" in label else "linear")
+        if "log" in label:
+            ax.set_xscale("log")
+            ax.xaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
+            ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     fig.suptitle(title + "  (red: Pareto front; circles: int8)")
     fig.tight_layout()
     fig.savefig(path, dpi=130)

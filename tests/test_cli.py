@@ -41,6 +41,7 @@ def test_calibration_text_joins_the_parity_check(checkpoints, tmp_path, capsys):
     (["compress", "{bert}", "--method", "none", "--name", "a/b"], "variant name"),
     (["compress", "{bert}", "--method", "svd", "--calibration", "{latin}", "--name", "x"], "is not UTF-8 text"),
     (["compress", "{bert}", "--method", "svd+svd", "--name", "x"], "repeats a step"),
+    (["compress", "{bert}", "--method", "prune", "--name", "x"], "method prune needs --calibration"),
     (["compress", "{bert}", "--method", "svd@1.5", "--name", "x"], "budget after '@' must be in (0, 1]"),
     (["compress", "{bert}", "--method", "svd@half", "--name", "x"], "must be a number"),
     (["compress", "{bert}", "--method", "none", "--name", "abc\n"], "variant name"),
