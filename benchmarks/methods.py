@@ -13,6 +13,7 @@ pareto.png} through `compressor report`'s code, and prints the table.
 from __future__ import annotations
 
 import sys
+from dataclasses import replace
 
 from common import BASELINE, optimum_int8, shared_paths
 from common import parser as common_parser
@@ -34,29 +35,33 @@ def main() -> None:
     parser.add_argument("--methods", default=",".join(METHODS))
     parser.add_argument("--ratios", default=",".join(map(str, RATIOS)))
     parser.add_argument("--pipelines", default=",".join(PIPELINES), help="names from PIPELINES, or ''")
+    parser.add_argument("--allocation", default="uniform", help="uniform or sensitivity (SVD family)")
+    parser.add_argument("--name", default="methods", help="results go to OUT/NAME and OUT/NAME-models")
     args = parser.parse_args()
     teacher, train, dev = shared_paths(args.shared, "benchmarks/methods.py")
 
-    models = args.out / "methods-models"
+    models = args.out / f"{args.name}-models"
     classifier = load_classifier(str(teacher))
     calibration = read_tsv(train).texts
     build(classifier, Recipe("original"), models)
     build(classifier, Recipe("int8", quantize="int8"), models)
     optimum_int8(models / "original", teacher, models)
-    recipes = [(f"{m}-{round(100 * r)}", m, r) for m in filter(None, args.methods.split(","))
+    suffix = "-sens" if args.allocation == "sensitivity" else ""
+    recipes = [(f"{m}-{round(100 * r)}{suffix}", m, r) for m in filter(None, args.methods.split(","))
                for r in map(float, args.ratios.split(","))]
-    recipes += [(name, PIPELINES[name], 1.0) for name in filter(None, args.pipelines.split(","))]
+    recipes += [(name + suffix, PIPELINES[name], 1.0) for name in filter(None, args.pipelines.split(","))]
     for name, method, ratio in recipes:
-        compressed, settings = apply_methods(classifier, Recipe(name, method, ratio), calibration)
+        recipe = Recipe(name, method, ratio, allocation=args.allocation)
+        compressed, settings = apply_methods(classifier, recipe, calibration)
         print(f"{name}: compressed in {settings['compress_seconds']} s", file=sys.stderr)
-        export(classifier, compressed, settings, Recipe(name, method, ratio), models, calibration)
-        export(classifier, compressed, settings, Recipe(f"{name}-int8", method, ratio, "int8"), models, calibration)
+        export(classifier, compressed, settings, recipe, models, calibration)
+        export(classifier, compressed, settings, replace(recipe, name=f"{name}-int8", quantize="int8"), models, calibration)
 
     results = measure(variant_folders(models), dev, models / "original", args.threads)
     order = {"original": 0, "int8": 1, BASELINE: 2}
     results.sort(key=lambda r: (order.get(r["variant"], 3), r["method"], -r["parameters"]))
-    write_report(results, args.out / "methods", f"Offline methods on the SST-2 teacher ({dev.name})")
-    print((args.out / "methods" / "report.md").read_text(encoding="utf-8"), end="")
+    write_report(results, args.out / args.name, f"Offline methods on the SST-2 teacher ({dev.name}, {args.allocation} ranks)")
+    print((args.out / args.name / "report.md").read_text(encoding="utf-8"), end="")
 
 
 if __name__ == "__main__":

@@ -33,8 +33,10 @@ class InputStats:
     tokens: int
 
 
-def missing(method: str) -> InputError:
-    return InputError(f"method {method} needs --calibration (unlabeled text, one per line or a .tsv column)")
+def missing(user: str) -> InputError:
+    """`user`: a method name, or an option such as `--allocation sensitivity`."""
+    who = user if user.startswith("--") else f"method {user}"
+    return InputError(f"{who} needs --calibration (unlabeled text, one per line or a .tsv column)")
 
 
 def sample(texts: list[str] | None, size: int, method: str, seed: int = 0) -> list[str]:

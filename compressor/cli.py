@@ -34,6 +34,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     c.add_argument("--calibration", type=Path, help="unlabeled text: one per line, or a .tsv column")
     c.add_argument("--text-col", help="text column of a .tsv calibration file (default: sentence)")
     c.add_argument("--quantize", help="int8: ONNX Runtime dynamic quantization, applied last")
+    c.add_argument("--allocation", default="uniform",
+                   help="uniform, or sensitivity: per-layer budgets searched on calibration text (SVD family)")
     c.add_argument("--max-length", type=int, help="tokens per input (default: what the model allows)")
     c.add_argument("--name", required=True, help="variant name: the folder under --out and the served model name")
     c.add_argument("--out", type=Path, default=Path("models"))
@@ -73,7 +75,7 @@ def run(args: argparse.Namespace) -> str:
         from compressor.pipeline import Recipe, compress
 
         calibration = read_calibration(args.calibration, args.text_col) if args.calibration else None
-        recipe = Recipe(args.name, args.method, args.ratio, args.quantize)
+        recipe = Recipe(args.name, args.method, args.ratio, args.quantize, args.allocation)
         m = compress(args.model, recipe, args.out, calibration, args.max_length)
         return (f"wrote {args.out / m.name}: {m.method}, "
                 f"{m.parameters / 1e6:.2f}M of {m.parameters_original / 1e6:.2f}M parameters, "

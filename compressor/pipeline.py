@@ -15,6 +15,7 @@ from compressor.errors import InputError
 from compressor.export import write_variant
 from compressor.methods import aware, embedding, fisher, prune, svd
 from compressor.methods.quantize import QUANTIZATIONS
+from compressor.methods.svd import ALLOCATIONS
 from service.manifest import Manifest
 from service.repository import VARIANT_NAME
 
@@ -29,6 +30,7 @@ METHODS: dict[str, Method] = {
 }
 NONE = "none"  # plain export
 NEEDS_CALIBRATION = {"svd-aware", "asvd", "fwsvd", "prune"}  # embed-ae only uses it when given
+ALLOCATABLE = {"svd", "svd-aware", "asvd", "fwsvd"}  # take --allocation uniform|sensitivity
 
 
 @dataclass(frozen=True)
@@ -37,6 +39,7 @@ class Recipe:
     method: str = NONE
     ratio: float = 1.0
     quantize: str | None = None
+    allocation: str = "uniform"
 
 
 # `compressor build-default`: the embedded model, plain and compressed.
@@ -86,7 +89,12 @@ def check_recipe(recipe: Recipe) -> list[tuple[str, float | None]]:
         raise InputError(f"--ratio must be in (0, 1], got {recipe.ratio}")
     if recipe.quantize is not None and recipe.quantize not in QUANTIZATIONS:
         raise InputError(f"unknown --quantize {recipe.quantize!r}; choose from {', '.join(QUANTIZATIONS)}")
-    return parse_method(recipe.method)
+    if recipe.allocation not in ALLOCATIONS:
+        raise InputError(f"unknown --allocation {recipe.allocation!r}; choose from {', '.join(ALLOCATIONS)}")
+    steps = parse_method(recipe.method)
+    if recipe.allocation != "uniform" and not any(name in ALLOCATABLE for name, _ in steps):
+        raise InputError(f"--allocation {recipe.allocation} applies to {', '.join(sorted(ALLOCATABLE))}")
+    return steps
 
 
 def apply_methods(classifier: Classifier, recipe: Recipe, calibration: list[str] | None = None) -> tuple[Classifier, dict]:
@@ -97,8 +105,10 @@ def apply_methods(classifier: Classifier, recipe: Recipe, calibration: list[str]
     compressed = Classifier(copy.deepcopy(classifier.model), classifier.tokenizer,
                             classifier.base_model, classifier.max_length)
     start = time.perf_counter()
-    settings: dict = {name: METHODS[name](compressed, recipe.ratio if ratio is None else ratio, calibration)
-                      for name, ratio in steps}
+    settings: dict = {}
+    for name, ratio in steps:
+        options = {"allocation": recipe.allocation} if name in ALLOCATABLE else {}
+        settings[name] = METHODS[name](compressed, recipe.ratio if ratio is None else ratio, calibration, **options)
     settings["compress_seconds"] = round(time.perf_counter() - start, 1)
     return compressed, settings
 
@@ -129,6 +139,8 @@ def compress(model: str, recipe: Recipe, out: Path, calibration: list[str] | Non
     needy = [name for name, _ in steps if name in NEEDS_CALIBRATION]
     if needy and not calibration:
         raise calibration_missing(needy[0])
+    if recipe.allocation == "sensitivity" and not calibration:
+        raise calibration_missing("--allocation sensitivity")
     return build(load_classifier(model, max_length), recipe, out, calibration)
 
 

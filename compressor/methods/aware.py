@@ -47,14 +47,17 @@ def _statistics(classifier: Classifier, calibration: list[str] | None, method: s
     return texts, stats
 
 
-def compress_whitened(classifier: Classifier, ratio: float, calibration: list[str] | None = None) -> dict:
+def compress_whitened(classifier: Classifier, ratio: float, calibration: list[str] | None = None,
+                      allocation: str = "uniform") -> dict:
     texts, stats = _statistics(classifier, calibration, "svd-aware")
     scales = {name: whitening(s.gram) for name, s in stats.items()}
-    return {**factorize_linears(classifier, ratio, scales), "scaling": "whitening", "calibration_texts": len(texts)}
+    return {**factorize_linears(classifier, ratio, scales, allocation, calibration), "scaling": "whitening",
+            "calibration_texts": len(texts)}
 
 
-def compress_scaled(classifier: Classifier, ratio: float, calibration: list[str] | None = None) -> dict:
+def compress_scaled(classifier: Classifier, ratio: float, calibration: list[str] | None = None,
+                    allocation: str = "uniform") -> dict:
     texts, stats = _statistics(classifier, calibration, "asvd")
     scales = {name: activation_scale(s.abs_sum, s.tokens) for name, s in stats.items()}
-    return {**factorize_linears(classifier, ratio, scales), "scaling": f"activation^{ALPHA}",
-            "calibration_texts": len(texts)}
+    return {**factorize_linears(classifier, ratio, scales, allocation, calibration),
+            "scaling": f"activation^{ALPHA}", "calibration_texts": len(texts)}

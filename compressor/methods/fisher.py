@@ -15,7 +15,8 @@ from compressor.methods.linears import encoder_linears
 from compressor.methods.svd import factorize_linears
 
 
-def compress(classifier: Classifier, ratio: float, calibration: list[str] | None = None) -> dict:
+def compress(classifier: Classifier, ratio: float, calibration: list[str] | None = None,
+             allocation: str = "uniform") -> dict:
     texts = sample(calibration, FISHER_SAMPLE, "fwsvd")
     linears = encoder_linears(classifier.model)
     fisher = fisher_diagonal(classifier.model, classifier.tokenizer, texts,
@@ -24,4 +25,5 @@ def compress(classifier: Classifier, ratio: float, calibration: list[str] | None
     for name, f in fisher.items():
         importance = f.double().sum(0)  # per input channel
         scales[name] = (importance + importance.mean() * 1e-6 + 1e-20).sqrt()
-    return {**factorize_linears(classifier, ratio, scales), "scaling": "fisher", "calibration_texts": len(texts)}
+    return {**factorize_linears(classifier, ratio, scales, allocation, calibration), "scaling": "fisher",
+            "calibration_texts": len(texts)}

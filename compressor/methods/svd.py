@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import torch
 
+from compressor.calibration import sample
 from compressor.checkpoint import Classifier
 from compressor.methods.linears import encoder_linears, replace_module, two_linears
 
@@ -41,15 +42,28 @@ def factorize(weight: torch.Tensor, rank: int, scale: torch.Tensor | None = None
     return down.float(), (u[:, :rank] * root).float()
 
 
-def factorize_linears(classifier: Classifier, ratio: float,
-                      scales: dict[str, torch.Tensor] | None = None) -> dict:
+ALLOCATIONS = ("uniform", "sensitivity")
+
+
+def factorize_linears(classifier: Classifier, ratio: float, scales: dict[str, torch.Tensor] | None = None,
+                      allocation: str = "uniform", calibration: list[str] | None = None) -> dict:
     """Replace every encoder Linear by its rank-r factor pair; `scales` maps a layer's name
-    to its input scaling (absent: plain SVD)."""
+    to its input scaling (absent: plain SVD). With sensitivity allocation each layer gets
+    its own budget, the total still `ratio` of the weights (see allocation.py)."""
     model = classifier.model
+    linears = encoder_linears(model)
+    budgets = {name: ratio for name in linears}
+    if allocation == "sensitivity":
+        from compressor.methods import allocation as search  # imports this module: load lazily
+
+        sens = search.sensitivities(classifier, sample(calibration, search.TEXTS, "--allocation sensitivity"), scales)
+        budgets = search.allocate(sens, {n: tuple(l.weight.shape) for n, l in linears.items()}, ratio)
     ranks = {}
-    for name, linear in encoder_linears(model).items():
+    for name, linear in linears.items():
         rows, cols = linear.weight.shape
-        rank = rank_for(ratio, rows, cols)
+        if budgets[name] >= 1:
+            continue
+        rank = rank_for(budgets[name], rows, cols)
         if rank * (rows + cols) >= rows * cols:  # a factorization this wide saves nothing
             continue
         scale = scales.get(name) if scales else None
@@ -57,8 +71,13 @@ def factorize_linears(classifier: Classifier, ratio: float,
         bias = linear.bias.detach() if linear.bias is not None else None
         replace_module(model, name, two_linears(down, up, bias))
         ranks[name] = rank
-    return {"ratio": ratio, "ranks": sorted(set(ranks.values())), "factorized_layers": len(ranks)}
+    settings = {"ratio": ratio, "allocation": allocation, "ranks": sorted(set(ranks.values())),
+                "factorized_layers": len(ranks)}
+    if allocation == "sensitivity":
+        settings["layer_ratios"] = {name.removeprefix(model.base_model_prefix + "."): b for name, b in budgets.items()}
+    return settings
 
 
-def compress(classifier: Classifier, ratio: float, calibration: list[str] | None = None) -> dict:
-    return factorize_linears(classifier, ratio)
+def compress(classifier: Classifier, ratio: float, calibration: list[str] | None = None,
+             allocation: str = "uniform") -> dict:
+    return factorize_linears(classifier, ratio, None, allocation, calibration)
