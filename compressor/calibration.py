@@ -83,6 +83,11 @@ def input_statistics(model: PreTrainedModel, tokenizer: PreTrainedTokenizerFast,
     return stats
 
 
+def self_predicted_loss(logits: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy against the model's own top-1: a task signal without labels."""
+    return nn.functional.cross_entropy(logits, logits.argmax(-1).detach())
+
+
 def fisher_diagonal(model: PreTrainedModel, tokenizer: PreTrainedTokenizerFast, texts: list[str],
                     params: dict[str, nn.Parameter], max_length: int) -> dict[str, torch.Tensor]:
     """Σ over texts of (∂ loss / ∂ param)², the loss taken against the model's own top-1."""
@@ -92,9 +97,7 @@ def fisher_diagonal(model: PreTrainedModel, tokenizer: PreTrainedTokenizerFast, 
     try:
         for text in tqdm(texts, desc="fisher", unit="text", file=sys.stderr, leave=False):
             batch = tokenizer([text], truncation=True, max_length=max_length, return_tensors="pt")
-            logits = model(**batch).logits
-            loss = nn.functional.cross_entropy(logits, logits.argmax(-1).detach())
-            grads = torch.autograd.grad(loss, list(params.values()))
+            grads = torch.autograd.grad(self_predicted_loss(model(**batch).logits), list(params.values()))
             for name, grad in zip(params, grads):
                 fisher[name] += grad.detach() ** 2
     finally:

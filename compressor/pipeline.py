@@ -72,6 +72,11 @@ def parse_method(method: str) -> list[tuple[str, float | None]]:
     names = [name for name, _ in steps]
     if len(set(names)) < len(names):
         raise InputError(f"method {method!r} repeats a step; each method may appear once")
+    factorizers = [n for n in names if n in ALLOCATABLE]
+    if len(factorizers) > 1:
+        raise InputError(f"method {method!r} joins {' and '.join(factorizers)}; use one SVD method per pipeline")
+    if "prune" in names and factorizers and names.index(factorizers[0]) < names.index("prune"):
+        raise InputError(f"method {method!r}: prune must come before {factorizers[0]} (it needs whole layers)")
     return steps
 
 

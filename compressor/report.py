@@ -52,9 +52,14 @@ def weight_flops_per_token(path: Path) -> int:
 
 
 def rss_after_load(folder: Path) -> int:
-    result = subprocess.run([sys.executable, "-c", RSS_PROBE, str(folder)], capture_output=True, text=True, timeout=300)
+    try:
+        result = subprocess.run([sys.executable, "-c", RSS_PROBE, str(folder)], capture_output=True, text=True,
+                                timeout=300)
+    except subprocess.TimeoutExpired:
+        raise InputError(f"loading {folder} to measure memory took over 300 s") from None
     if result.returncode != 0:
-        raise InputError(f"cannot load {folder} to measure memory: {result.stderr.strip().splitlines()[-1]}")
+        last = (result.stderr.strip().splitlines() or [f"exit code {result.returncode}"])[-1]
+        raise InputError(f"cannot load {folder} to measure memory: {last}")
     return int(result.stdout.strip())
 
 

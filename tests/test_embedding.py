@@ -64,3 +64,18 @@ def test_export_keeps_latents_and_decoder_in_the_graph(checkpoints, tmp_path, ar
     assert manifest.parity < 1e-4
     assert manifest.settings["embed-ae"]["weighting"].startswith("token frequency")
     assert manifest.parameters < plain.parameters and manifest.onnx_bytes < plain.onnx_bytes
+
+
+def test_a_full_budget_keeps_the_embedding(checkpoints):
+    classifier = load_classifier(str(checkpoints["bert"]))
+    table = classifier.model.get_input_embeddings()
+    assert embedding.compress(classifier, 1.0)["latent"] is None
+    assert classifier.model.get_input_embeddings() is table
+
+
+def test_fitting_leaves_the_global_random_state_and_no_gradients():
+    matrix = torch.randn(50, 8)
+    state = torch.get_rng_state()
+    _, decoder = embedding.fit_autoencoder(matrix, 3, epochs=1)
+    assert torch.equal(torch.get_rng_state(), state)
+    assert all(p.grad is None for p in decoder.parameters())

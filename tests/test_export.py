@@ -125,6 +125,8 @@ def test_build_does_not_touch_the_loaded_model(checkpoints, tmp_path):
     (Recipe("x", "svd", 1.5), "--ratio must be in"),
     (Recipe("x", quantize="int3"), "unknown --quantize"),
     (Recipe("../escape"), "variant name"),
+    (Recipe("x", "svd+prune"), "prune must come before svd"),
+    (Recipe("x", "svd+asvd"), "use one SVD method per pipeline"),
 ])
 def test_bad_recipes_are_refused(checkpoints, tmp_path, recipe, message):
     with pytest.raises(InputError, match=message):

@@ -29,8 +29,7 @@ def test_stored_weights_meet_the_budget(checkpoints, arch, ratio):
     kept = factorized_weights(model)
     assert settings["factorized_layers"] == len(layers)
     assert ratio * before - slack <= kept <= ratio * before
-    remaining = encoder_linears(model)  # every encoder Linear became a pair of factors
-    assert len(remaining) == 2 * len(layers) and all(name[-2:] in (".0", ".1") for name in remaining)
+    assert encoder_linears(model) == {}  # every encoder Linear became a pair of factors
     assert parameter_count(model) < parameter_count(load_classifier(str(checkpoints[arch])).model)
 
 
@@ -67,3 +66,14 @@ def test_compressed_model_stays_close_at_generous_ratio(checkpoints):
         a, b = original.model(**batch).logits, compressed.model(**batch).logits
     # Random tiny weights have a flat spectrum, so even 90% loses something — but not much.
     assert torch.allclose(a, b, atol=0.05)
+
+
+def test_factors_and_embeddings_are_never_factorized_again(checkpoints):
+    from compressor.methods import embedding
+
+    classifier = load_classifier(str(checkpoints["bert"]))
+    before = set(encoder_linears(classifier.model))
+    embedding.compress(classifier, 0.3)
+    assert set(encoder_linears(classifier.model)) == before  # the embed-ae decoder is not an encoder Linear
+    svd.compress(classifier, 0.5)
+    assert encoder_linears(classifier.model) == {}  # only factor pairs are left

@@ -35,7 +35,7 @@ def sensitivities(classifier: Classifier, texts: list[str],
                   scales: dict[str, torch.Tensor] | None) -> dict[str, dict[float, float]]:
     """Layer → {candidate budget: mean KL(original ‖ model with only that layer factorized)}."""
     model = classifier.model
-    data = list(batches(classifier.tokenizer, texts[:TEXTS], classifier.max_length))
+    data = list(batches(classifier.tokenizer, texts, classifier.max_length))
     reference = [nn.functional.log_softmax(model(**b).logits, -1) for b in data]
 
     def divergence() -> float:

@@ -61,9 +61,11 @@ def token_weights(classifier: Classifier, texts: list[str], vocab: int) -> torch
 def fit_autoencoder(matrix: torch.Tensor, k: int, weight: torch.Tensor | None = None, epochs: int = EPOCHS,
                     seed: int = 0) -> tuple[torch.Tensor, nn.Linear]:
     """(latents [V, k], decoder Linear(k, H)) fitted to the rows of `matrix`."""
-    torch.manual_seed(seed)
+    order = torch.Generator().manual_seed(seed)  # a private generator: the global RNG stays as it was
     rows, hidden = matrix.shape
-    encoder, decoder = nn.Linear(hidden, k), nn.Linear(k, hidden)
+    # skip_init: both layers are set from the SVD below, so drawing random weights would
+    # only disturb the global random state.
+    encoder, decoder = nn.utils.skip_init(nn.Linear, hidden, k), nn.utils.skip_init(nn.Linear, k, hidden)
     w = torch.ones(rows) if weight is None else weight
     mean = (w[:, None] * matrix).sum(0) / w.sum()
     _, _, vh = torch.linalg.svd(w.sqrt()[:, None] * (matrix - mean), full_matrices=False)
@@ -77,13 +79,14 @@ def fit_autoencoder(matrix: torch.Tensor, k: int, weight: torch.Tensor | None = 
     schedule = torch.optim.lr_scheduler.StepLR(optimizer, step_size=max(1, epochs // 3), gamma=0.5)
     for epoch in tqdm(range(epochs), desc="embed-ae", unit="epoch", file=sys.stderr, leave=False):
         alpha = ALPHA_START - (ALPHA_START - ALPHA_END) * epoch / max(1, epochs - 1)
-        for batch in torch.randperm(rows).split(BATCH):
+        for batch in torch.randperm(rows, generator=order).split(BATCH):
             target = matrix[batch]
             loss = direction_loss(decoder(encoder(target)), target, alpha, None if weight is None else weight[batch])
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
         schedule.step()
+    decoder.zero_grad(set_to_none=True)
     with torch.no_grad():
         return encoder(matrix), decoder
 
@@ -94,7 +97,7 @@ def compress(classifier: Classifier, ratio: float, calibration: list[str] | None
     matrix = embedding.weight.detach().float()
     vocab, hidden = matrix.shape
     k = latent_size(ratio, vocab, hidden)
-    if k * (vocab + hidden) + hidden >= vocab * hidden:
+    if ratio >= 1 or k * (vocab + hidden) + hidden >= vocab * hidden:
         return {"ratio": ratio, "latent": None, "note": "budget too large to save anything; embedding kept"}
     weight = token_weights(classifier, sample(calibration, SAMPLE_TEXTS, "embed-ae"), vocab) if calibration else None
     latents, decoder = fit_autoencoder(matrix, k, weight)

@@ -2,7 +2,8 @@
 
 "Encoder Linear" means every nn.Linear of the transformer body (attention projections and
 feed-forward layers). The pooler and the classification head stay dense: they are small,
-and the task signal runs through them.
+and the task signal runs through them. The embeddings (an `embed-ae` decoder included) and
+the factors of an already factorized layer are not encoder Linears either.
 """
 
 from __future__ import annotations
@@ -12,13 +13,19 @@ from torch import nn
 from transformers import PreTrainedModel
 
 
+class FactorPair(nn.Sequential):
+    """Two Linears that replaced one: marked so no method factorizes a factor again."""
+
+
 def encoder_linears(model: PreTrainedModel) -> dict[str, nn.Linear]:
-    """Qualified name → Linear for every Linear under the base model except the pooler."""
+    """Qualified name → Linear for every Linear of the transformer body."""
     prefix = model.base_model_prefix
+    inside_pairs = {id(m) for pair in model.modules() if isinstance(pair, FactorPair) for m in pair}
     return {
         f"{prefix}.{name}": module
         for name, module in model.base_model.named_modules()
-        if isinstance(module, nn.Linear) and not name.startswith("pooler")
+        if isinstance(module, nn.Linear) and id(module) not in inside_pairs
+        and not name.startswith(("pooler", "embeddings"))
     }
 
 
@@ -27,7 +34,7 @@ def replace_module(model: nn.Module, name: str, new: nn.Module) -> None:
     setattr(model.get_submodule(parent_name), attr, new)
 
 
-def two_linears(down: torch.Tensor, up: torch.Tensor, bias: torch.Tensor | None) -> nn.Sequential:
+def two_linears(down: torch.Tensor, up: torch.Tensor, bias: torch.Tensor | None) -> FactorPair:
     """x → up @ (down @ x) + bias as two Linears, which export as two MatMuls.
     down: [rank, in], up: [out, rank]."""
     first = nn.Linear(down.shape[1], down.shape[0], bias=False)
@@ -37,4 +44,4 @@ def two_linears(down: torch.Tensor, up: torch.Tensor, bias: torch.Tensor | None)
         second.weight.copy_(up)
         if bias is not None:
             second.bias.copy_(bias)
-    return nn.Sequential(first, second)
+    return FactorPair(first, second)

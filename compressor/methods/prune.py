@@ -3,11 +3,12 @@ Pruning Framework for Transformers").
 
 1. Importance: a mask variable multiplies every attention head's output and every FFN
    neuron's activation; the squared gradients of the loss w.r.t. those masks, summed over
-   calibration mini-batches, are the diagonal Fisher information of each unit. No labels:
-   the loss is the cross-entropy against the original model's own top-1.
+   calibration mini-batches of 16 texts (as the authors do), stand in for the diagonal
+   Fisher information of each unit. No labels: the loss is the cross-entropy against the
+   original model's own top-1.
 2. Search: rank the heads and the neurons globally and pick how many heads to keep so that,
    with the rest of the budget filled by the best neurons, the kept importance is largest.
-   Every layer keeps at least its best head and its best neuron, so no sublayer vanishes.
+   Every layer keeps at least one head and one neuron, so no sublayer vanishes.
 3. Rearrangement: inside each layer, with the number kept fixed, greedily swap which units
    are pruned so that the summed mini-batch gradients of the pruned set stay small — the
    Fisher cross-terms the diagonal ignored.
@@ -35,7 +36,7 @@ from tqdm import tqdm
 from transformers import PreTrainedModel
 from transformers.pytorch_utils import prune_linear_layer
 
-from compressor.calibration import batches, sample
+from compressor.calibration import batches, sample, self_predicted_loss
 from compressor.checkpoint import Classifier
 from compressor.errors import InputError
 from compressor.methods.linears import replace_module
@@ -99,9 +100,7 @@ def mask_gradients(classifier: Classifier, texts: list[str]) -> tuple[torch.Tens
     with masked(model, head_mask, neuron_mask):
         for batch in tqdm(list(batches(classifier.tokenizer, texts, classifier.max_length, GRAD_BATCH)),
                           desc="prune: gradients", unit="batch", file=sys.stderr, leave=False):
-            logits = model(**batch).logits
-            loss = nn.functional.cross_entropy(logits, logits.argmax(-1).detach())
-            gh, gn = torch.autograd.grad(loss, [head_mask, neuron_mask])
+            gh, gn = torch.autograd.grad(self_predicted_loss(model(**batch).logits), [head_mask, neuron_mask])
             head_grads.append(gh)
             neuron_grads.append(gn)
     return torch.stack(head_grads), torch.stack(neuron_grads)
@@ -142,7 +141,7 @@ def rearrange(mask: torch.Tensor, grads: torch.Tensor) -> torch.Tensor:
     """One layer: keep as many units, but choose the pruned set whose summed gradient
     vectors (grads: [batches, units]) have the smallest norm."""
     n_pruned = int((mask == 0).sum())
-    if n_pruned == 0 or n_pruned == mask.numel():
+    if n_pruned == 0:
         return mask
     vectors = grads.T  # [units, batches]
     order = vectors.pow(2).sum(1).argsort().tolist()  # least important first
