@@ -33,7 +33,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     c.add_argument("--ratio", type=float, default=0.5, help="kept fraction of the compressed parameters, 0 < R <= 1")
     c.add_argument("--calibration", type=Path, help="unlabeled text: one per line, or a .tsv column")
     c.add_argument("--text-col", help="text column of a .tsv calibration file (default: sentence)")
-    c.add_argument("--quantize", help="int8: ONNX Runtime dynamic quantization, applied last")
+    c.add_argument("--quantize", help="int8 (dynamic) or int8-static (QDQ, needs --calibration), applied last")
     c.add_argument("--allocation", default="uniform",
                    help="uniform, or sensitivity: per-layer budgets searched on calibration text (SVD family)")
     c.add_argument("--max-length", type=int, help="tokens per input (default: what the model allows)")

@@ -26,7 +26,7 @@ from torch import nn
 
 from compressor.checkpoint import Classifier, parameter_count
 from compressor.errors import ParityError
-from compressor.methods.quantize import quantize_int8
+from compressor.methods.quantize import quantize_int8, quantize_static_int8
 from service.backend import OrtBackend
 from service.manifest import ONNX_FILE, TOKENIZER_FILE, Manifest, write_manifest
 from service.tokenization import encode, load_tokenizer
@@ -99,8 +99,20 @@ def replace_folder(source: Path, target: Path) -> None:
         source.rename(target)
 
 
+def calibration_feeds(folder: Path, classifier: Classifier, texts: list[str], input_names: tuple[str, ...],
+                      batch: int = 8) -> list[dict[str, np.ndarray]]:
+    """Batches for static quantization, tokenized exactly as the service will."""
+    tokenizer = load_tokenizer(folder / TOKENIZER_FILE, classifier.max_length)
+    feeds = []
+    for start in range(0, len(texts), batch):
+        arrays = encode(tokenizer, texts[start:start + batch]).arrays
+        feeds.append({name: arrays[name] for name in input_names})
+    return feeds
+
+
 def write_variant(classifier: Classifier, name: str, out: Path, method: str, settings: dict,
-                  parameters_original: int, quantize: str | None, sentences: list[str]) -> Manifest:
+                  parameters_original: int, quantize: str | None, sentences: list[str],
+                  calibration: list[str] | None = None) -> Manifest:
     out.mkdir(parents=True, exist_ok=True)
     for stale in out.glob(f".{name}.tmp-*"):  # left by a run of this name that was killed
         shutil.rmtree(stale, ignore_errors=True)
@@ -109,10 +121,14 @@ def write_variant(classifier: Classifier, name: str, out: Path, method: str, set
     try:
         save_tokenizer(classifier, work)
         export_onnx(classifier, work / ONNX_FILE, sentences)
-        if quantize == "int8":
+        if quantize is not None:
             fp32 = work / "model.fp32.onnx"
             (work / ONNX_FILE).rename(fp32)
-            settings = {**settings, **quantize_int8(fp32, work / ONNX_FILE)}
+            if quantize == "int8":
+                settings = {**settings, **quantize_int8(fp32, work / ONNX_FILE)}
+            else:
+                feeds = calibration_feeds(work, classifier, calibration or sentences, tuple(input_names(classifier)))
+                settings = {**settings, **quantize_static_int8(fp32, work / ONNX_FILE, feeds)}
             fp32.unlink()
         parity = measure_parity(classifier, work, sentences)
         if method == "none" and quantize is None and parity > PARITY_LIMIT:

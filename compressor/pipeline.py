@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Callable
 
 from compressor.calibration import missing as calibration_missing
+from compressor.calibration import sample
 from compressor.checkpoint import Classifier, load_classifier, parameter_count
 from compressor.data import PARITY_SENTENCES
 from compressor.errors import InputError
@@ -31,6 +32,7 @@ METHODS: dict[str, Method] = {
 NONE = "none"  # plain export
 NEEDS_CALIBRATION = {"svd-aware", "asvd", "fwsvd", "prune"}  # embed-ae only uses it when given
 ALLOCATABLE = {"svd", "svd-aware", "asvd", "fwsvd"}  # take --allocation uniform|sensitivity
+STATIC_SAMPLE = 256  # calibration texts that fix int8-static's activation ranges
 
 
 @dataclass(frozen=True)
@@ -122,8 +124,9 @@ def export(original: Classifier, compressed: Classifier, settings: dict, recipe:
            calibration: list[str] | None = None) -> Manifest:
     sentences = PARITY_SENTENCES + (calibration or [])[:32]
     method = pipeline_name(parse_method(recipe.method), recipe.quantize)
+    static_texts = sample(calibration, STATIC_SAMPLE, "--quantize int8-static") if recipe.quantize == "int8-static" else None
     return write_variant(compressed, recipe.name, out, method, settings, parameter_count(original.model),
-                         recipe.quantize, sentences)
+                         recipe.quantize, sentences, static_texts)
 
 
 def build(classifier: Classifier, recipe: Recipe, out: Path, calibration: list[str] | None = None) -> Manifest:
@@ -144,8 +147,10 @@ def compress(model: str, recipe: Recipe, out: Path, calibration: list[str] | Non
     needy = [name for name, _ in steps if name in NEEDS_CALIBRATION]
     if needy and not calibration:
         raise calibration_missing(needy[0])
-    if recipe.allocation == "sensitivity" and not calibration:
-        raise calibration_missing("--allocation sensitivity")
+    for option, wanted in (("--allocation sensitivity", recipe.allocation == "sensitivity"),
+                           ("--quantize int8-static", recipe.quantize == "int8-static")):
+        if wanted and not calibration:
+            raise calibration_missing(option)
     return build(load_classifier(model, max_length), recipe, out, calibration)
 
 

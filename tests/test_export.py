@@ -83,6 +83,26 @@ def test_int8_is_smaller_and_close(checkpoints, tmp_path):
     assert {"DynamicQuantizeLinear", "MatMulInteger"} <= ops
 
 
+def test_static_int8_quantizes_weight_matmuls_only(checkpoints, tmp_path):
+    from conftest import CORPUS
+
+    plain = compress(str(checkpoints["bert"]), Recipe("plain"), tmp_path)
+    static = compress(str(checkpoints["bert"]), Recipe("static", quantize="int8-static"), tmp_path, CORPUS)
+    assert static.method == "int8-static" and static.settings["quantize"] == "int8-static"
+    assert static.onnx_bytes < plain.onnx_bytes and 0 < static.parity < 0.05
+    graph = onnx.load(tmp_path / "static" / "model.onnx").graph
+    ops = [n.op_type for n in graph.node]
+    assert "QuantizeLinear" in ops and "DequantizeLinear" in ops and "DynamicQuantizeLinear" not in ops
+    weights = {i.name for i in graph.initializer}
+    # Every MatMul left reads a dequantized weight or multiplies two activations; none reads an fp32 weight.
+    assert not any(n.op_type == "MatMul" and n.input[1] in weights for n in graph.node)
+
+
+def test_static_int8_needs_calibration(checkpoints, tmp_path):
+    with pytest.raises(InputError, match="--quantize int8-static needs --calibration"):
+        compress(str(checkpoints["bert"]), Recipe("static", quantize="int8-static"), tmp_path)
+
+
 def test_failed_parity_leaves_nothing_behind(checkpoints, tmp_path, monkeypatch):
     monkeypatch.setattr(export, "measure_parity", lambda *a: 1.0)
     with pytest.raises(ParityError, match="limit"):
