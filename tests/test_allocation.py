@@ -6,6 +6,7 @@ from compressor.checkpoint import load_classifier
 from compressor.errors import InputError
 from compressor.methods import allocation
 from compressor.methods.linears import encoder_linears
+from compressor.methods.svd import stored
 from compressor.pipeline import Recipe, compress
 from conftest import CORPUS
 
@@ -15,7 +16,7 @@ def test_allocation_meets_the_budget_and_spares_sensitive_layers():
     sens = {"calm": {1.0: 0.0, 0.1: 0.01, 0.5: 0.001, 0.9: 0.0001},
             "touchy": {1.0: 0.0, 0.1: 5.0, 0.5: 1.0, 0.9: 0.02}}
     budgets = allocation.allocate(sens, shapes, ratio=0.5)
-    cost = sum(allocation.stored(budgets[n], *shapes[n]) for n in shapes)
+    cost = sum(stored(budgets[n], *shapes[n]) for n in shapes)
     assert cost <= 0.5 * sum(r * c for r, c in shapes.values())
     assert budgets["touchy"] > budgets["calm"]
 
@@ -34,7 +35,7 @@ def test_sensitivity_allocation_exports_within_budget(checkpoints, tmp_path, met
     layers = encoder_linears(load_classifier(str(checkpoints["bert"])).model)
     shapes = {name.removeprefix("bert."): tuple(l.weight.shape) for name, l in layers.items()}
     assert set(settings["layer_ratios"]) == set(shapes)
-    kept = sum(allocation.stored(settings["layer_ratios"][n], *shapes[n]) for n in shapes)
+    kept = sum(stored(settings["layer_ratios"][n], *shapes[n]) for n in shapes)
     assert kept <= 0.5 * sum(r * c for r, c in shapes.values())
 
 

@@ -8,7 +8,7 @@ import torch
 from compressor.calibration import fisher_diagonal, input_statistics
 from compressor.checkpoint import Classifier, load_classifier
 from compressor.errors import InputError
-from compressor.methods import aware, fisher, svd
+from compressor.methods import aware, svd
 from compressor.methods.linears import encoder_linears
 from compressor.pipeline import METHODS, Recipe, compress
 from conftest import CORPUS

@@ -20,14 +20,10 @@ from tqdm import tqdm
 from compressor.calibration import batches
 from compressor.checkpoint import Classifier
 from compressor.methods.linears import encoder_linears, replace_module, two_linears
-from compressor.methods.svd import factorize, rank_for
+from compressor.methods.svd import factorize, rank_for, stored
 
 CANDIDATES = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)  # a layer may also stay dense (1.0)
 TEXTS = 128  # calibration texts scored per trial
-
-
-def stored(ratio: float, rows: int, cols: int) -> int:
-    return rows * cols if ratio >= 1 else rank_for(ratio, rows, cols) * (rows + cols)
 
 
 @torch.no_grad()

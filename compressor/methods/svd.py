@@ -28,6 +28,14 @@ def rank_for(ratio: float, rows: int, cols: int) -> int:
     return max(1, int(ratio * rows * cols / (rows + cols)))
 
 
+def stored(ratio: float, rows: int, cols: int) -> int:
+    """Weights a [rows, cols] Linear keeps at budget `ratio`: the dense matrix when the
+    budget is whole or when a factor pair that wide would save nothing."""
+    if ratio >= 1:
+        return rows * cols
+    return min(rows * cols, rank_for(ratio, rows, cols) * (rows + cols))
+
+
 def factorize(weight: torch.Tensor, rank: int, scale: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """(down [rank, in], up [out, rank]); with `scale`, the best rank-`rank` fit of W·S."""
     w = weight.double()
@@ -61,11 +69,9 @@ def factorize_linears(classifier: Classifier, ratio: float, scales: dict[str, to
     ranks = {}
     for name, linear in linears.items():
         rows, cols = linear.weight.shape
-        if budgets[name] >= 1:
+        if stored(budgets[name], rows, cols) >= rows * cols:  # stays dense
             continue
         rank = rank_for(budgets[name], rows, cols)
-        if rank * (rows + cols) >= rows * cols:  # a factorization this wide saves nothing
-            continue
         scale = scales.get(name) if scales else None
         down, up = factorize(linear.weight.detach(), rank, scale)
         bias = linear.bias.detach() if linear.bias is not None else None
