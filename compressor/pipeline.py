@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import functools
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,7 +15,7 @@ from compressor.checkpoint import Classifier, load_classifier, parameter_count
 from compressor.data import PARITY_SENTENCES
 from compressor.errors import InputError
 from compressor.export import write_variant
-from compressor.methods import aware, embedding, fisher, prune, svd
+from compressor.methods import autoencoder, aware, embedding, fisher, kronecker, prune, svd, tucker
 from compressor.methods.quantize import QUANTIZATIONS
 from compressor.methods.svd import ALLOCATIONS
 from service.manifest import Manifest
@@ -26,12 +27,20 @@ METHODS: dict[str, Method] = {
     "svd-aware": aware.compress_whitened,
     "asvd": aware.compress_scaled,
     "fwsvd": fisher.compress,
+    "ae": functools.partial(autoencoder.compress, shared=False, linear=False),
+    "ae-shared": functools.partial(autoencoder.compress, shared=True, linear=False),
+    "ae-linear": functools.partial(autoencoder.compress, shared=False, linear=True),
+    "ae-linear-shared": functools.partial(autoencoder.compress, shared=True, linear=True),
+    "kronecker": kronecker.compress,
+    "tucker": tucker.compress,
     "prune": prune.compress,
     "embed-ae": embedding.compress,
 }
 NONE = "none"  # plain export
 NEEDS_CALIBRATION = {"svd-aware", "asvd", "fwsvd", "prune"}  # embed-ae only uses it when given
 ALLOCATABLE = {"svd", "svd-aware", "asvd", "fwsvd"}  # take --allocation uniform|sensitivity
+# Methods that replace the encoder Linears: one per pipeline, after prune.
+FACTORIZERS = ALLOCATABLE | {"ae", "ae-shared", "ae-linear", "ae-linear-shared", "kronecker", "tucker"}
 STATIC_SAMPLE = 256  # calibration texts that fix int8-static's activation ranges
 
 
@@ -74,9 +83,10 @@ def parse_method(method: str) -> list[tuple[str, float | None]]:
     names = [name for name, _ in steps]
     if len(set(names)) < len(names):
         raise InputError(f"method {method!r} repeats a step; each method may appear once")
-    factorizers = [n for n in names if n in ALLOCATABLE]
+    factorizers = [n for n in names if n in FACTORIZERS]
     if len(factorizers) > 1:
-        raise InputError(f"method {method!r} joins {' and '.join(factorizers)}; use one SVD method per pipeline")
+        raise InputError(f"method {method!r} joins {' and '.join(factorizers)}; "
+                         "use one method that replaces the encoder Linears per pipeline")
     if "prune" in names and factorizers and names.index(factorizers[0]) < names.index("prune"):
         raise InputError(f"method {method!r}: prune must come before {factorizers[0]} (it needs whole layers)")
     return steps

@@ -146,7 +146,7 @@ def test_build_does_not_touch_the_loaded_model(checkpoints, tmp_path):
     (Recipe("x", quantize="int3"), "unknown --quantize"),
     (Recipe("../escape"), "variant name"),
     (Recipe("x", "svd+prune"), "prune must come before svd"),
-    (Recipe("x", "svd+asvd"), "use one SVD method per pipeline"),
+    (Recipe("x", "svd+asvd"), "use one method that replaces the encoder Linears"),
 ])
 def test_bad_recipes_are_refused(checkpoints, tmp_path, recipe, message):
     with pytest.raises(InputError, match=message):

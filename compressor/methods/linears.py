@@ -3,7 +3,8 @@
 "Encoder Linear" means every nn.Linear of the transformer body (attention projections and
 feed-forward layers). The pooler and the classification head stay dense: they are small,
 and the task signal runs through them. The embeddings (an `embed-ae` decoder included) and
-the factors of an already factorized layer are not encoder Linears either.
+the factors of an already factorized layer (and the decoder inside a generated weight) are
+not encoder Linears either.
 """
 
 from __future__ import annotations
@@ -17,14 +18,32 @@ class FactorPair(nn.Sequential):
     """Two Linears that replaced one: marked so no method factorizes a factor again."""
 
 
+class GeneratedLinear(nn.Module):
+    """A Linear whose weight `generate()` rebuilds from compact stored factors on each call
+    (autoencoder latents and decoder, Kronecker or Tucker factors).
+
+    The ONNX file keeps only the factors and the small generating graph. Every input of that
+    graph is a constant, so ONNX Runtime folds it into a dense weight once, when it loads the
+    session: a small file, but dense memory and dense compute at run time."""
+
+    def __init__(self, generate: nn.Module, bias: torch.Tensor | None) -> None:
+        super().__init__()
+        self.generate = generate
+        self.bias = None if bias is None else nn.Parameter(bias.detach().clone())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return nn.functional.linear(x, self.generate(), self.bias)
+
+
 def encoder_linears(model: PreTrainedModel) -> dict[str, nn.Linear]:
     """Qualified name → Linear for every Linear of the transformer body."""
     prefix = model.base_model_prefix
-    inside_pairs = {id(m) for pair in model.modules() if isinstance(pair, FactorPair) for m in pair}
+    inside = {id(m) for holder in model.modules() if isinstance(holder, (FactorPair, GeneratedLinear))
+              for m in holder.modules()}
     return {
         f"{prefix}.{name}": module
         for name, module in model.base_model.named_modules()
-        if isinstance(module, nn.Linear) and id(module) not in inside_pairs
+        if isinstance(module, nn.Linear) and id(module) not in inside
         and not name.startswith(("pooler", "embeddings"))
     }
 

@@ -6,6 +6,12 @@ full 8-bit range (no reduce_range: VNNI and AMX do not overflow). Per-channel we
 what keeps accuracy here: per-tensor int8 loses about two points on the SST-2 teacher.
 Gather is in the list, so the token-embedding table is stored as int8 too.
 
+Weights generated in the graph (GeneratedLinear: autoencoder, Kronecker, Tucker) feed no
+MatMul directly, so the quantizer leaves their factors alone. Both recipes then store
+those factors as int8 with one scale per row, dequantized by a Cast and a Mul. The chain
+still has only constant inputs, so ONNX Runtime folds it at load as before: the file
+shrinks about 4× more, and those layers run as fp32 MatMuls.
+
 `int8-static` (QDQ): activation ranges are fixed ahead of time from unlabeled calibration
 text, so no range is computed per request. Only the MatMuls with a weight are quantized
 (QuantizeLinear/DequantizeLinear pairs around them); the attention-score MatMuls between
@@ -21,6 +27,7 @@ from typing import Iterable
 
 import numpy as np
 import onnx
+from onnx import helper, numpy_helper
 from onnxruntime.quantization import (
     CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, quantize_dynamic, quantize_static,
 )
@@ -43,6 +50,7 @@ def quantize_int8(source: Path, target: Path) -> dict:
         quantize_dynamic(
             source, target,
             op_types_to_quantize=OPERATORS,
+            nodes_to_exclude=keep_generators_fp32(source),
             per_channel=True,
             reduce_range=False,
             weight_type=QuantType.QInt8,
@@ -50,7 +58,8 @@ def quantize_int8(source: Path, target: Path) -> dict:
         )
     finally:
         logging.getLogger().removeFilter(advice)
-    return {"quantize": "int8", "quantize_recipe": "dynamic, per-channel s8 weights, u8 activations"}
+    return {"quantize": "int8", "quantize_recipe": "dynamic, per-channel s8 weights, u8 activations",
+            **store_factors_int8(target)}
 
 
 class _Feeds(CalibrationDataReader):
@@ -64,10 +73,28 @@ class _Feeds(CalibrationDataReader):
 def weight_matmuls(path: Path) -> list[str]:
     graph = onnx.load(str(path), load_external_data=False).graph
     weights = {i.name for i in graph.initializer}
-    return [n.name for n in graph.node if n.op_type == "MatMul" and n.input[1] in weights]
+    generators = set(generator_nodes(graph))
+    return [n.name for n in graph.node if n.op_type == "MatMul" and n.input[1] in weights and n.name not in generators]
+
+
+def generator_nodes(graph: onnx.GraphProto) -> list[str]:
+    """Nodes that compute a weight from stored factors, and those that use a weight so
+    computed: all stay fp32, for ONNX Runtime to fold the first into the second at load."""
+    stored = {i.name for i in graph.initializer}
+    constant = set(stored)
+    names = []
+    for node in graph.node:
+        inputs = [name for name in node.input if name]
+        if all(name in constant for name in inputs):
+            constant.update(node.output)
+            names.append(node.name)
+        elif any(name in constant and name not in stored for name in inputs):
+            names.append(node.name)
+    return names
 
 
 def quantize_static_int8(source: Path, target: Path, feeds: Iterable[dict[str, np.ndarray]]) -> dict:
+    keep_generators_fp32(source)
     advice = _SkipPreprocessAdvice()
     logging.getLogger().addFilter(advice)
     try:
@@ -85,4 +112,85 @@ def quantize_static_int8(source: Path, target: Path, feeds: Iterable[dict[str, n
         )
     finally:
         logging.getLogger().removeFilter(advice)
-    return {"quantize": "int8-static", "quantize_recipe": "static QDQ, per-channel s8 weights, u8 activations (min-max)"}
+    return {"quantize": "int8-static", "quantize_recipe": "static QDQ, per-channel s8 weights, u8 activations (min-max)",
+            **store_factors_int8(target)}
+
+
+def generator_factors(graph: onnx.GraphProto) -> list[onnx.TensorProto]:
+    """Float matrices (and stacks of them) that only feed nodes computing constants."""
+    constant = {i.name for i in graph.initializer}
+    for node in graph.node:
+        if all(name in constant for name in node.input if name):
+            constant.update(node.output)
+    consumers: dict[str, list[onnx.NodeProto]] = {}
+    for node in graph.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
+    outputs = {o.name for o in graph.output}
+    return [
+        init for init in graph.initializer
+        if init.data_type == onnx.TensorProto.FLOAT and len(init.dims) >= 2 and init.name not in outputs
+        and consumers.get(init.name) and all(out in constant for n in consumers[init.name] for out in n.output)
+    ]
+
+
+def keep_generators_fp32(path: Path) -> list[str]:
+    """Prepare a graph in place for the quantizer and name the generator nodes it must
+    leave alone.
+    - A weight shared by several layers reaches all but its first user through an
+      Identity, which hides it from the quantizer: users get the weight itself.
+    - The generators' Gemms become MatMul (+ Add): the dynamic quantizer's own rewrite
+      transposes each weight in place once per use, which breaks a shared decoder."""
+    model = onnx.load(str(path))
+    graph = model.graph
+    stored = {i.name for i in graph.initializer}
+    aliases = {n.output[0]: n.input[0] for n in graph.node if n.op_type == "Identity" and n.input[0] in stored}
+    for node in graph.node:
+        for i, name in enumerate(node.input):
+            node.input[i] = aliases.get(name, name)
+    generators = set(generator_nodes(graph))
+    nodes = []
+    for node in graph.node:
+        if node.op_type == "Identity" and node.output[0] in aliases:
+            continue
+        attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+        if node.op_type != "Gemm" or node.name not in generators or attrs.get("transA") or \
+                attrs.get("alpha", 1.0) != 1.0 or attrs.get("beta", 1.0) != 1.0:
+            nodes.append(node)
+            continue
+        weight = node.input[1]
+        if attrs.get("transB"):
+            weight = f"{node.name}/weight_t"
+            nodes.append(helper.make_node("Transpose", [node.input[1]], [weight], name=f"{node.name}/Transpose"))
+        product = f"{node.name}/product" if len(node.input) > 2 else node.output[0]
+        nodes.append(helper.make_node("MatMul", [node.input[0], weight], [product], name=f"{node.name}/MatMul"))
+        if len(node.input) > 2:
+            nodes.append(helper.make_node("Add", [product, node.input[2]], [node.output[0]], name=f"{node.name}/Add"))
+    graph.ClearField("node")
+    graph.node.extend(nodes)
+    onnx.save(model, str(path))
+    return generator_nodes(graph)
+
+
+def store_factors_int8(path: Path) -> dict:
+    model = onnx.load(str(path))
+    graph = model.graph
+    factors = generator_factors(graph)
+    if not factors:
+        return {}
+    nodes = []
+    for init in factors:
+        values = numpy_helper.to_array(init)
+        scale = np.abs(values).reshape(len(values), -1).max(1) / 127
+        scale = np.where(scale > 0, scale, 1).astype(np.float32).reshape((-1,) + (1,) * (values.ndim - 1))
+        quantized = np.clip(np.round(values / scale), -127, 127).astype(np.int8)
+        graph.initializer.remove(init)
+        stem = f"{init.name}/stored_int8"  # the quantizer's own suffixes are _quantized, _scale, ...
+        graph.initializer.extend([numpy_helper.from_array(quantized, stem),
+                                  numpy_helper.from_array(scale, f"{stem}/row_scale")])
+        nodes += [helper.make_node("Cast", [stem], [f"{stem}/fp32"], to=onnx.TensorProto.FLOAT, name=f"{stem}/Cast"),
+                  helper.make_node("Mul", [f"{stem}/fp32", f"{stem}/row_scale"], [init.name], name=f"{stem}/Mul")]
+    for node in reversed(nodes):
+        graph.node.insert(0, node)
+    onnx.save(model, str(path))
+    return {"factors_int8": len(factors)}
