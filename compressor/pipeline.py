@@ -5,9 +5,9 @@ from __future__ import annotations
 import copy
 import functools
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 from compressor.calibration import missing as calibration_missing
 from compressor.calibration import sample

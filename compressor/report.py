@@ -23,8 +23,8 @@ from pathlib import Path
 import onnx
 import onnxruntime as ort
 
-from compressor.evaluate import BATCH, evaluate_all
 from compressor.errors import InputError
+from compressor.evaluate import BATCH, evaluate_all
 from service.manifest import MANIFEST_FILE, ONNX_FILE, read_manifest
 
 WEIGHT_MATMULS = ("MatMul", "MatMulInteger", "MatMulNBits")
@@ -111,7 +111,7 @@ def markdown(results: list[dict]) -> str:
     rows = []
     for r in results:
         lat = r["latency_ms"]
-        pct = lambda v: "–" if v is None else f"{100 * v:.2f}%"  # noqa: E731
+        pct = lambda v: "–" if v is None else f"{100 * v:.2f}%"
         rows.append(f"| {r['variant']} | {r['method']} | {pct(r.get('accuracy'))} | {pct(r.get('agreement'))} "
                     f"| {r['flops_per_token'] / 1e9:.4f} | {r['parameters'] / 1e6:.2f}M | {r['onnx_bytes'] / 1e6:.1f} "
                     f"| {r['rss_bytes'] / 1e6:.0f} | {lat['batch_1']['p50']:.2f} | {lat[f'batch_{BATCH}']['p50']:.1f} "

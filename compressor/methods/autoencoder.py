@@ -29,6 +29,7 @@ decoder stays in the graph (GeneratedLinear): small file, dense weights after lo
 from __future__ import annotations
 
 import copy
+import itertools
 import re
 import sys
 from dataclasses import dataclass
@@ -51,7 +52,7 @@ COS_WEIGHT, RMSE_WEIGHT = 0.9091, 0.0909
 
 def decoder_size(k: int, width: int, linear: bool) -> int:
     sizes = [k, width] if linear else [k, *(m * k for m in DECODER_WIDTHS), width]
-    return sum(a * b + b for a, b in zip(sizes, sizes[1:]))
+    return sum(a * b + b for a, b in itertools.pairwise(sizes))
 
 
 def stored(k: int, rows: int, width: int, linear: bool) -> int:
@@ -73,7 +74,7 @@ def decoder(k: int, width: int, linear: bool) -> nn.Module:
         return nn.Linear(k, width)
     sizes = [k, *(m * k for m in DECODER_WIDTHS), width]
     layers: list[nn.Module] = []
-    for a, b in zip(sizes, sizes[1:]):
+    for a, b in itertools.pairwise(sizes):
         layers += [nn.Linear(a, b), nn.LeakyReLU()]
     layers[-1] = nn.Tanh()
     return nn.Sequential(*layers)
@@ -84,7 +85,7 @@ def encoder(width: int, k: int, linear: bool) -> nn.Module:
         return nn.Linear(width, k)
     sizes = [width, *(m * k for m in ENCODER_WIDTHS), k]
     layers: list[nn.Module] = []
-    for a, b in zip(sizes, sizes[1:]):
+    for a, b in itertools.pairwise(sizes):
         layers += [nn.Linear(a, b), nn.LeakyReLU()]
     return nn.Sequential(*layers)
 

@@ -21,15 +21,19 @@ two activations stay fp32, since their ranges swing most from input to input.
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from pathlib import Path
-
-from typing import Iterable
 
 import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 from onnxruntime.quantization import (
-    CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, quantize_dynamic, quantize_static,
+    CalibrationDataReader,
+    CalibrationMethod,
+    QuantFormat,
+    QuantType,
+    quantize_dynamic,
+    quantize_static,
 )
 
 QUANTIZATIONS = ("int8", "int8-static")
