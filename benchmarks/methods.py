@@ -23,7 +23,8 @@ from compressor.data import read_tsv
 from compressor.pipeline import Recipe, apply_methods, build, export
 from compressor.report import measure, variant_folders, write_report
 
-METHODS = ("svd", "svd-aware", "asvd", "fwsvd", "prune", "embed-ae")
+METHODS = ("svd", "svd-aware", "asvd", "fwsvd", "prune", "embed-ae", "ae", "ae-shared", "ae-linear", "ae-linear-shared",
+           "kronecker", "tucker")
 RATIOS = (0.75, 0.5, 0.25)
 # Pipelines with a budget per step, aimed at the targets (2x fewer FLOPs; 8x smaller).
 PIPELINES = {"prune60-aware85": "prune@0.6+svd-aware@0.85", "prune70-embed50": "prune@0.7+embed-ae@0.5",

@@ -1,16 +1,19 @@
-"""/v1 routes: list the variants and classify with one. Thin: validate, call, shape."""
+"""/v1 routes: list the models, classify with one, compare several. Thin: validate, call, shape."""
 
 from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Request
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr
-from starlette.concurrency import run_in_threadpool
+import asyncio
+import time
 
-from service.errors import EmptyInput, ModelNotFound, PayloadTooLarge
-from service.inference import classify
-from service.repository import Variant
+import numpy as np
+from fastapi import APIRouter, Request, Response
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr
+
+from service.errors import EmptyInput, Malformed, ModelNotFound, PayloadTooLarge
+from service.inference import Outcome, check_servable, classify, run_variant
+from service.runtime import Runtime
 from service.tokenization import TextInput
 
 router = APIRouter(prefix="/v1", tags=["v1"])
@@ -62,17 +65,63 @@ class ModelEntry(BaseModel):
     state: Literal["ready", "failed"]
     reason: str | None = None
     manifest: dict[str, Any] | None = None
+    cascade: dict[str, Any] | None = Field(None, description="For a cascade: its fast variant, reference and threshold.")
 
 
 class ModelList(BaseModel):
     models: list[ModelEntry]
 
 
-def find_variant(request: Request, name: str) -> Variant:
-    variant = request.app.state.repository.get(name)
-    if variant is None:
-        raise ModelNotFound(f"model {name!r} not found")
-    return variant
+class CompareRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    inputs: list[Text | TextPair]
+    models: list[StrictStr] | None = Field(None, description="Variants to compare; default every ready one.")
+    reference: StrictStr | None = Field(None, description="Default: SLIMSERVE_REFERENCE, else the first model.")
+    truncate: StrictBool = True
+
+
+class Comparison(BaseModel):
+    model: str
+    predictions: list[Prediction]
+    agreement: float = Field(description="Share of inputs whose top-1 label matches the reference's.")
+    latency_seconds: float = Field(description="Tokenization, queue and inference for this model.")
+    inference_seconds: float
+
+
+class CompareResponse(BaseModel):
+    reference: str
+    results: list[Comparison]
+
+
+def runtime_of(request: Request) -> Runtime:
+    return request.app.state.runtime
+
+
+def check_inputs(request: Request, inputs: list) -> None:
+    if not inputs:
+        raise EmptyInput("inputs must hold at least one text")
+    limit = request.app.state.settings.max_inputs
+    if len(inputs) > limit:
+        raise PayloadTooLarge(f"inputs holds {len(inputs)} texts; the limit is {limit}")
+
+
+def set_timing_headers(response: Response, outcome: Outcome) -> None:
+    response.headers["x-queue-time"] = f"{outcome.queue_seconds * 1000:.3f}"
+    response.headers["x-inference-time"] = f"{outcome.inference_seconds * 1000:.3f}"
+    response.headers["x-model-digest"] = outcome.digest
+
+
+def predictions_of(outcome: Outcome, top_k: int | None) -> list[Prediction]:
+    labels = outcome.labels
+    top_k = min(top_k or len(labels), len(labels))
+    predictions = []
+    for row in outcome.probabilities:
+        order = row.argsort()[::-1]
+        predictions.append(Prediction(
+            label=labels[order[0]], score=float(row[order[0]]),
+            scores={labels[i]: float(row[i]) for i in order[:top_k]},
+        ))
+    return predictions
 
 
 def as_text_inputs(inputs: list[str | TextPair]) -> list[TextInput]:
@@ -81,31 +130,59 @@ def as_text_inputs(inputs: list[str | TextPair]) -> list[TextInput]:
 
 @router.get("/models", response_model=ModelList)
 async def list_models(request: Request) -> ModelList:
-    return ModelList(models=[
+    runtime = runtime_of(request)
+    entries = [
         ModelEntry(name=v.name, state=v.state, reason=v.reason,
                    manifest=v.manifest.model_dump(mode="json", exclude_none=True) if v.manifest else None)
-        for v in request.app.state.repository.values()
-    ])
+        for v in runtime.variants.values()
+    ]
+    entries += [ModelEntry(name=n, state="ready", cascade=spec.model_dump()) for n, spec in runtime.cascades.items()]
+    entries += [ModelEntry(name=n, state="failed", reason=why) for n, why in runtime.cascade_errors.items()]
+    return ModelList(models=entries)
 
 
 @router.post("/models/{name}/classify", response_model=ClassifyResponse)
-async def classify_texts(name: str, body: ClassifyRequest, request: Request) -> ClassifyResponse:
-    variant = find_variant(request, name)
-    if not body.inputs:
-        raise EmptyInput("inputs must hold at least one text")
-    settings = request.app.state.settings
-    if len(body.inputs) > settings.max_inputs:
-        raise PayloadTooLarge(f"inputs holds {len(body.inputs)} texts; the limit is {settings.max_inputs}")
-    probabilities = await run_in_threadpool(
-        classify, variant, as_text_inputs(body.inputs), body.truncate, request.app.state.metrics
-    )
-    labels = variant.manifest.labels
-    top_k = min(body.top_k or len(labels), len(labels))
-    predictions = []
-    for row in probabilities:
-        order = row.argsort()[::-1]
-        predictions.append(Prediction(
-            label=labels[order[0]], score=float(row[order[0]]),
-            scores={labels[i]: float(row[i]) for i in order[:top_k]},
-        ))
-    return ClassifyResponse(model=name, predictions=predictions)
+async def classify_texts(name: str, body: ClassifyRequest, request: Request, response: Response) -> ClassifyResponse:
+    runtime = runtime_of(request)
+    check_servable(runtime, name)
+    check_inputs(request, body.inputs)
+    state = request.app.state
+    outcome = await classify(runtime, name, as_text_inputs(body.inputs), body.truncate, state.metrics, state.shadow)
+    set_timing_headers(response, outcome)
+    return ClassifyResponse(model=name, predictions=predictions_of(outcome, body.top_k))
+
+
+async def timed(runtime: Runtime, name: str, inputs: list[TextInput], truncate: bool) -> tuple[Outcome, float]:
+    start = time.perf_counter()
+    outcome = await run_variant(runtime, name, inputs, truncate)
+    return outcome, time.perf_counter() - start
+
+
+@router.post("/compare", response_model=CompareResponse)
+async def compare(body: CompareRequest, request: Request) -> CompareResponse:
+    """Every chosen variant on the same inputs: predictions, agreement with the reference, latency."""
+    runtime = runtime_of(request)
+    check_inputs(request, body.inputs)
+    names = body.models if body.models is not None else [n for n in runtime.variants if n in runtime.batchers]
+    if not names:
+        raise Malformed("models: name at least one variant")
+    reference = body.reference or request.app.state.settings.reference or names[0]
+    for name in dict.fromkeys([*names, reference]):
+        if name in runtime.cascades:
+            raise Malformed(f"models: {name!r} is a cascade; compare variants")
+        if name not in runtime.variants:
+            raise ModelNotFound(f"model {name!r} not found")
+        check_servable(runtime, name)
+    inputs = as_text_inputs(body.inputs)
+    order = list(dict.fromkeys([reference, *names]))
+    outcomes = dict(zip(order, await asyncio.gather(*(timed(runtime, n, inputs, body.truncate) for n in order))))
+    ref_outcome = outcomes[reference][0]
+    ref_labels = [ref_outcome.labels[i] for i in ref_outcome.probabilities.argmax(axis=1)]
+    results = []
+    for name in names:
+        outcome, seconds = outcomes[name]
+        labels = [outcome.labels[i] for i in outcome.probabilities.argmax(axis=1)]
+        agreement = float(np.mean([a == b for a, b in zip(labels, ref_labels)]))
+        results.append(Comparison(model=name, predictions=predictions_of(outcome, None), agreement=agreement,
+                                  latency_seconds=seconds, inference_seconds=outcome.inference_seconds))
+    return CompareResponse(reference=reference, results=results)

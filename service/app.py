@@ -1,23 +1,30 @@
-"""The FastAPI app: routes, the one error handler family, and the lifespan that loads variants."""
+"""The FastAPI app: routes, the one error handler family, and the lifespan that loads
+variants, starts their batchers and stops them again."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import hmac
 import logging
 import threading
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any, AsyncIterator
+from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Header, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from service import api_v1
-from service.errors import Malformed, MethodNotAllowed, ModelNotFound, NotReady, ServiceError
+from service import __version__, api_v1, api_v2
+from service.body_limit import BodyLimitMiddleware
+from service.errors import Malformed, MethodNotAllowed, ModelNotFound, NotReady, ServiceError, Unauthorized
+from service.inference import Shadow
 from service.metrics import Metrics, MetricsMiddleware
-from service.repository import Variant, load_repository
+from service.repository import Variant
+from service.runtime import Runtime, build_runtime
 from service.settings import Settings
 
 log = logging.getLogger("slimserve")
@@ -32,6 +39,7 @@ def publish_variant(metrics: Metrics, variant: Variant) -> None:
     metrics.model_onnx_bytes.labels(variant.name).set(m.onnx_bytes)
     metrics.model_memory_bytes.labels(variant.name).set(variant.memory_bytes)
     metrics.model_load_seconds.labels(variant.name).set(variant.load_seconds)
+    metrics.model_warmup_seconds.labels(variant.name).set(variant.warmup_seconds)
     quantization = str(m.settings.get("quantize") or "none")
     metrics.model_info.labels(variant.name, m.method, m.base_model, quantization).set(1)
 
@@ -52,31 +60,55 @@ def validation_message(exc: RequestValidationError) -> str:
     return f"{'.'.join(parts) or 'body'}: {message}"
 
 
+def publish_runtime(metrics: Metrics, runtime: Runtime, previous: Runtime | None = None) -> None:
+    """Gauges for the variants now served; a variant a reload removed stops reporting."""
+    if previous is not None:
+        for name in set(previous.variants) - set(runtime.variants):
+            for gauge in (metrics.model_ready, metrics.model_parameters, metrics.model_onnx_bytes,
+                          metrics.model_memory_bytes, metrics.model_load_seconds, metrics.model_warmup_seconds):
+                with contextlib.suppress(KeyError):
+                    gauge.remove(name)
+        metrics.model_info.clear()
+    for variant in runtime.variants.values():
+        publish_variant(metrics, variant)
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
     metrics = Metrics()
+    # One limiter for the whole process, kept across reloads: old and new sessions share the cores.
+    limiter = threading.BoundedSemaphore(settings.concurrent_runs())
+    reload_lock = asyncio.Lock()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        limiter = threading.BoundedSemaphore(settings.concurrent_runs())
-        repository = await run_in_threadpool(load_repository, settings.models, settings.session_threads(), limiter)
-        app.state.repository = repository
-        for variant in repository.values():
-            publish_variant(metrics, variant)
-        ready = [v.name for v in repository.values() if v.state == "ready"]
+        runtime = await build_runtime(settings, metrics, limiter)
+        app.state.runtime = runtime
+        app.state.shadow = Shadow(settings.shadow_rate, settings.reference, metrics)
+        publish_runtime(metrics, runtime)
+        ready = [n for n, v in runtime.variants.items() if v.ready]
         log.info("serving %d variant(s) from %s: %s", len(ready), settings.models, ", ".join(ready) or "none")
-        yield
+        try:
+            yield
+        finally:
+            await app.state.shadow.drain()
+            await app.state.runtime.stop()
 
-    app = FastAPI(title="slimserve", version="0.1.0", lifespan=lifespan)
+    app = FastAPI(title="slimserve", version=__version__, lifespan=lifespan)
     app.state.settings = settings
     app.state.metrics = metrics
-    app.state.repository = {}
-    app.add_middleware(MetricsMiddleware, metrics=metrics, is_known=lambda name: name in app.state.repository)
+    app.state.runtime = Runtime({})
+    app.add_middleware(MetricsMiddleware, metrics=metrics, is_known=lambda name: app.state.runtime.knows(name))
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.include_router(api_v1.router)
+    app.include_router(api_v2.router)
 
     @app.exception_handler(ServiceError)
-    async def service_error(_: Request, exc: ServiceError) -> JSONResponse:
-        return JSONResponse(exc.body(), status_code=exc.status)
+    async def service_error(request: Request, exc: ServiceError) -> JSONResponse:
+        body = exc.body()
+        if request.url.path.startswith("/v2"):  # the Open Inference Protocol's error shape
+            body = {"error": exc.message}
+        return JSONResponse(body, status_code=exc.status, headers=exc.headers())
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -94,15 +126,33 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @app.get("/health/ready", tags=["health"])
     async def ready(request: Request) -> dict[str, Any]:
-        variants = request.app.state.repository.values()
-        names = [v.name for v in variants if v.state == "ready"]
+        runtime: Runtime = request.app.state.runtime
+        names = [n for n in runtime.variants if n in runtime.batchers]
         if not names:
             raise NotReady("no variant is ready")
-        return {"status": "ready", "models": names}
+        return {"status": "ready", "models": names + list(runtime.cascades)}
 
     @app.get("/metrics", tags=["metrics"])
     async def prometheus_metrics() -> Response:
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    @app.post("/admin/reload", tags=["admin"])
+    async def reload(request: Request, authorization: str | None = Header(None)) -> dict[str, Any]:
+        """Load the models folder again and swap it in; requests in flight finish on the old set."""
+        token = settings.admin_token
+        if token is None:
+            raise ModelNotFound("admin routes are off (set SLIMSERVE_ADMIN_TOKEN to enable them)")
+        given = (authorization or "").removeprefix("Bearer ").encode()
+        if not hmac.compare_digest(given, token.get_secret_value().encode()):
+            raise Unauthorized("admin routes need 'Authorization: Bearer <SLIMSERVE_ADMIN_TOKEN>'")
+        async with reload_lock:
+            old: Runtime = request.app.state.runtime
+            new = await build_runtime(settings, metrics, limiter)
+            request.app.state.runtime = new
+            publish_runtime(metrics, new, old)
+            await old.stop()
+        return {"status": "reloaded", "models": {n: v.state for n, v in new.variants.items()},
+                "cascades": list(new.cascades)}
 
     return app
 

@@ -5,11 +5,16 @@ Thread budget: a session gets `intra_op` threads and runs only while it holds a 
 threads // intra_op. So however many variants are loaded and however many requests
 arrive, at most `threads` cores compute at once. Spinning is off: an idle pool that
 spins would steal the cores another variant's session is computing on.
+
+Execution provider: "cpu", or "cuda" where onnxruntime-gpu finds a GPU (CPU stays as the
+fallback for any node CUDA cannot run). Asking for CUDA without it logs a warning once per
+session and serves on the CPU.
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import threading
 from pathlib import Path
 
@@ -17,6 +22,18 @@ import numpy as np
 import onnxruntime as ort
 
 OUTPUT_NAME = "logits"
+CUDA = "CUDAExecutionProvider"
+
+log = logging.getLogger("slimserve.backend")
+
+
+def providers(wanted: str) -> list[str]:
+    if wanted == "cuda":
+        if CUDA in ort.get_available_providers():
+            return [CUDA, "CPUExecutionProvider"]
+        log.warning("execution_provider is cuda but this ONNX Runtime has no %s (install onnxruntime-gpu "
+                    "and run on a GPU); serving on the CPU", CUDA)
+    return ["CPUExecutionProvider"]
 
 
 def session_options(intra_op: int) -> ort.SessionOptions:
@@ -31,8 +48,10 @@ def session_options(intra_op: int) -> ort.SessionOptions:
 
 
 class OrtBackend:
-    def __init__(self, path: Path, intra_op: int, limiter: threading.Semaphore | None = None) -> None:
-        self.session = ort.InferenceSession(str(path), session_options(intra_op), providers=["CPUExecutionProvider"])
+    def __init__(self, path: Path, intra_op: int, limiter: threading.Semaphore | None = None,
+                 provider: str = "cpu") -> None:
+        self.session = ort.InferenceSession(str(path), session_options(intra_op), providers=providers(provider))
+        self.provider = self.session.get_providers()[0]
         self.input_names = tuple(i.name for i in self.session.get_inputs())
         outputs = [o.name for o in self.session.get_outputs()]
         if OUTPUT_NAME not in outputs:

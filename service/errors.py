@@ -2,10 +2,12 @@
 
     ServiceError                 (status, error_type)
     ├── EmptyInput               400 empty
+    ├── Unauthorized             401 unauthorized
     ├── ModelNotFound            404 not_found
     ├── MethodNotAllowed         405 method_not_allowed
     ├── PayloadTooLarge          413 too_large
     ├── Malformed                422 validation
+    ├── Overloaded               429 overloaded
     ├── NotReady                 503 unavailable
     └── BackendFailure           424 backend
 
@@ -26,10 +28,21 @@ class ServiceError(Exception):
     def body(self) -> dict[str, str]:
         return {"error": self.message, "error_type": self.error_type}
 
+    def headers(self) -> dict[str, str] | None:
+        return None
+
 
 class EmptyInput(ServiceError):
     status = 400
     error_type = "empty"
+
+
+class Unauthorized(ServiceError):
+    status = 401
+    error_type = "unauthorized"
+
+    def headers(self) -> dict[str, str]:
+        return {"www-authenticate": "Bearer"}
 
 
 class ModelNotFound(ServiceError):
@@ -50,6 +63,16 @@ class PayloadTooLarge(ServiceError):
 class Malformed(ServiceError):
     status = 422
     error_type = "validation"
+
+
+class Overloaded(ServiceError):
+    """The variant's queue is full: back off and retry."""
+
+    status = 429
+    error_type = "overloaded"
+
+    def headers(self) -> dict[str, str]:
+        return {"retry-after": "1"}
 
 
 class NotReady(ServiceError):

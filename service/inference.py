@@ -1,19 +1,38 @@
-"""Texts → class probabilities for one variant: tokenize, run, softmax.
+"""Texts → class probabilities: the one path every route that classifies goes through.
 
-Synchronous on purpose: the HTTP layer calls it from a worker thread, never on the
-event loop. Every route that classifies goes through here.
+A plain variant: tokenize in a worker thread, hand the rows to the variant's batcher,
+softmax what comes back. A cascade: ask its fast variant first and its reference only for
+the inputs the fast one is unsure of. Shadow sampling mirrors a random fraction of a
+variant's inputs to the reference after the response has gone, and counts agreement.
 """
 
 from __future__ import annotations
 
-import time
+import asyncio
+import logging
+import random
+from dataclasses import dataclass
 
 import numpy as np
+from starlette.concurrency import run_in_threadpool
 
-from service.errors import BackendFailure, NotReady
+from service.errors import ModelNotFound, NotReady, ServiceError
 from service.metrics import Metrics
-from service.repository import Variant
-from service.tokenization import TextInput, encode
+from service.runtime import Runtime
+from service.settings import CascadeSpec
+from service.tokenization import TextInput, tokenize
+
+log = logging.getLogger("slimserve.inference")
+
+
+@dataclass(frozen=True)
+class Outcome:
+    logits: np.ndarray  # [inputs, labels], as the model returned them
+    probabilities: np.ndarray  # softmax of the logits
+    labels: list[str]
+    queue_seconds: float
+    inference_seconds: float
+    digest: str  # manifest digest(s) of the variant(s) that answered
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
@@ -22,19 +41,100 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     return exp / exp.sum(axis=-1, keepdims=True)
 
 
-def classify(variant: Variant, inputs: list[TextInput], truncate: bool, metrics: Metrics) -> np.ndarray:
-    """Probabilities [len(inputs), labels]."""
-    if variant.state != "ready" or variant.backend is None or variant.tokenizer is None:
-        raise NotReady(f"model {variant.name!r} is not ready: {variant.reason}")
-    batch = encode(variant.tokenizer, inputs, truncate)
-    start = time.perf_counter()
-    try:
-        logits = variant.backend.run(batch.arrays)
-    except Exception as exc:  # a model fault fails these requests only, never the process
-        raise BackendFailure(f"model {variant.name!r} failed on this batch: {exc}") from exc
-    metrics.inference_duration.labels(variant.name).observe(time.perf_counter() - start)
-    metrics.batch_size.labels(variant.name).observe(len(inputs))
-    metrics.input_tokens.labels(variant.name).observe(batch.tokens)
-    if not np.isfinite(logits).all():
-        raise BackendFailure(f"model {variant.name!r} returned non-finite logits")
-    return softmax(logits.astype(np.float64))
+def labels_of(runtime: Runtime, name: str) -> list[str]:
+    if name in runtime.cascades:
+        name = runtime.cascades[name].fast
+    variant = runtime.variants.get(name)
+    if variant is None or variant.manifest is None:
+        raise NotReady(f"model {name!r} is not ready")
+    return variant.manifest.labels
+
+
+def check_servable(runtime: Runtime, name: str) -> None:
+    if name in runtime.cascades:
+        return
+    if name in runtime.cascade_errors:
+        raise NotReady(runtime.cascade_errors[name])
+    variant = runtime.variants.get(name)
+    if variant is None:
+        raise ModelNotFound(f"model {name!r} not found")
+    if name not in runtime.batchers:
+        raise NotReady(f"model {name!r} is not ready: {variant.reason}")
+
+
+async def run_variant(runtime: Runtime, name: str, inputs: list[TextInput], truncate: bool) -> Outcome:
+    check_servable(runtime, name)
+    variant = runtime.variants[name]
+    rows = await run_in_threadpool(tokenize, variant.tokenizer, inputs, truncate)
+    result = await runtime.batchers[name].submit(rows)
+    return Outcome(result.logits, softmax(result.logits.astype(np.float64)), variant.manifest.labels,
+                   result.queue_seconds, result.inference_seconds, variant.digest)
+
+
+async def run_cascade(runtime: Runtime, name: str, spec: CascadeSpec, inputs: list[TextInput], truncate: bool,
+                      metrics: Metrics) -> Outcome:
+    fast = await run_variant(runtime, spec.fast, inputs, truncate)
+    unsure = np.flatnonzero(fast.probabilities.max(axis=1) < spec.threshold)
+    metrics.cascade_inputs.labels(name).inc(len(inputs))
+    if unsure.size == 0:
+        return fast
+    metrics.cascade_fallbacks.labels(name).inc(unsure.size)
+    reference = await run_variant(runtime, spec.reference, [inputs[i] for i in unsure], truncate)
+    logits, probabilities = fast.logits.copy(), fast.probabilities.copy()
+    logits[unsure], probabilities[unsure] = reference.logits, reference.probabilities
+    return Outcome(logits, probabilities, fast.labels, fast.queue_seconds + reference.queue_seconds,
+                   fast.inference_seconds + reference.inference_seconds, f"{fast.digest},{reference.digest}")
+
+
+class Shadow:
+    """Mirrors `rate` of each variant's inputs to `reference`, off the request path."""
+
+    def __init__(self, rate: float, reference: str | None, metrics: Metrics, seed: int | None = None) -> None:
+        self.rate, self.reference, self.metrics = rate, reference, metrics
+        self._random = random.Random(seed)
+        self._tasks: set[asyncio.Task] = set()
+
+    def sample(self, runtime: Runtime, name: str, inputs: list[TextInput], outcome: Outcome, truncate: bool) -> None:
+        if self.rate <= 0 or self.reference is None or name == self.reference or name not in runtime.variants:
+            return
+        picked = [i for i in range(len(inputs)) if self._random.random() < self.rate]
+        if not picked or self.reference not in runtime.batchers:
+            return
+        task = asyncio.get_running_loop().create_task(
+            self._compare(runtime, name, [inputs[i] for i in picked], outcome.probabilities[picked], outcome.labels,
+                          truncate))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _compare(self, runtime: Runtime, name: str, inputs: list[TextInput], probabilities: np.ndarray,
+                       labels: list[str], truncate: bool) -> None:
+        try:
+            reference = await run_variant(runtime, self.reference, inputs, truncate)
+        except ServiceError as exc:  # the reference is busy or gone: skip, never fail the variant
+            self.metrics.shadow_dropped.labels(name).inc(len(inputs))
+            log.debug("shadow comparison for %s dropped: %s", name, exc.message)
+            return
+        top = probabilities.argmax(axis=1)
+        ref_top = reference.probabilities.argmax(axis=1)
+        agree = sum(labels[a] == reference.labels[b] for a, b in zip(top, ref_top))
+        self.metrics.shadow_inputs.labels(name).inc(len(inputs))
+        self.metrics.shadow_agreements.labels(name).inc(agree)
+        for row, label in enumerate(top):
+            if labels[label] in reference.labels:  # same label set: compare the variant's top-1 probability
+                other = reference.probabilities[row, reference.labels.index(labels[label])]
+                self.metrics.shadow_difference.labels(name).observe(abs(probabilities[row, label] - other))
+
+    async def drain(self) -> None:
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+
+
+async def classify(runtime: Runtime, name: str, inputs: list[TextInput], truncate: bool, metrics: Metrics,
+                   shadow: Shadow | None = None) -> Outcome:
+    check_servable(runtime, name)
+    if name in runtime.cascades:
+        return await run_cascade(runtime, name, runtime.cascades[name], inputs, truncate, metrics)
+    outcome = await run_variant(runtime, name, inputs, truncate)
+    if shadow is not None:
+        shadow.sample(runtime, name, inputs, outcome, truncate)
+    return outcome

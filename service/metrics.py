@@ -21,6 +21,7 @@ LATENCY_BUCKETS = (
 )
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128)
 TOKEN_BUCKETS = (8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192)
+DIFFERENCE_BUCKETS = (0.001, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0)
 UNKNOWN_MODEL = "_unknown"  # label for requests naming no loaded variant: bounds cardinality
 
 
@@ -35,6 +36,11 @@ class Metrics:
         self.inference_duration = Histogram(
             "slimserve_inference_duration_seconds", "Time inside the ONNX Runtime session for one batch.",
             ["model"], buckets=LATENCY_BUCKETS, registry=r)
+        self.queue_duration = Histogram(
+            "slimserve_queue_duration_seconds", "Time a request waited in its variant's queue before its batch ran.",
+            ["model"], buckets=LATENCY_BUCKETS, registry=r)
+        self.queue_depth = Gauge(
+            "slimserve_queue_depth", "Requests waiting in the variant's queue.", ["model"], registry=r)
         self.batch_size = Histogram(
             "slimserve_batch_size", "Inputs per ONNX Runtime run.", ["model"], buckets=BATCH_BUCKETS, registry=r)
         self.input_tokens = Histogram(
@@ -53,6 +59,27 @@ class Metrics:
             "slimserve_model_load_seconds", "Time to load the variant.", ["model"], registry=r)
         self.model_ready = Gauge(
             "slimserve_model_ready", "1 when the variant serves, 0 when it failed to load.", ["model"], registry=r)
+        self.model_warmup_seconds = Gauge(
+            "slimserve_model_warmup_seconds", "Time to run the variant once at every warm-up shape.",
+            ["model"], registry=r)
+        self.shadow_inputs = Counter(
+            "slimserve_shadow_inputs", "Inputs of the variant mirrored to the reference and compared.",
+            ["model"], registry=r)
+        self.shadow_agreements = Counter(
+            "slimserve_shadow_agreements", "Mirrored inputs on which the variant's top-1 label matched the reference's.",
+            ["model"], registry=r)
+        self.shadow_dropped = Counter(
+            "slimserve_shadow_dropped", "Inputs picked for mirroring but not compared (reference busy or failing).",
+            ["model"], registry=r)
+        self.shadow_difference = Histogram(
+            "slimserve_shadow_probability_difference",
+            "|variant − reference| probability of the variant's top-1 label, per mirrored input.",
+            ["model"], buckets=DIFFERENCE_BUCKETS, registry=r)
+        self.cascade_inputs = Counter(
+            "slimserve_cascade_inputs", "Inputs a cascade answered.", ["model"], registry=r)
+        self.cascade_fallbacks = Counter(
+            "slimserve_cascade_fallbacks", "Inputs a cascade passed on to its reference (fast top-1 under threshold).",
+            ["model"], registry=r)
         self.model_info = Gauge(
             "slimserve_model_info", "Always 1; labels carry the variant's manifest.",
             ["model", "method", "base_model", "quantization"], registry=r)

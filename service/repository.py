@@ -3,20 +3,24 @@
 A variant is a sub-folder holding `variant.json`, `model.onnx` and `tokenizer.json`.
 Folders whose name starts with "." are the compressor's work in progress and are skipped.
 A variant that fails to load is kept with state "failed" and the reason, so the others
-still serve and `GET /v1/models` says what went wrong.
+still serve and `GET /v1/models` says what went wrong. A variant is ready only after it
+has run once at every warm-up shape, so its first requests pay no first-run costs.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import re
 import threading
 import time
 from dataclasses import dataclass, field
+from collections.abc import Callable
 from pathlib import Path
 from typing import Literal
 
+import numpy as np
 from tokenizers import Tokenizer
 
 from service.backend import OrtBackend
@@ -38,7 +42,13 @@ class Variant:
     tokenizer: Tokenizer | None = field(default=None, repr=False)
     backend: OrtBackend | None = field(default=None, repr=False)
     load_seconds: float = 0.0
-    memory_bytes: int = 0  # resident memory the process grew by while loading it
+    warmup_seconds: float = 0.0
+    memory_bytes: int = 0  # resident memory the process grew by while loading and warming it
+    digest: str = ""  # sha256 of variant.json: which build of the variant answered
+
+    @property
+    def ready(self) -> bool:
+        return self.state == "ready"
 
 
 def resident_bytes() -> int:
@@ -57,7 +67,15 @@ def discover(models: Path) -> list[Path]:
     return sorted(p for p in models.iterdir() if p.is_dir() and not p.name.startswith("."))
 
 
-def load_variant(folder: Path, intra_op: int, limiter: threading.Semaphore | None) -> Variant:
+def warm_up(backend: OrtBackend, shapes: list[tuple[int, int]]) -> None:
+    for batch, length in shapes:
+        ones = np.ones((batch, length), dtype=np.int64)
+        backend.run({"input_ids": ones, "attention_mask": ones, "token_type_ids": np.zeros_like(ones)})
+
+
+def load_variant(folder: Path, intra_op: int, limiter: threading.Semaphore | None, provider: str = "cpu",
+                 warmup: Callable[[int], list[tuple[int, int]]] | None = None) -> Variant:
+    """Load one variant; `warmup` maps its max_length to the (batch, length) shapes to run."""
     name = folder.name
     if not VARIANT_NAME.fullmatch(name):
         return Variant(name, folder, "failed", f"invalid variant name {name!r}")
@@ -66,17 +84,23 @@ def load_variant(folder: Path, intra_op: int, limiter: threading.Semaphore | Non
         for required in (MANIFEST_FILE, ONNX_FILE, TOKENIZER_FILE):
             if not (folder / required).is_file():
                 raise FileNotFoundError(f"missing {required}")
+        digest = hashlib.sha256((folder / MANIFEST_FILE).read_bytes()).hexdigest()
         manifest = read_manifest(folder)
         tokenizer = load_tokenizer(folder / TOKENIZER_FILE, manifest.max_length)
-        backend = OrtBackend(folder / ONNX_FILE, intra_op, limiter)
+        backend = OrtBackend(folder / ONNX_FILE, intra_op, limiter, provider)
+        loaded = time.perf_counter()
+        warm_up(backend, warmup(manifest.max_length) if warmup else [])
     except Exception as exc:  # any fault of one variant must not stop the others
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         log.warning("variant %s failed to load: %s", name, reason)
         return Variant(name, folder, "failed", reason)
-    seconds = time.perf_counter() - start
-    log.info("variant %s loaded in %.2fs (method %s)", name, seconds, manifest.method)
-    return Variant(name, folder, "ready", None, manifest, tokenizer, backend, seconds, max(0, resident_bytes() - before))
+    done = time.perf_counter()
+    log.info("variant %s loaded in %.2fs, warmed up in %.2fs (method %s, %s)", name, loaded - start, done - loaded,
+             manifest.method, backend.provider)
+    return Variant(name, folder, "ready", None, manifest, tokenizer, backend, loaded - start, done - loaded,
+                   max(0, resident_bytes() - before), f"sha256:{digest}")
 
 
-def load_repository(models: Path, intra_op: int, limiter: threading.Semaphore | None = None) -> dict[str, Variant]:
-    return {folder.name: load_variant(folder, intra_op, limiter) for folder in discover(models)}
+def load_repository(models: Path, intra_op: int, limiter: threading.Semaphore | None = None, provider: str = "cpu",
+                    warmup: Callable[[int], list[tuple[int, int]]] | None = None) -> dict[str, Variant]:
+    return {folder.name: load_variant(folder, intra_op, limiter, provider, warmup) for folder in discover(models)}

@@ -6,8 +6,18 @@ import os
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class CascadeSpec(BaseModel):
+    """A virtual model: answer with `fast`; inputs whose top-1 probability is under
+    `threshold` are answered by `reference` instead."""
+
+    model_config = ConfigDict(extra="forbid")
+    fast: str
+    reference: str
+    threshold: float = Field(ge=0, le=1)
 
 
 class Settings(BaseSettings):
@@ -21,7 +31,21 @@ class Settings(BaseSettings):
     # variants never oversubscribe the cores between them.
     threads: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1)
     intra_op_threads: int | None = Field(None, ge=1, description="Default: all of `threads`.")
+    execution_provider: Literal["cpu", "cuda"] = "cpu"
     max_inputs: int = Field(64, ge=1, description="Most texts one request may carry.")
+    max_body_bytes: int = Field(2 * 1024 * 1024, ge=1024, description="Largest request body accepted.")
+    # Dynamic batching, per variant (see batching.py).
+    batching: bool = True
+    max_batch_size: int = Field(32, ge=1, description="Most texts in one ONNX Runtime run.")
+    max_batch_tokens: int = Field(8192, ge=16, description="Most padded tokens in one run.")
+    max_queue_delay_ms: float = Field(0.0, ge=0, le=1000, description="Wait for company once first in line.")
+    max_queue: int = Field(256, ge=1, description="Requests waiting per variant before 429.")
+    warmup: bool = Field(True, description="Run every batch × length bucket once before a variant is ready.")
+    # Live comparison against a reference variant.
+    reference: str | None = Field(None, description="Variant the others are compared with (shadow, /v1/compare).")
+    shadow_rate: float = Field(0.0, ge=0, le=1, description="Fraction of each variant's inputs mirrored to the reference.")
+    cascades: dict[str, CascadeSpec] = Field(default_factory=dict, description="Virtual models; also models/cascades.json.")
+    admin_token: SecretStr | None = Field(None, description="Bearer token for /admin/*; unset: admin routes are off.")
     log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"
 
     def concurrent_runs(self) -> int:

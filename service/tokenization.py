@@ -20,6 +20,18 @@ class Batch:
     tokens: int  # real (unpadded) tokens in the batch
 
 
+@dataclass(frozen=True)
+class Row:
+    """One tokenized input, unpadded, so the batcher can pad it together with others."""
+
+    ids: np.ndarray  # int64 [length]
+    type_ids: np.ndarray  # int64 [length]
+
+
+def pad_id(tokenizer: Tokenizer) -> int:
+    return int(tokenizer.padding["pad_id"]) if tokenizer.padding else 0
+
+
 def load_tokenizer(path: Path, max_length: int) -> Tokenizer:
     tokenizer = Tokenizer.from_file(str(path))
     tokenizer.enable_truncation(max_length=max_length)
@@ -36,15 +48,33 @@ def load_tokenizer(path: Path, max_length: int) -> Tokenizer:
     return tokenizer
 
 
-def encode(tokenizer: Tokenizer, inputs: list[TextInput], truncate: bool = True) -> Batch:
-    """Tokenize and pad to the longest input; refuse over-long inputs unless `truncate`."""
+def tokenize(tokenizer: Tokenizer, inputs: list[TextInput], truncate: bool = True) -> list[Row]:
+    """Tokenize without padding; refuse over-long inputs unless `truncate`."""
     encodings = tokenizer.encode_batch(inputs)
     if not truncate:
         too_long = [i for i, e in enumerate(encodings) if e.overflowing]
         if too_long:
             limit = tokenizer.truncation["max_length"] if tokenizer.truncation else "the limit"
             raise PayloadTooLarge(f"inputs[{too_long[0]}] is longer than {limit} tokens and truncate is false")
-    ids = np.array([e.ids for e in encodings], dtype=np.int64)
-    mask = np.array([e.attention_mask for e in encodings], dtype=np.int64)
-    types = np.array([e.type_ids for e in encodings], dtype=np.int64)
+    rows = []
+    for e in encodings:  # the tokenizer pads to the longest of the call; padding goes right
+        length = sum(e.attention_mask)
+        rows.append(Row(np.array(e.ids[:length], dtype=np.int64), np.array(e.type_ids[:length], dtype=np.int64)))
+    return rows
+
+
+def pad(rows: list[Row], length: int, pad_token: int) -> Batch:
+    """Rows padded on the right to `length` (at least the longest row)."""
+    ids = np.full((len(rows), length), pad_token, dtype=np.int64)
+    mask = np.zeros((len(rows), length), dtype=np.int64)
+    types = np.zeros((len(rows), length), dtype=np.int64)
+    for i, row in enumerate(rows):
+        n = len(row.ids)
+        ids[i, :n], mask[i, :n], types[i, :n] = row.ids, 1, row.type_ids
     return Batch({"input_ids": ids, "attention_mask": mask, "token_type_ids": types}, int(mask.sum()))
+
+
+def encode(tokenizer: Tokenizer, inputs: list[TextInput], truncate: bool = True) -> Batch:
+    """Tokenize and pad to the longest input; refuse over-long inputs unless `truncate`."""
+    rows = tokenize(tokenizer, inputs, truncate)
+    return pad(rows, max((len(r.ids) for r in rows), default=0), pad_id(tokenizer))

@@ -7,8 +7,11 @@ checkpoint folders look exactly like a user's.
 
 from __future__ import annotations
 
+import asyncio
+import re
 from pathlib import Path
 
+import httpx
 import pytest
 import torch
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
@@ -101,3 +104,76 @@ def models_dir(tmp_path_factory, checkpoints) -> Path:
     compress(str(checkpoints["bert"]), Recipe("tiny-bert-svd", "svd", 0.5), out)
     compress(str(checkpoints["roberta"]), Recipe("tiny-roberta-int8", quantize="int8"), out)
     return out
+
+
+# --- the service over an in-process ASGI client ---------------------------------------
+
+@pytest.fixture
+def client_for(models_dir):
+    """Build an app over a models folder (default: the tiny variants), run its lifespan,
+    and hand back an httpx client; everything is torn down after the test."""
+    loop = asyncio.new_event_loop()
+    stacks = []
+
+    from service.app import create_app
+    from service.settings import Settings
+
+    def make(folder=None, **settings):
+        settings.setdefault("warmup", False)  # seconds per app; test_service_lifecycle covers it
+        app = create_app(Settings(models=folder or models_dir, **settings))
+        lifespan = app.router.lifespan_context(app)
+        loop.run_until_complete(lifespan.__aenter__())
+        client = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test")
+        stacks.append((lifespan, client))
+        return SyncClient(client, loop, app)
+
+    yield make
+    for lifespan, client in stacks:
+        loop.run_until_complete(client.aclose())
+        loop.run_until_complete(lifespan.__aexit__(None, None, None))
+    loop.close()
+
+
+class SyncClient:
+    """Blocking calls over the async client, so tests read top to bottom."""
+
+    def __init__(self, client: httpx.AsyncClient, loop: asyncio.AbstractEventLoop, app) -> None:
+        self.client, self.loop, self.app = client, loop, app
+
+    def get(self, url, **kw):
+        return self.loop.run_until_complete(self.client.get(url, **kw))
+
+    def post(self, url, **kw):
+        return self.loop.run_until_complete(self.client.post(url, **kw))
+
+    def wait(self, awaitable):
+        return self.loop.run_until_complete(awaitable)
+
+    def gather(self, *requests):
+        async def together():
+            return await asyncio.gather(*requests)
+
+        return self.loop.run_until_complete(together())
+
+
+@pytest.fixture
+def client(client_for):
+    return client_for()
+
+
+def metric_value(text: str, name: str, **labels) -> float:
+    for line in text.splitlines():
+        if line.startswith(name + "{") or line.startswith(name + " "):
+            found = dict(re.findall(r'(\w+)="([^"]*)"', line))
+            if all(found.get(k) == v for k, v in labels.items()):
+                return float(line.rsplit(" ", 1)[1])
+    raise AssertionError(f"{name}{labels} not in metrics")
+
+
+def metric_value(text: str, name: str, **labels) -> float:
+    for line in text.splitlines():
+        if line.startswith(name + "{") or line.startswith(name + " "):
+            found = dict(re.findall(r'(\w+)="([^"]*)"', line))
+            if all(found.get(k) == v for k, v in labels.items()):
+                return float(line.rsplit(" ", 1)[1])
+    raise AssertionError(f"{name}{labels} not in metrics")

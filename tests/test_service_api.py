@@ -6,65 +6,9 @@ import re
 import httpx
 import pytest
 
-from service.app import create_app
-from service.settings import Settings
+from conftest import metric_value
 
 TEXT = "it's a charming and often affecting journey."
-
-
-@pytest.fixture
-def client_for(models_dir):
-    """Build an app over a models folder (default: the tiny variants), run its lifespan,
-    and hand back an httpx client; everything is torn down after the test."""
-    loop = asyncio.new_event_loop()
-    stacks = []
-
-    def make(folder=None, **settings):
-        app = create_app(Settings(models=folder or models_dir, **settings))
-        lifespan = app.router.lifespan_context(app)
-        loop.run_until_complete(lifespan.__aenter__())
-        client = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test")
-        stacks.append((lifespan, client))
-        return SyncClient(client, loop)
-
-    yield make
-    for lifespan, client in stacks:
-        loop.run_until_complete(client.aclose())
-        loop.run_until_complete(lifespan.__aexit__(None, None, None))
-    loop.close()
-
-
-class SyncClient:
-    """Blocking calls over the async client, so tests read top to bottom."""
-
-    def __init__(self, client: httpx.AsyncClient, loop: asyncio.AbstractEventLoop) -> None:
-        self.client, self.loop = client, loop
-
-    def get(self, url, **kw):
-        return self.loop.run_until_complete(self.client.get(url, **kw))
-
-    def post(self, url, **kw):
-        return self.loop.run_until_complete(self.client.post(url, **kw))
-
-    def gather(self, *requests):
-        async def together():
-            return await asyncio.gather(*requests)
-
-        return self.loop.run_until_complete(together())
-
-
-@pytest.fixture
-def client(client_for):
-    return client_for()
-
-
-def metric_value(text: str, name: str, **labels) -> float:
-    for line in text.splitlines():
-        if line.startswith(name + "{") or line.startswith(name + " "):
-            found = dict(re.findall(r'(\w+)="([^"]*)"', line))
-            if all(found.get(k) == v for k, v in labels.items()):
-                return float(line.rsplit(" ", 1)[1])
-    raise AssertionError(f"{name}{labels} not in metrics")
 
 
 def test_lists_every_variant_with_its_manifest(client):

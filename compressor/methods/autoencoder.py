@@ -7,7 +7,8 @@ vector z of size k; only the latents, the decoder and one norm per row are kept:
 
 d is the paper's non-linear decoder (k → 2k → 4k → width, LeakyReLU between layers,
 Tanh at the end) or a single Linear. Training minimises the paper's loss on the rescaled
-rows, 0.9091·(1 − cos) + 0.0909·RMSE, with the norms trained too; the encoder
+rows, 0.9091·(1 − cos) + 0.0909·RMSE, with the norms trained too (training settings
+below); the encoder
 (width → 8k → 4k → k) only produces the latents and is dropped afterwards.
 
 Which rows: a matrix gives its samples along its longer side (1536 rows of 384 for both
@@ -43,9 +44,13 @@ from compressor.methods.linears import FactorPair, GeneratedLinear, encoder_line
 
 DECODER_WIDTHS = (2, 4)  # hidden layers of the non-linear decoder, in multiples of k (paper default)
 ENCODER_WIDTHS = (8, 4)
-EPOCHS = 30  # the paper trains 20 + 10 epochs and keeps the best
-BATCH = 16
-LR = 1e-3
+# The paper trains 30 epochs in batches of 16 at lr 1e-3. On MiniLM's matrices that stops
+# far short of a fit (mean row cosine 0.59 on a query matrix at ratio 0.5); batches of 128
+# at 5e-3 for 100 epochs reach what the paper's settings reach in 100 epochs (0.73), five
+# times faster. The step schedule (×0.8 every 10 epochs) and best-epoch choice are the paper's.
+EPOCHS = 100
+BATCH = 128
+LR = 5e-3
 LR_STEP, LR_GAMMA = 10, 0.8
 COS_WEIGHT, RMSE_WEIGHT = 0.9091, 0.0909
 

@@ -1,0 +1,286 @@
+"""The Open Inference Protocol (KServe v2, as Triton speaks it) over the same core as /v1.
+
+A model takes a BYTES tensor `text` (any shape; read flat) and optionally `text_pair` of
+the same size, and returns two FP32 tensors [n, labels]: `logits` and `probabilities`.
+Extensions: `classification` (ask an output with parameters {"classification": k} and
+get its top k as "value:index:label" strings, the values being that output's) and
+`binary_tensor_data` (tensors after the JSON header, sized by the
+Inference-Header-Content-Length header), which tritonclient uses by default.
+Errors are `{"error": message}`. Version "1" is the only version of every model.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from typing import Any
+
+import numpy as np
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, ValidationError
+
+from service import __version__
+from service.api_v1 import check_inputs, runtime_of, set_timing_headers
+from service.errors import Malformed, ModelNotFound, NotReady
+from service.inference import Outcome, check_servable, classify, labels_of
+from service.tokenization import TextInput
+
+router = APIRouter(prefix="/v2", tags=["v2"])
+
+HEADER_LENGTH = "inference-header-content-length"
+VERSION = "1"
+OUTPUTS = ("logits", "probabilities")
+EXTENSIONS = ["classification", "binary_tensor_data"]
+
+
+class Tensor(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    name: StrictStr
+    shape: list[StrictInt]
+    datatype: StrictStr
+    parameters: dict[str, Any] = Field(default_factory=dict)
+    data: list[Any] | None = None
+
+
+class RequestedOutput(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    name: StrictStr
+    parameters: dict[str, Any] = Field(default_factory=dict)
+
+
+class InferRequest(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    id: StrictStr | None = None
+    parameters: dict[str, Any] = Field(default_factory=dict)
+    inputs: list[Tensor]
+    outputs: list[RequestedOutput] | None = None
+
+
+class RequestOptions(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    truncate: StrictBool = True
+    binary_data_output: StrictBool = False
+
+
+def flat(data: list[Any]) -> list[Any]:
+    out: list[Any] = []
+    for item in data:
+        out.extend(flat(item) if isinstance(item, list) else [item])
+    return out
+
+
+def read_bytes_elements(blob: bytes, name: str) -> list[bytes]:
+    """BYTES binary layout: each element is a little-endian uint32 length, then its bytes."""
+    items, at = [], 0
+    while at < len(blob):
+        if at + 4 > len(blob):
+            raise Malformed(f"inputs.{name}: binary data ends inside a length prefix")
+        (size,) = struct.unpack_from("<I", blob, at)
+        at += 4
+        if at + size > len(blob):
+            raise Malformed(f"inputs.{name}: binary element runs past the data")
+        items.append(blob[at:at + size])
+        at += size
+    return items
+
+
+def texts_of(tensor: Tensor, binary: bytes | None) -> list[str]:
+    if tensor.datatype != "BYTES":
+        raise Malformed(f"inputs.{tensor.name}: datatype must be BYTES, got {tensor.datatype}")
+    if binary is not None:
+        values: list[Any] = read_bytes_elements(binary, tensor.name)
+    elif tensor.data is not None:
+        values = flat(tensor.data)
+    else:
+        raise Malformed(f"inputs.{tensor.name}: no data (neither 'data' nor binary_data_size)")
+    expected = int(np.prod(tensor.shape)) if tensor.shape else 1
+    if len(values) != expected:
+        raise Malformed(f"inputs.{tensor.name}: shape {tensor.shape} needs {expected} elements, got {len(values)}")
+    texts = []
+    for i, value in enumerate(values):
+        if isinstance(value, bytes):
+            try:
+                value = value.decode("utf-8")
+            except UnicodeDecodeError:
+                raise Malformed(f"inputs.{tensor.name}.{i}: not UTF-8 text") from None
+        if not isinstance(value, str):
+            raise Malformed(f"inputs.{tensor.name}.{i}: must be a string")
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise Malformed(f"inputs.{tensor.name}.{i}: text is not valid Unicode (lone surrogate)") from None
+        texts.append(value)
+    return texts
+
+
+async def parse_request(request: Request) -> tuple[InferRequest, dict[str, bytes]]:
+    body = await request.body()
+    header_length = request.headers.get(HEADER_LENGTH)
+    if header_length is not None:
+        if not header_length.isdigit() or int(header_length) > len(body):
+            raise Malformed(f"{HEADER_LENGTH} header must be the JSON header's size in bytes")
+        header, rest = body[:int(header_length)], body[int(header_length):]
+    else:
+        header, rest = body, b""
+    try:
+        parsed = InferRequest.model_validate_json(header)
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        where = ".".join(str(p) for p in error.get("loc", ())) or "body"
+        raise Malformed(f"{where}: {error.get('msg', 'invalid')}") from None
+    binaries, at = {}, 0
+    for tensor in parsed.inputs:
+        size = tensor.parameters.get("binary_data_size")
+        if size is None:
+            continue
+        if not isinstance(size, int) or size < 0 or at + size > len(rest):
+            raise Malformed(f"inputs.{tensor.name}: binary_data_size does not match the body")
+        binaries[tensor.name] = rest[at:at + size]
+        at += size
+    return parsed, binaries
+
+
+def inputs_of(parsed: InferRequest, binaries: dict[str, bytes]) -> list[TextInput]:
+    tensors = {t.name: t for t in parsed.inputs}
+    unknown = set(tensors) - {"text", "text_pair"}
+    if unknown:
+        raise Malformed(f"inputs: unknown input {sorted(unknown)[0]!r}; this model takes 'text' and 'text_pair'")
+    if "text" not in tensors:
+        raise Malformed("inputs: the BYTES input 'text' is required")
+    texts = texts_of(tensors["text"], binaries.get("text"))
+    if "text_pair" not in tensors:
+        return list(texts)
+    pairs = texts_of(tensors["text_pair"], binaries.get("text_pair"))
+    if len(pairs) != len(texts):
+        raise Malformed(f"inputs.text_pair: {len(pairs)} elements for {len(texts)} texts")
+    return list(zip(texts, pairs))
+
+
+def classification(values: np.ndarray, labels: list[str], k: int) -> list[list[str]]:
+    rows = []
+    for row in values:
+        order = row.argsort()[::-1][:k]
+        rows.append([f"{row[i]:f}:{i}:{labels[i]}" for i in order])
+    return rows
+
+
+def pack_bytes(strings: list[str]) -> bytes:
+    out = bytearray()
+    for s in strings:
+        data = s.encode("utf-8")
+        out += struct.pack("<I", len(data)) + data
+    return bytes(out)
+
+
+def output_tensors(parsed: InferRequest, outcome: Outcome, options: RequestOptions) -> tuple[list[dict], list[bytes]]:
+    values = {"logits": outcome.logits.astype(np.float32), "probabilities": outcome.probabilities.astype(np.float32)}
+    wanted = parsed.outputs or [RequestedOutput(name=n) for n in OUTPUTS]
+    tensors, blobs = [], []
+    for out in wanted:
+        if out.name not in values:
+            raise Malformed(f"outputs: unknown output {out.name!r}; choose from {', '.join(OUTPUTS)}")
+        k = out.parameters.get("classification")
+        binary = bool(out.parameters.get("binary_data", options.binary_data_output))
+        array = values[out.name]
+        if k is not None:
+            if not isinstance(k, int) or isinstance(k, bool) or k < 1:
+                raise Malformed(f"outputs.{out.name}.parameters.classification: must be a positive integer")
+            rows = classification(array, outcome.labels, min(k, array.shape[1]))
+            shape, datatype = [len(rows), len(rows[0])], "BYTES"
+            flat_strings = [s for row in rows for s in row]
+            data: Any = flat_strings
+            blob = pack_bytes(flat_strings)
+        else:
+            shape, datatype = list(array.shape), "FP32"
+            data = array.ravel().tolist()
+            blob = array.tobytes()
+        tensor = {"name": out.name, "datatype": datatype, "shape": shape}
+        if binary:
+            tensor["parameters"] = {"binary_data_size": len(blob)}
+            blobs.append(blob)
+        else:
+            tensor["data"] = data
+        tensors.append(tensor)
+    return tensors, blobs
+
+
+def check_version(version: str | None) -> None:
+    if version is not None and version != VERSION:
+        raise ModelNotFound(f"version {version!r} not found; every model has version {VERSION}")
+
+
+@router.get("")
+async def server_metadata() -> dict[str, Any]:
+    return {"name": "slimserve", "version": __version__, "extensions": EXTENSIONS}
+
+
+@router.get("/health/live")
+async def server_live() -> dict[str, bool]:
+    return {"live": True}
+
+
+@router.get("/health/ready")
+async def server_ready(request: Request) -> dict[str, bool]:
+    runtime = runtime_of(request)
+    if not runtime.batchers:
+        raise NotReady("no model is ready")
+    return {"ready": True}
+
+
+@router.get("/models/{name}")
+@router.get("/models/{name}/versions/{version}")
+async def model_metadata(name: str, request: Request, version: str | None = None) -> dict[str, Any]:
+    check_version(version)
+    runtime = runtime_of(request)
+    if not runtime.knows(name):
+        raise ModelNotFound(f"model {name!r} not found")
+    labels = labels_of(runtime, name)
+    platform = "slimserve_cascade" if name in runtime.cascades else "onnxruntime_onnx"
+    text = {"datatype": "BYTES", "shape": [-1]}
+    return {
+        "name": name, "versions": [VERSION], "platform": platform,
+        "inputs": [{"name": "text", **text}, {"name": "text_pair", **text, "optional": True}],
+        "outputs": [{"name": n, "datatype": "FP32", "shape": [-1, len(labels)]} for n in OUTPUTS],
+        "parameters": {"labels": labels},
+    }
+
+
+@router.get("/models/{name}/ready")
+@router.get("/models/{name}/versions/{version}/ready")
+async def model_ready(name: str, request: Request, version: str | None = None) -> dict[str, Any]:
+    check_version(version)
+    runtime = runtime_of(request)
+    if not runtime.knows(name):
+        raise ModelNotFound(f"model {name!r} not found")
+    check_servable(runtime, name)  # 503 with the reason when it is not
+    return {"name": name, "ready": True}
+
+
+@router.post("/models/{name}/infer")
+@router.post("/models/{name}/versions/{version}/infer")
+async def infer(name: str, request: Request, version: str | None = None) -> Response:
+    check_version(version)
+    runtime = runtime_of(request)
+    check_servable(runtime, name)
+    parsed, binaries = await parse_request(request)
+    try:
+        options = RequestOptions.model_validate(parsed.parameters)
+    except ValidationError as exc:
+        raise Malformed(f"parameters.{exc.errors()[0]['loc'][0]}: {exc.errors()[0]['msg']}") from None
+    inputs = inputs_of(parsed, binaries)
+    check_inputs(request, inputs)
+    state = request.app.state
+    outcome = await classify(runtime, name, inputs, options.truncate, state.metrics, state.shadow)
+    tensors, blobs = output_tensors(parsed, outcome, options)
+    header = {"model_name": name, "model_version": VERSION, "outputs": tensors}
+    if parsed.id is not None:
+        header["id"] = parsed.id
+    if blobs:
+        head = json.dumps(header).encode()
+        response = Response(head + b"".join(blobs), media_type="application/octet-stream",
+                            headers={HEADER_LENGTH: str(len(head))})
+    else:
+        response = JSONResponse(header)
+    set_timing_headers(response, outcome)
+    return response

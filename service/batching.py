@@ -1,0 +1,175 @@
+"""Dynamic batching: one queue and one owner task per variant.
+
+Routes tokenize in a worker thread, then `submit` the rows and await their logits. The
+owner task takes the oldest job and adds whatever else waits while the batch stays
+within `max_batch_size` texts and `max_batch_tokens` padded tokens, waiting at most
+`max_delay` for more. While a batch runs, new jobs queue up, so under load batches grow
+by themselves; when idle, a lone request runs at once (with the default delay of 0).
+A job never splits: one larger than the limits runs alone. The queue is bounded; a full
+queue refuses new jobs (429) instead of letting latency grow without end. Jobs whose
+client went away before their turn are dropped unrun.
+
+Batches pad to the next length bucket rather than to their own longest row, so ONNX
+Runtime sees a handful of shapes and its memory arena stops growing after warm-up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from service.backend import OrtBackend
+from service.errors import BackendFailure, Overloaded
+from service.metrics import Metrics
+from service.tokenization import Row, pad
+
+log = logging.getLogger("slimserve.batching")
+
+LENGTH_BUCKETS = (16, 32, 64, 128, 256, 512)
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_batch_size: int = 32
+    max_batch_tokens: int = 8192
+    max_delay: float = 0.0  # seconds to wait for company once a job is first in line
+    max_queue: int = 256  # jobs waiting, per variant
+    enabled: bool = True  # off: every request runs alone
+
+
+def bucket(length: int, max_length: int) -> int:
+    """The padded length for a batch whose longest row is `length`."""
+    return next((b for b in LENGTH_BUCKETS if length <= b <= max_length), max(length, 1))
+
+
+def buckets(max_length: int) -> list[int]:
+    return sorted({b for b in LENGTH_BUCKETS if b < max_length} | {max_length})
+
+
+@dataclass(frozen=True)
+class Result:
+    logits: np.ndarray  # [rows, labels]
+    queue_seconds: float
+    inference_seconds: float
+
+
+@dataclass
+class Job:
+    rows: list[Row]
+    future: asyncio.Future
+    enqueued: float = field(default_factory=time.perf_counter)
+
+    @property
+    def longest(self) -> int:
+        return max(len(r.ids) for r in self.rows)
+
+
+class Batcher:
+    def __init__(self, name: str, backend: OrtBackend, pad_token: int, max_length: int, limits: Limits,
+                 metrics: Metrics) -> None:
+        self.name, self.backend, self.pad_token, self.max_length = name, backend, pad_token, max_length
+        self.limits, self.metrics = limits, metrics
+        self._queue: asyncio.Queue[Job | None] = asyncio.Queue(limits.max_queue)
+        self._task: asyncio.Task | None = None
+        self.runs = 0  # batches run, for tests and logs
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._serve(), name=f"batcher-{self.name}")
+
+    async def stop(self) -> None:
+        """Finish what is queued, then end the owner task. A job submitted later (a
+        request that found this variant just before a reload replaced it) runs alone."""
+        if self._task is None:
+            return
+        await self._queue.put(None)
+        await self._task
+        self._task = None
+
+    async def submit(self, rows: list[Row]) -> Result:
+        job = Job(rows, asyncio.get_running_loop().create_future())
+        if self._task is None:
+            await self._run([job])
+            return await job.future
+        try:
+            self._queue.put_nowait(job)
+        except asyncio.QueueFull:
+            raise Overloaded(f"model {self.name!r} has {self.limits.max_queue} requests waiting; retry later") from None
+        self.metrics.queue_depth.labels(self.name).set(self._queue.qsize())
+        return await job.future
+
+    def _fits(self, batch: list[Job], job: Job) -> bool:
+        rows = sum(len(j.rows) for j in batch) + len(job.rows)
+        longest = max(job.longest, *(j.longest for j in batch))
+        return rows <= self.limits.max_batch_size and rows * bucket(longest, self.max_length) <= self.limits.max_batch_tokens
+
+    async def _serve(self) -> None:
+        loop = asyncio.get_running_loop()
+        held: Job | None = None  # took from the queue but did not fit: it opens the next batch
+        stopping = False
+        while not stopping or held is not None or not self._queue.empty():
+            first = held if held is not None else await self._queue.get()
+            held = None
+            if first is None:
+                stopping = True
+                continue
+            if first.future.done():  # cancelled: its client went away
+                continue
+            batch = [first]
+            deadline = loop.time() + self.limits.max_delay
+            while self.limits.enabled:
+                try:
+                    job = self._queue.get_nowait()
+                except asyncio.QueueEmpty:
+                    remaining = deadline - loop.time()
+                    if remaining <= 0:
+                        break
+                    try:
+                        job = await asyncio.wait_for(self._queue.get(), remaining)
+                    except TimeoutError:
+                        break
+                if job is None:
+                    stopping = True
+                    break
+                if job.future.done():
+                    continue
+                if not self._fits(batch, job):
+                    held = job
+                    break
+                batch.append(job)
+            self.metrics.queue_depth.labels(self.name).set(self._queue.qsize())
+            await self._run(batch)
+
+    async def _run(self, batch: list[Job]) -> None:
+        rows = [r for job in batch for r in job.rows]
+        padded = pad(rows, bucket(max(j.longest for j in batch), self.max_length), self.pad_token)
+        started = time.perf_counter()
+        for job in batch:
+            self.metrics.queue_duration.labels(self.name).observe(started - job.enqueued)
+        try:
+            logits = await asyncio.to_thread(self.backend.run, padded.arrays)
+        except Exception as exc:  # a model fault fails this batch's requests only
+            log.warning("model %s failed on a batch of %d: %s", self.name, len(rows), exc)
+            failure = BackendFailure(f"model {self.name!r} failed on this batch: {exc}")
+            for job in batch:
+                if not job.future.done():
+                    job.future.set_exception(failure)
+            return
+        seconds = time.perf_counter() - started
+        self.runs += 1
+        self.metrics.inference_duration.labels(self.name).observe(seconds)
+        self.metrics.batch_size.labels(self.name).observe(len(rows))
+        self.metrics.input_tokens.labels(self.name).observe(padded.tokens)
+        start = 0
+        for job in batch:
+            part = logits[start:start + len(job.rows)]
+            start += len(job.rows)
+            if job.future.done():
+                continue
+            if not np.isfinite(part).all():
+                job.future.set_exception(BackendFailure(f"model {self.name!r} returned non-finite logits"))
+            else:
+                job.future.set_result(Result(part, started - job.enqueued, seconds))

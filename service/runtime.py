@@ -1,0 +1,107 @@
+"""What the service serves right now: the loaded variants, one batcher each, and the
+cascades over them. Built whole, swapped whole on reload.
+
+Reload builds a new Runtime beside the old one (loading and warming every variant in a
+worker thread), swaps it in, and only then stops the old batchers, which first finish
+what they hold. A request that found the old runtime completes on it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import threading
+from dataclasses import dataclass, field
+
+from pydantic import TypeAdapter, ValidationError
+from starlette.concurrency import run_in_threadpool
+
+from service.batching import Batcher, Limits, buckets
+from service.metrics import Metrics
+from service.repository import Variant, load_repository
+from service.settings import CascadeSpec, Settings
+from service.tokenization import pad_id
+
+log = logging.getLogger("slimserve.runtime")
+
+CASCADE_FILE = "cascades.json"  # in the models folder, beside the variant folders
+
+
+@dataclass
+class Runtime:
+    variants: dict[str, Variant]
+    batchers: dict[str, Batcher] = field(default_factory=dict)
+    cascades: dict[str, CascadeSpec] = field(default_factory=dict)
+    cascade_errors: dict[str, str] = field(default_factory=dict)  # name → why it is not served
+
+    def names(self) -> list[str]:
+        return [*self.variants, *self.cascades]
+
+    def knows(self, name: str) -> bool:
+        return name in self.variants or name in self.cascades or name in self.cascade_errors
+
+    async def stop(self) -> None:
+        await asyncio.gather(*(b.stop() for b in self.batchers.values()))
+
+
+def limits_of(settings: Settings) -> Limits:
+    return Limits(settings.max_batch_size, settings.max_batch_tokens, settings.max_queue_delay_ms / 1000,
+                  settings.max_queue, settings.batching)
+
+
+def warmup_shapes(settings: Settings):
+    """(batch, length) for every length bucket: one row, and as many as a batch may hold."""
+    def shapes(max_length: int) -> list[tuple[int, int]]:
+        grid = []
+        for length in buckets(max_length):
+            largest = max(1, min(settings.max_batch_size, settings.max_batch_tokens // length))
+            grid += sorted({(1, length), (largest, length)})
+        return grid
+    return shapes if settings.warmup else None
+
+
+def read_cascades(settings: Settings) -> dict[str, CascadeSpec]:
+    """Cascades from the settings and from models/cascades.json (the file wins on a clash)."""
+    specs = dict(settings.cascades)
+    path = settings.models / CASCADE_FILE
+    if path.is_file():
+        try:
+            specs.update(TypeAdapter(dict[str, CascadeSpec]).validate_python(json.loads(path.read_text("utf-8"))))
+        except (OSError, ValueError, ValidationError) as exc:
+            log.warning("ignoring %s: %s", path, str(exc).splitlines()[0])
+    return specs
+
+
+def check_cascades(specs: dict[str, CascadeSpec], variants: dict[str, Variant]) -> tuple[dict, dict[str, str]]:
+    served, errors = {}, {}
+    for name, spec in specs.items():
+        if name in variants:
+            errors[name] = f"cascade {name!r} has the name of a variant"
+            continue
+        missing = [m for m in (spec.fast, spec.reference) if m not in variants or not variants[m].ready]
+        if missing:
+            errors[name] = f"cascade {name!r} needs {', '.join(missing)}, which is not ready"
+            continue
+        if variants[spec.fast].manifest.labels != variants[spec.reference].manifest.labels:
+            errors[name] = f"cascade {name!r}: {spec.fast} and {spec.reference} have different labels"
+            continue
+        served[name] = spec
+    for name, reason in errors.items():
+        log.warning("%s", reason)
+    return served, errors
+
+
+async def build_runtime(settings: Settings, metrics: Metrics, limiter: threading.Semaphore) -> Runtime:
+    variants = await run_in_threadpool(load_repository, settings.models, settings.session_threads(), limiter,
+                                       settings.execution_provider, warmup_shapes(settings))
+    runtime = Runtime(variants)
+    limits = limits_of(settings)
+    for name, variant in variants.items():
+        if variant.ready:
+            batcher = Batcher(name, variant.backend, pad_id(variant.tokenizer), variant.manifest.max_length,
+                              limits, metrics)
+            batcher.start()
+            runtime.batchers[name] = batcher
+    runtime.cascades, runtime.cascade_errors = check_cascades(read_cascades(settings), variants)
+    return runtime

@@ -1,0 +1,155 @@
+"""The per-variant batcher, driven directly with a fake backend."""
+
+import asyncio
+import threading
+
+import numpy as np
+import pytest
+
+from service.batching import LENGTH_BUCKETS, Batcher, Limits, bucket, buckets
+from service.errors import BackendFailure, Overloaded
+from service.metrics import Metrics
+from service.tokenization import Row
+
+
+class FakeBackend:
+    """Logits = [sum of ids, number of real tokens] per row; records every run's shape."""
+
+    def __init__(self, fail: bool = False) -> None:
+        self.shapes: list[tuple[int, int]] = []
+        self.fail = fail
+        self.gate = threading.Event()
+        self.gate.set()
+
+    def run(self, arrays):
+        self.gate.wait(5)
+        ids, mask = arrays["input_ids"], arrays["attention_mask"]
+        self.shapes.append(ids.shape)
+        if self.fail:
+            raise RuntimeError("boom")
+        return np.stack([(ids * mask).sum(1), mask.sum(1)], axis=1).astype(np.float32)
+
+
+def row(*ids: int) -> Row:
+    return Row(np.array(ids, dtype=np.int64), np.zeros(len(ids), dtype=np.int64))
+
+
+def run(coro):
+    return asyncio.new_event_loop().run_until_complete(coro)
+
+
+async def started(backend, **limits) -> Batcher:
+    batcher = Batcher("m", backend, 0, 128, Limits(**limits), Metrics())
+    batcher.start()
+    return batcher
+
+
+def test_buckets():
+    assert bucket(3, 128) == 16 and bucket(17, 128) == 32 and bucket(100, 128) == 128
+    assert bucket(100, 100) == 100  # max_length itself closes the list
+    assert buckets(100) == [16, 32, 64, 100]
+    assert set(buckets(512)) == set(LENGTH_BUCKETS)
+
+
+def test_concurrent_requests_share_one_run():
+    async def scenario():
+        backend = FakeBackend()
+        batcher = await started(backend, max_delay=0.2)
+        results = await asyncio.gather(*(batcher.submit([row(i, 1), row(i)]) for i in range(1, 6)))
+        await batcher.stop()
+        return backend, batcher, results
+
+    backend, batcher, results = run(scenario())
+    assert batcher.runs == 1 and backend.shapes == [(10, 16)]  # 10 rows padded to the first bucket
+    for i, result in enumerate(results, start=1):
+        assert result.logits.tolist() == [[i + 1, 2], [i, 1]]  # each request gets its own rows back
+
+
+def test_batches_respect_size_and_token_budget():
+    async def scenario(**limits):
+        backend = FakeBackend()
+        batcher = await started(backend, max_delay=0.2, **limits)
+        await asyncio.gather(*(batcher.submit([row(*range(1, 30))] * 2) for _ in range(4)))
+        await batcher.stop()
+        return backend.shapes
+
+    assert run(scenario(max_batch_size=4)) == [(4, 32), (4, 32)]
+    assert run(scenario(max_batch_tokens=64)) == [(2, 32)] * 4  # 2 rows × 32 padded tokens
+    assert run(scenario(enabled=False)) == [(2, 32)] * 4
+
+
+def test_a_job_larger_than_the_limits_runs_alone():
+    async def scenario():
+        backend = FakeBackend()
+        batcher = await started(backend, max_batch_size=2)
+        result = await batcher.submit([row(1)] * 5)
+        await batcher.stop()
+        return backend.shapes, result
+
+    shapes, result = run(scenario())
+    assert shapes == [(5, 16)] and result.logits.shape == (5, 2)
+
+
+def test_a_full_queue_answers_overloaded():
+    async def scenario():
+        backend = FakeBackend()
+        backend.gate.clear()  # the model is busy
+        batcher = await started(backend, max_queue=2)
+        first = asyncio.ensure_future(batcher.submit([row(1)]))
+        await asyncio.sleep(0.05)  # the owner took it and is blocked inside the run
+        waiting = [asyncio.ensure_future(batcher.submit([row(2)])) for _ in range(2)]
+        await asyncio.sleep(0)
+        with pytest.raises(Overloaded):
+            await batcher.submit([row(3)])
+        backend.gate.set()
+        await asyncio.gather(first, *waiting)
+        await batcher.stop()
+        return backend.shapes
+
+    assert run(scenario()) == [(1, 16), (2, 16)]
+
+
+def test_cancelled_jobs_are_not_run():
+    async def scenario():
+        backend = FakeBackend()
+        backend.gate.clear()
+        batcher = await started(backend)
+        first = asyncio.ensure_future(batcher.submit([row(1)]))
+        await asyncio.sleep(0.05)
+        gone = asyncio.ensure_future(batcher.submit([row(7, 7, 7)]))
+        await asyncio.sleep(0)
+        gone.cancel()  # its client disconnected while it waited
+        backend.gate.set()
+        await first
+        await batcher.stop()
+        return backend.shapes
+
+    assert run(scenario()) == [(1, 16)]
+
+
+def test_a_failing_model_fails_its_batch_and_keeps_serving():
+    async def scenario():
+        backend = FakeBackend(fail=True)
+        batcher = await started(backend)
+        with pytest.raises(BackendFailure):
+            await batcher.submit([row(1)])
+        backend.fail = False
+        result = await batcher.submit([row(2)])
+        await batcher.stop()
+        return result
+
+    assert run(scenario()).logits.tolist() == [[2, 1]]
+
+
+def test_stop_finishes_queued_work_and_late_jobs_run_alone():
+    async def scenario():
+        backend = FakeBackend()
+        batcher = await started(backend, max_delay=0.05)
+        queued = [asyncio.ensure_future(batcher.submit([row(i)])) for i in range(3)]
+        await asyncio.sleep(0)
+        await batcher.stop()
+        late = await batcher.submit([row(9)])
+        return [q.result().logits.tolist() for q in queued], late.logits.tolist()
+
+    queued, late = run(scenario())
+    assert queued == [[[0, 1]], [[1, 1]], [[2, 1]]] and late == [[9, 1]]
