@@ -1,0 +1,191 @@
+"""Compare, shadow sampling, cascades, reload, limits, headers and backpressure."""
+
+import asyncio
+import hashlib
+import json
+import logging
+import shutil
+import threading
+
+import numpy as np
+import pytest
+
+from conftest import metric_value
+from service.repository import load_variant
+
+TEXTS = ["it's a charming and often affecting journey.", "the plot is thin and the acting is wooden", "fine"]
+
+
+def classify(client, name, texts=TEXTS, **kw):
+    return client.post(f"/v1/models/{name}/classify", json={"inputs": texts}, **kw)
+
+
+def test_compare_reports_predictions_agreement_and_latency(client):
+    body = client.post("/v1/compare", json={"inputs": TEXTS, "reference": "tiny-bert"}).json()
+    assert body["reference"] == "tiny-bert"
+    results = {r["model"]: r for r in body["results"]}
+    assert set(results) == {"tiny-bert", "tiny-bert-svd", "tiny-roberta-int8"}
+    assert results["tiny-bert"]["agreement"] == 1.0
+    assert all(0 <= r["agreement"] <= 1 and r["latency_seconds"] > 0 for r in results.values())
+    single = classify(client, "tiny-bert-svd").json()["predictions"]
+    assert [p["label"] for p in results["tiny-bert-svd"]["predictions"]] == [p["label"] for p in single]
+    expected = np.mean([a["label"] == b["label"] for a, b in
+                        zip(single, classify(client, "tiny-bert").json()["predictions"])])
+    assert results["tiny-bert-svd"]["agreement"] == pytest.approx(expected)
+
+
+@pytest.mark.parametrize("body, status, mentions", [
+    ({"inputs": TEXTS, "models": ["nope"]}, 404, "'nope' not found"),
+    ({"inputs": TEXTS, "models": []}, 422, "at least one variant"),
+    ({"inputs": [], "models": ["tiny-bert"]}, 400, "at least one text"),
+    ({"inputs": TEXTS, "reference": 3}, 422, "reference"),
+])
+def test_compare_refuses_bad_requests(client, body, status, mentions):
+    response = client.post("/v1/compare", json=body)
+    assert response.status_code == status and mentions in response.json()["error"]
+
+
+def test_shadow_sampling_counts_agreement_with_the_reference(client_for):
+    client = client_for(shadow_rate=1.0, reference="tiny-bert")
+    assert classify(client, "tiny-bert-svd").status_code == 200
+    assert classify(client, "tiny-bert").status_code == 200  # the reference is never mirrored to itself
+    client.wait(client.app.state.shadow.drain())
+    text = client.get("/metrics").text
+    assert metric_value(text, "slimserve_shadow_inputs_total", model="tiny-bert-svd") == len(TEXTS)
+    agreements = metric_value(text, "slimserve_shadow_agreements_total", model="tiny-bert-svd")
+    svd = [p["label"] for p in classify(client, "tiny-bert-svd").json()["predictions"]]
+    ref = [p["label"] for p in classify(client, "tiny-bert").json()["predictions"]]
+    assert agreements == sum(a == b for a, b in zip(svd, ref))
+    assert metric_value(text, "slimserve_shadow_probability_difference_count", model="tiny-bert-svd") == len(TEXTS)
+    with pytest.raises(AssertionError):
+        metric_value(text, "slimserve_shadow_inputs_total", model="tiny-bert")
+
+
+def test_no_shadow_without_a_rate(client):
+    classify(client, "tiny-bert-svd")
+    client.wait(client.app.state.shadow.drain())
+    assert "slimserve_shadow_inputs_total{" not in client.get("/metrics").text
+
+
+def test_cascade_falls_back_below_its_threshold(client_for, models_dir, tmp_path):
+    folder = tmp_path / "models"
+    shutil.copytree(models_dir, folder)
+    (folder / "cascades.json").write_text(json.dumps({
+        "always": {"fast": "tiny-bert-svd", "reference": "tiny-bert", "threshold": 1.0},
+        "never": {"fast": "tiny-bert-svd", "reference": "tiny-bert", "threshold": 0.0},
+    }))
+    client = client_for(folder, cascades={"by-env": {"fast": "tiny-bert-svd", "reference": "nope", "threshold": 0.5}})
+    listed = {m["name"]: m for m in client.get("/v1/models").json()["models"]}
+    assert listed["always"]["cascade"]["fast"] == "tiny-bert-svd" and listed["always"]["state"] == "ready"
+    assert listed["by-env"]["state"] == "failed" and "nope" in listed["by-env"]["reason"]
+    reference = classify(client, "tiny-bert").json()["predictions"]
+    fast = classify(client, "tiny-bert-svd").json()["predictions"]
+    assert classify(client, "always").json()["predictions"] == reference
+    assert classify(client, "never").json()["predictions"] == fast
+    broken = classify(client, "by-env")
+    assert broken.status_code == 503 and "needs nope" in broken.json()["error"]
+    text = client.get("/metrics").text
+    assert metric_value(text, "slimserve_cascade_fallbacks_total", model="always") == len(TEXTS)
+    assert metric_value(text, "slimserve_cascade_inputs_total", model="never") == len(TEXTS)
+    assert metric_value(text, "slimserve_requests_total", model="always", status="200") == 1
+
+
+def test_reload_swaps_variants_while_requests_keep_answering(client_for, models_dir, tmp_path):
+    folder = tmp_path / "models"
+    shutil.copytree(models_dir, folder)
+    client = client_for(folder, admin_token="s3cret")
+    assert client.post("/admin/reload").status_code == 401
+    assert client.post("/admin/reload", headers={"authorization": "Bearer wrong"}).status_code == 401
+    shutil.copytree(folder / "tiny-bert", folder / "tiny-bert-copy")
+    shutil.rmtree(folder / "tiny-roberta-int8")
+
+    async def traffic_during_reload():
+        requests = [client.client.post("/v1/models/tiny-bert/classify", json={"inputs": TEXTS}) for _ in range(20)]
+        reload = client.client.post("/admin/reload", headers={"authorization": "Bearer s3cret"})
+        return await asyncio.gather(reload, *requests)
+
+    reload, *answers = client.wait(traffic_during_reload())
+    assert reload.status_code == 200 and reload.json()["models"]["tiny-bert-copy"] == "ready"
+    assert [a.status_code for a in answers] == [200] * 20
+    names = {m["name"] for m in client.get("/v1/models").json()["models"]}
+    assert names == {"tiny-bert", "tiny-bert-svd", "tiny-bert-copy"}
+    assert classify(client, "tiny-bert-copy").status_code == 200
+    text = client.get("/metrics").text
+    assert 'slimserve_model_ready{model="tiny-roberta-int8"}' not in text
+
+
+def test_admin_routes_are_off_without_a_token(client):
+    response = client.post("/admin/reload", headers={"authorization": "Bearer anything"})
+    assert response.status_code == 404 and "SLIMSERVE_ADMIN_TOKEN" in response.json()["error"]
+
+
+def test_responses_carry_timing_and_digest_headers(client, models_dir):
+    response = classify(client, "tiny-bert")
+    assert float(response.headers["x-queue-time"]) >= 0 and float(response.headers["x-inference-time"]) > 0
+    digest = hashlib.sha256((models_dir / "tiny-bert" / "variant.json").read_bytes()).hexdigest()
+    assert response.headers["x-model-digest"] == f"sha256:{digest}"
+
+
+def test_bodies_over_the_limit_are_413(client_for):
+    client = client_for(max_body_bytes=2048)
+    response = classify(client, "tiny-bert", texts=["word " * 1000])
+    assert response.status_code == 413 and response.json()["error_type"] == "too_large"
+    assert classify(client, "tiny-bert").status_code == 200
+
+
+def test_a_full_queue_answers_429_with_retry_after(client_for):
+    client = client_for(max_queue=1)
+    batcher = client.app.state.runtime.batchers["tiny-bert"]
+    gate = threading.Event()
+    real_run = batcher.backend.run
+
+    class Slow:
+        def run(self, arrays):
+            gate.wait(5)
+            return real_run(arrays)
+
+    batcher.backend = Slow()
+
+    async def burst():
+        tasks = [asyncio.ensure_future(client.client.post("/v1/models/tiny-bert/classify", json={"inputs": ["a"]}))
+                 for _ in range(6)]
+        await asyncio.sleep(0.3)
+        gate.set()
+        return await asyncio.gather(*tasks)
+
+    answers = client.wait(burst())
+    statuses = [r.status_code for r in answers]
+    assert statuses.count(200) >= 2 and 429 in statuses  # one running, one queued, the rest refused
+    refused = next(r for r in answers if r.status_code == 429)
+    assert refused.headers["retry-after"] == "1" and refused.json()["error_type"] == "overloaded"
+    text = client.get("/metrics").text
+    assert metric_value(text, "slimserve_requests_total", model="tiny-bert", status="429") >= 1
+
+
+def test_queue_and_batch_metrics(client):
+    classify(client, "tiny-bert")
+    text = client.get("/metrics").text
+    assert metric_value(text, "slimserve_queue_duration_seconds_count", model="tiny-bert") == 1
+    assert metric_value(text, "slimserve_queue_depth", model="tiny-bert") == 0
+
+
+def test_warmup_runs_before_ready(models_dir):
+    shapes = []
+    variant = load_variant(models_dir / "tiny-bert", 1, None, warmup=lambda n: shapes.append(n) or [(1, 16), (4, n)])
+    assert variant.ready and shapes == [64] and variant.warmup_seconds > 0
+    too_long = load_variant(models_dir / "tiny-bert", 1, None, warmup=lambda n: [(1, 4096)])
+    assert too_long.state == "failed"  # a shape the model cannot run fails the load, not the first request
+
+
+def test_warmup_seconds_are_published(client_for):
+    client = client_for(warmup=True)
+    text = client.get("/metrics").text
+    assert metric_value(text, "slimserve_model_warmup_seconds", model="tiny-bert") > 0
+
+
+def test_cuda_without_a_gpu_serves_on_cpu_and_says_so(models_dir, caplog):
+    with caplog.at_level(logging.WARNING, logger="slimserve.backend"):
+        variant = load_variant(models_dir / "tiny-bert", 1, None, provider="cuda")
+    assert variant.ready and variant.backend.provider in ("CPUExecutionProvider", "CUDAExecutionProvider")
+    if variant.backend.provider == "CPUExecutionProvider":
+        assert "serving on the CPU" in caplog.text
