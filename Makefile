@@ -41,6 +41,7 @@ evaluate: variants
 bench: venv
 	$(PY) benchmarks/teacher.py
 	$(PY) benchmarks/methods.py
+	$(PY) benchmarks/serve.py
 
 # Refit the default model's head (writes compressor/default/head.safetensors and HEAD.md).
 default-head: venv

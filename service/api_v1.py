@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
-
 import asyncio
 import time
+from typing import Annotated, Any, Literal
 
 import numpy as np
 from fastapi import APIRouter, Request, Response
@@ -65,7 +64,7 @@ class ModelEntry(BaseModel):
     state: Literal["ready", "failed"]
     reason: str | None = None
     manifest: dict[str, Any] | None = None
-    cascade: dict[str, Any] | None = Field(None, description="For a cascade: its fast variant, reference and threshold.")
+    cascade: dict[str, Any] | None = Field(None, description="A cascade's fast variant, reference and threshold.")
 
 
 class ModelList(BaseModel):

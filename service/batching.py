@@ -104,7 +104,8 @@ class Batcher:
     def _fits(self, batch: list[Job], job: Job) -> bool:
         rows = sum(len(j.rows) for j in batch) + len(job.rows)
         longest = max(job.longest, *(j.longest for j in batch))
-        return rows <= self.limits.max_batch_size and rows * bucket(longest, self.max_length) <= self.limits.max_batch_tokens
+        padded = rows * bucket(longest, self.max_length)
+        return rows <= self.limits.max_batch_size and padded <= self.limits.max_batch_tokens
 
     async def _serve(self) -> None:
         loop = asyncio.get_running_loop()

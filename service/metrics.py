@@ -66,7 +66,7 @@ class Metrics:
             "slimserve_shadow_inputs", "Inputs of the variant mirrored to the reference and compared.",
             ["model"], registry=r)
         self.shadow_agreements = Counter(
-            "slimserve_shadow_agreements", "Mirrored inputs on which the variant's top-1 label matched the reference's.",
+            "slimserve_shadow_agreements", "Mirrored inputs whose top-1 label matched the reference's.",
             ["model"], registry=r)
         self.shadow_dropped = Counter(
             "slimserve_shadow_dropped", "Inputs picked for mirroring but not compared (reference busy or failing).",

@@ -43,8 +43,8 @@ class Settings(BaseSettings):
     warmup: bool = Field(True, description="Run every batch × length bucket once before a variant is ready.")
     # Live comparison against a reference variant.
     reference: str | None = Field(None, description="Variant the others are compared with (shadow, /v1/compare).")
-    shadow_rate: float = Field(0.0, ge=0, le=1, description="Fraction of each variant's inputs mirrored to the reference.")
-    cascades: dict[str, CascadeSpec] = Field(default_factory=dict, description="Virtual models; also models/cascades.json.")
+    shadow_rate: float = Field(0.0, ge=0, le=1, description="Share of each variant's inputs mirrored to the reference.")
+    cascades: dict[str, CascadeSpec] = Field(default_factory=dict, description="Virtual models (see cascades.json).")
     admin_token: SecretStr | None = Field(None, description="Bearer token for /admin/*; unset: admin routes are off.")
     log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"
 

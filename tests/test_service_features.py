@@ -9,8 +9,8 @@ import threading
 
 import numpy as np
 import pytest
-
 from conftest import metric_value
+
 from service.repository import load_variant
 
 TEXTS = ["it's a charming and often affecting journey.", "the plot is thin and the acting is wooden", "fine"]

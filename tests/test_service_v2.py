@@ -9,10 +9,10 @@ import time
 import numpy as np
 import pytest
 import uvicorn
+from test_service_process import free_port
 
 from service.app import create_app
 from service.settings import Settings
-from test_service_process import free_port
 
 TEXT = "it's a charming and often affecting journey."
 

@@ -113,8 +113,9 @@ class Fit:
     mean_cosine: float
 
 
-def fit(rows: torch.Tensor, k: int, linear: bool, epochs: int = EPOCHS, seed: int = 0) -> Fit:
+def fit(rows: torch.Tensor, k: int, linear: bool, epochs: int | None = None, seed: int = 0) -> Fit:
     """Train an autoencoder on the rows of a [rows, width] matrix; keep the best epoch."""
+    epochs = epochs or EPOCHS
     generator = torch.Generator().manual_seed(seed)
     rows = rows.float()
     with torch.random.fork_rng(devices=[]):  # initialise from `seed`, leave the global RNG as it was
