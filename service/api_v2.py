@@ -24,6 +24,7 @@ from service import __version__
 from service.api_v1 import check_inputs, runtime_of, set_timing_headers
 from service.errors import Malformed, ModelNotFound, NotReady
 from service.inference import Outcome, check_servable, classify, labels_of
+from service.runtime import Runtime
 from service.tokenization import TextInput
 
 router = APIRouter(prefix="/v2", tags=["v2"])
@@ -210,6 +211,14 @@ def check_version(version: str | None) -> None:
         raise ModelNotFound(f"version {version!r} not found; every model has version {VERSION}")
 
 
+def known(request: Request, name: str, version: str | None) -> Runtime:
+    check_version(version)
+    runtime = runtime_of(request)
+    if not runtime.knows(name):
+        raise ModelNotFound(f"model {name!r} not found")
+    return runtime
+
+
 @router.get("")
 async def server_metadata() -> dict[str, Any]:
     return {"name": "slimserve", "version": __version__, "extensions": EXTENSIONS}
@@ -231,10 +240,7 @@ async def server_ready(request: Request) -> dict[str, bool]:
 @router.get("/models/{name}")
 @router.get("/models/{name}/versions/{version}")
 async def model_metadata(name: str, request: Request, version: str | None = None) -> dict[str, Any]:
-    check_version(version)
-    runtime = runtime_of(request)
-    if not runtime.knows(name):
-        raise ModelNotFound(f"model {name!r} not found")
+    runtime = known(request, name, version)
     labels = labels_of(runtime, name)
     platform = "slimserve_cascade" if name in runtime.cascades else "onnxruntime_onnx"
     text = {"datatype": "BYTES", "shape": [-1]}
@@ -249,10 +255,7 @@ async def model_metadata(name: str, request: Request, version: str | None = None
 @router.get("/models/{name}/ready")
 @router.get("/models/{name}/versions/{version}/ready")
 async def model_ready(name: str, request: Request, version: str | None = None) -> dict[str, Any]:
-    check_version(version)
-    runtime = runtime_of(request)
-    if not runtime.knows(name):
-        raise ModelNotFound(f"model {name!r} not found")
+    runtime = known(request, name, version)
     check_servable(runtime, name)  # 503 with the reason when it is not
     return {"name": name, "ready": True}
 

@@ -39,10 +39,11 @@ def test_rows_run_along_the_longer_common_side():
 def test_rebuilt_directions_improve_as_the_latent_grows(linear):
     torch.manual_seed(0)
     rows = torch.randn(128, 4) @ torch.randn(4, 16)
-    cosines = [autoencoder.fit(rows, k, linear, epochs=40).mean_cosine for k in (1, 2, 4)]
-    assert cosines == sorted(cosines)
-    # The linear pair starts at PCA, exact at k = 4; the non-linear one from random weights.
-    assert cosines[-1] > (0.999 if linear else 0.6)
+    # The linear pair starts at PCA, exact at k = 4; the non-linear one learns from random weights.
+    epochs = 5 if linear else 300
+    cosines = [autoencoder.fit(rows, k, linear, epochs=epochs).mean_cosine for k in (1, 4)]
+    assert cosines[0] < cosines[1]
+    assert cosines[1] > (0.999 if linear else 0.85)
 
 
 def test_norms_are_kept_and_the_global_random_state_is_not_touched():
