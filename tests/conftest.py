@@ -16,8 +16,13 @@ import pytest
 import torch
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
 from transformers import (
-    BertConfig, BertForSequenceClassification, DistilBertConfig, DistilBertForSequenceClassification,
-    PreTrainedTokenizerFast, RobertaConfig, RobertaForSequenceClassification,
+    BertConfig,
+    BertForSequenceClassification,
+    DistilBertConfig,
+    DistilBertForSequenceClassification,
+    PreTrainedTokenizerFast,
+    RobertaConfig,
+    RobertaForSequenceClassification,
 )
 
 CORPUS = [
