@@ -40,6 +40,8 @@ def publish_variant(metrics: Metrics, variant: Variant) -> None:
     metrics.model_memory_bytes.labels(variant.name).set(variant.memory_bytes)
     metrics.model_load_seconds.labels(variant.name).set(variant.load_seconds)
     metrics.model_warmup_seconds.labels(variant.name).set(variant.warmup_seconds)
+    if m.evaluation is not None and m.evaluation.accuracy is not None:
+        metrics.model_accuracy.labels(variant.name, m.evaluation.dataset).set(m.evaluation.accuracy)
     quantization = str(m.settings.get("quantize") or "none")
     metrics.model_info.labels(variant.name, m.method, m.base_model, quantization).set(1)
 
@@ -69,6 +71,7 @@ def publish_runtime(metrics: Metrics, runtime: Runtime, previous: Runtime | None
                 with contextlib.suppress(KeyError):
                     gauge.remove(name)
         metrics.model_info.clear()
+        metrics.model_accuracy.clear()
     for variant in runtime.variants.values():
         publish_variant(metrics, variant)
 

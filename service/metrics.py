@@ -80,6 +80,9 @@ class Metrics:
         self.cascade_fallbacks = Counter(
             "slimserve_cascade_fallbacks", "Inputs a cascade passed on to its reference (fast top-1 under threshold).",
             ["model"], registry=r)
+        self.model_accuracy = Gauge(
+            "slimserve_model_accuracy", "Accuracy `compressor evaluate` recorded in the manifest, on `dataset`.",
+            ["model", "dataset"], registry=r)
         self.model_info = Gauge(
             "slimserve_model_info", "Always 1; labels carry the variant's manifest.",
             ["model", "method", "base_model", "quantization"], registry=r)

@@ -173,3 +173,39 @@ def metric_value(text: str, name: str, **labels) -> float:
             if all(found.get(k) == v for k, v in labels.items()):
                 return float(line.rsplit(" ", 1)[1])
     raise AssertionError(f"{name}{labels} not in metrics")
+
+
+@pytest.fixture
+def live_server():
+    """Start the service with uvicorn in a thread on a free loopback port; returns host:port."""
+    import socket
+    import threading
+    import time
+
+    import uvicorn
+
+    from service.app import create_app
+    from service.settings import Settings
+
+    servers = []
+
+    def start(**settings) -> str:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        settings.setdefault("warmup", False)
+        config = uvicorn.Config(create_app(Settings(**settings)), host="127.0.0.1", port=port, log_level="warning")
+        server = uvicorn.Server(config)
+        thread = threading.Thread(target=server.run, daemon=True)
+        thread.start()
+        servers.append((server, thread))
+        deadline = time.monotonic() + 30
+        while not server.started:
+            assert time.monotonic() < deadline and thread.is_alive(), "server did not start"
+            time.sleep(0.05)
+        return f"127.0.0.1:{port}"
+
+    yield start
+    for server, thread in servers:
+        server.should_exit = True
+        thread.join(timeout=10)

@@ -3,16 +3,9 @@ Triton client against a real server on loopback."""
 
 import json
 import struct
-import threading
-import time
 
 import numpy as np
 import pytest
-import uvicorn
-from test_service_process import free_port
-
-from service.app import create_app
-from service.settings import Settings
 
 TEXT = "it's a charming and often affecting journey."
 
@@ -97,28 +90,10 @@ def test_unknown_model_and_version(client):
     assert client.post("/v2/models/tiny-bert/versions/2/infer", json=infer_body(["a"])).status_code == 404
 
 
-@pytest.fixture
-def server(models_dir):
-    """A real uvicorn server on a free loopback port, in a thread."""
-    port = free_port()
-    config = uvicorn.Config(create_app(Settings(models=models_dir, warmup=False)), host="127.0.0.1", port=port,
-                            log_level="warning")
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert time.monotonic() < deadline and thread.is_alive(), "server did not start"
-        time.sleep(0.05)
-    yield f"127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(timeout=10)
-
-
-def test_tritonclient_round_trip(server):
+def test_tritonclient_round_trip(live_server, models_dir):
     import tritonclient.http as triton
 
-    client = triton.InferenceServerClient(url=server)
+    client = triton.InferenceServerClient(url=live_server(models=models_dir))
     assert client.is_server_live() and client.is_server_ready() and client.is_model_ready("tiny-bert")
     assert client.get_model_metadata("tiny-bert")["outputs"][0]["name"] == "logits"
     texts = np.array([TEXT.encode(), b"the plot is thin"], dtype=np.object_)

@@ -1,0 +1,103 @@
+"""Every PromQL expression of the Grafana dashboard, evaluated by a real Prometheus that
+scrapes a live service with tiny variants, shadow sampling and a cascade."""
+
+import json
+import re
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from compressor.evaluate import evaluate_all
+
+DASHBOARD = Path(__file__).resolve().parents[1] / "deploy" / "grafana" / "dashboards" / "slimserve.json"
+VARIANTS = {"tiny-bert", "tiny-bert-svd", "tiny-roberta-int8"}
+# Which models a panel's series must cover, by the metric family its query reads.
+EXPECTED = [
+    ("slimserve_cascade_", {"cascade"}),
+    ("slimserve_shadow_", VARIANTS - {"tiny-bert"}),  # the reference is not compared with itself
+    ("slimserve_model_accuracy", {"tiny-bert"}),  # the one variant evaluated below
+    ("slimserve_process_", set()),
+    ("slimserve_requests_total", VARIANTS | {"cascade"}),
+    ("slimserve_request_duration", VARIANTS | {"cascade"}),
+    ("slimserve_", VARIANTS),
+]
+PROMETHEUS = shutil.which("prometheus")
+
+
+def dashboard_queries() -> list[tuple[str, str]]:
+    panels = json.loads(DASHBOARD.read_text())["panels"]
+    return [(p["title"], t["expr"]) for p in panels for t in p["targets"]]
+
+
+def family(name: str) -> str:
+    return re.sub(r"_(bucket|sum|count|total)$", "", name)
+
+
+def expected_models(expr: str) -> set[str]:
+    first = re.search(r"slimserve_\w+", expr).group(0)
+    return next(models for prefix, models in EXPECTED if first.startswith(prefix))
+
+
+def test_dashboard_queries_use_only_exported_metrics(client):
+    # Every family has a TYPE line, even before its first sample.
+    lines = client.get("/metrics").text.splitlines()
+    families = {family(line.split()[2]) for line in lines if line.startswith("# TYPE ")}
+    for title, expr in dashboard_queries():
+        for name in re.findall(r"slimserve_\w+", expr):
+            assert family(name) in families, f"{title}: {name} is not exported"
+
+
+@pytest.mark.skipif(PROMETHEUS is None, reason="the prometheus binary is not installed (Debian package 'prometheus')")
+def test_every_dashboard_query_returns_series_for_its_variants(live_server, models_dir, tmp_path):
+    from conftest import CORPUS
+
+    folder = tmp_path / "models"
+    shutil.copytree(models_dir, folder)
+    (folder / "cascades.json").write_text(json.dumps(
+        {"cascade": {"fast": "tiny-bert-svd", "reference": "tiny-bert", "threshold": 0.9}}))
+    data = tmp_path / "dev.tsv"
+    data.write_text("sentence\tlabel\n" + "".join(f"{t}\t{i % 2}\n" for i, t in enumerate(CORPUS)))
+    evaluate_all([folder / "tiny-bert"], data, None, 1)
+    address = live_server(models=folder, shadow_rate=1.0, reference="tiny-bert")
+
+    web = f"127.0.0.1:{free_port()}"
+    config = tmp_path / "prometheus.yml"
+    config.write_text(f"global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: slimserve\n"
+                      f"    static_configs:\n      - targets: ['{address}']\n")
+    prometheus = subprocess.Popen([PROMETHEUS, f"--config.file={config}", f"--storage.tsdb.path={tmp_path / 'tsdb'}",
+                                   f"--web.listen-address={web}"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        with httpx.Client(base_url=f"http://{address}", timeout=10) as service:
+            for _ in range(8):  # traffic over several scrapes, so every rate() has two samples
+                for model in [*VARIANTS, "cascade"]:
+                    assert service.post(f"/v1/models/{model}/classify", json={"inputs": CORPUS[:3]}).status_code == 200
+                    assert service.post(f"/v1/models/{model}/classify", json={"inputs": []}).status_code == 400
+                time.sleep(1)
+        time.sleep(2)
+        failures = []
+        with httpx.Client(base_url=f"http://{web}", timeout=10) as api:
+            for title, expr in dashboard_queries():
+                query = expr.replace("$model", ".*").replace("$__rate_interval", "30s")
+                result = api.get("/api/v1/query", params={"query": query}).json()
+                assert result["status"] == "success", f"{title}: {result}"
+                series = result["data"]["result"]
+                found = {s["metric"].get("model") for s in series}
+                wanted = expected_models(expr)
+                if not series or not wanted <= found:
+                    failures.append(f"{title}: {query} → models {sorted(m for m in found if m)}, wanted {sorted(wanted)}")
+        assert not failures, "\n".join(failures)
+    finally:
+        prometheus.terminate()
+        prometheus.wait(timeout=20)
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
