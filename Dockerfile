@@ -1,0 +1,38 @@
+# slimserve image, two stages:
+#   builder  torch (CPU) + the compressor: exports the default variants to /models
+#   serve    ONNX Runtime, tokenizers and the web stack only (no torch, no transformers)
+# Build: docker build -t slimserve .
+# Where download.pytorch.org is out of reach, put the CPU wheel of torch 2.13.0 in
+# docker/wheels/ and build with --build-arg TORCH_INDEX=https://pypi.org/simple.
+ARG PYTHON_IMAGE=python:3.11-slim
+
+FROM ${PYTHON_IMAGE} AS builder
+ARG TORCH_INDEX=https://download.pytorch.org/whl/cpu
+ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
+WORKDIR /src
+COPY docker/wheels/ /wheels/
+# Pinned and from the CPU index: a looser spec pulls several GB of CUDA wheels.
+RUN pip install --find-links /wheels --index-url "$TORCH_INDEX" --extra-index-url https://pypi.org/simple "torch==2.13.0"
+COPY pyproject.toml README.md ./
+COPY compressor compressor
+COPY service service
+RUN pip install ".[compress,serve]"
+RUN compressor build-default --out /models
+
+FROM ${PYTHON_IMAGE} AS serve
+ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PYTHONUNBUFFERED=1
+WORKDIR /app
+COPY pyproject.toml ./
+# The serving dependencies, read from pyproject.toml so they are listed in one place.
+RUN python -c "import tomllib; p = tomllib.load(open('pyproject.toml', 'rb'))['project']; \
+print('\n'.join(p['dependencies'] + p['optional-dependencies']['serve']))" > requirements.txt \
+ && pip install -r requirements.txt \
+ && useradd --uid 10001 --no-create-home --shell /usr/sbin/nologin slimserve
+COPY service service
+COPY --from=builder --chown=10001:10001 /models /models
+USER 10001
+ENV SLIMSERVE_MODELS=/models SLIMSERVE_HOST=0.0.0.0 SLIMSERVE_PORT=8000
+EXPOSE 8000
+HEALTHCHECK --interval=10s --timeout=3s --start-period=60s --retries=3 \
+  CMD python -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/health/ready', timeout=2)"
+CMD ["python", "-m", "service"]
