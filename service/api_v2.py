@@ -119,7 +119,7 @@ async def parse_request(request: Request) -> tuple[InferRequest, dict[str, bytes
     body = await request.body()
     header_length = request.headers.get(HEADER_LENGTH)
     if header_length is not None:
-        if not header_length.isdigit() or int(header_length) > len(body):
+        if not (header_length.isascii() and header_length.isdigit()) or int(header_length) > len(body):
             raise Malformed(f"{HEADER_LENGTH} header must be the JSON header's size in bytes")
         header, rest = body[:int(header_length)], body[int(header_length):]
     else:

@@ -90,6 +90,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.shadow = Shadow(settings.shadow_rate, settings.reference, metrics)
         publish_runtime(metrics, runtime)
         ready = [n for n, v in runtime.variants.items() if v.ready]
+        if settings.shadow_rate > 0 and settings.reference not in ready:
+            log.warning("shadow_rate is %s but the reference %r is not a ready variant: nothing is mirrored",
+                        settings.shadow_rate, settings.reference)
         log.info("serving %d variant(s) from %s: %s", len(ready), settings.models, ", ".join(ready) or "none")
         try:
             yield
@@ -116,6 +119,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @app.exception_handler(RequestValidationError)
     async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
         return await service_error(request, Malformed(validation_message(exc)))
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception) -> JSONResponse:
+        # A bug of ours, never the client's input: still JSON, and logged with its trace.
+        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        return await service_error(request, ServiceError(f"internal error: {type(exc).__name__}"))
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
@@ -150,7 +159,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             raise Unauthorized("admin routes need 'Authorization: Bearer <SLIMSERVE_ADMIN_TOKEN>'")
         async with reload_lock:
             old: Runtime = request.app.state.runtime
-            new = await build_runtime(settings, metrics, limiter)
+            try:
+                new = await build_runtime(settings, metrics, limiter)
+            except OSError as exc:  # the models folder went away: keep serving what is loaded
+                raise NotReady(f"reload failed, still serving the previous set: {exc}") from None
             request.app.state.runtime = new
             publish_runtime(metrics, new, old)
             await old.stop()

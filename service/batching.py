@@ -5,9 +5,11 @@ owner task takes the oldest job and adds whatever else waits while the batch sta
 within `max_batch_size` texts and `max_batch_tokens` padded tokens, waiting at most
 `max_delay` for more. While a batch runs, new jobs queue up, so under load batches grow
 by themselves; when idle, a lone request runs at once (with the default delay of 0).
-A job never splits: one larger than the limits runs alone. The queue is bounded; a full
-queue refuses new jobs (429) instead of letting latency grow without end. Jobs whose
-client went away before their turn are dropped unrun.
+A request with more texts than a batch may hold is split into several jobs and put back
+together; a single text over the token budget runs alone. The queue is bounded; a full
+queue refuses new requests (429) instead of letting latency grow without end. Jobs whose
+client went away before their turn are dropped unrun, and a fault inside the owner fails
+the jobs it held, never the owner.
 
 Batches pad to the next length bucket rather than to their own longest row, so ONNX
 Runtime sees a handful of shapes and its memory arena stops growing after warm-up.
@@ -83,23 +85,49 @@ class Batcher:
     async def stop(self) -> None:
         """Finish what is queued, then end the owner task. A job submitted later (a
         request that found this variant just before a reload replaced it) runs alone."""
-        if self._task is None:
+        task, self._task = self._task, None
+        if task is None:
             return
-        await self._queue.put(None)
-        await self._task
-        self._task = None
+        if not task.done():
+            await self._queue.put(None)
+        await asyncio.gather(task, return_exceptions=True)
+
+    @property
+    def serving(self) -> bool:
+        return self._task is not None and not self._task.done()
+
+    def load(self) -> float:
+        """How full the queue is, 0 to 1."""
+        return self._queue.qsize() / self.limits.max_queue
+
+    def chunks(self, rows: list[Row]) -> list[list[Row]]:
+        """A request's rows in pieces no larger than one batch may hold."""
+        size = max(1, min(self.limits.max_batch_size,
+                          self.limits.max_batch_tokens // bucket(max(len(r.ids) for r in rows), self.max_length)))
+        return [rows[i:i + size] for i in range(0, len(rows), size)]
 
     async def submit(self, rows: list[Row]) -> Result:
-        job = Job(rows, asyncio.get_running_loop().create_future())
-        if self._task is None:
-            await self._run([job])
-            return await job.future
+        loop = asyncio.get_running_loop()
+        jobs = [Job(chunk, loop.create_future()) for chunk in self.chunks(rows)]
+        if not self.serving:
+            for job in jobs:
+                await self._run([job])
+        elif self._queue.maxsize - self._queue.qsize() < len(jobs):
+            raise Overloaded(f"model {self.name!r} has {self._queue.qsize()} requests waiting; retry later")
+        else:
+            for job in jobs:
+                self._queue.put_nowait(job)
+            self.metrics.queue_depth.labels(self.name).set(self._queue.qsize())
         try:
-            self._queue.put_nowait(job)
-        except asyncio.QueueFull:
-            raise Overloaded(f"model {self.name!r} has {self.limits.max_queue} requests waiting; retry later") from None
-        self.metrics.queue_depth.labels(self.name).set(self._queue.qsize())
-        return await job.future
+            results = await asyncio.gather(*(job.future for job in jobs))
+        except BaseException:
+            for job in jobs:  # the client went away or a piece failed: drop the rest unrun
+                job.future.cancel()
+            raise
+        if len(results) == 1:
+            return results[0]
+        return Result(np.concatenate([r.logits for r in results]), max(r.queue_seconds for r in results),
+                      sum(r.inference_seconds for r in results))
 
     def _fits(self, batch: list[Job], job: Job) -> bool:
         rows = sum(len(j.rows) for j in batch) + len(job.rows)
@@ -108,7 +136,6 @@ class Batcher:
         return rows <= self.limits.max_batch_size and padded <= self.limits.max_batch_tokens
 
     async def _serve(self) -> None:
-        loop = asyncio.get_running_loop()
         held: Job | None = None  # took from the queue but did not fit: it opens the next batch
         stopping = False
         while not stopping or held is not None or not self._queue.empty():
@@ -120,12 +147,12 @@ class Batcher:
             if first.future.done():  # cancelled: its client went away
                 continue
             batch = [first]
-            deadline = loop.time() + self.limits.max_delay
+            deadline = first.enqueued + self.limits.max_delay  # the wait counts from arrival
             while self.limits.enabled:
                 try:
                     job = self._queue.get_nowait()
                 except asyncio.QueueEmpty:
-                    remaining = deadline - loop.time()
+                    remaining = deadline - time.perf_counter()
                     if remaining <= 0:
                         break
                     try:
@@ -146,12 +173,14 @@ class Batcher:
 
     async def _run(self, batch: list[Job]) -> None:
         rows = [r for job in batch for r in job.rows]
-        padded = pad(rows, bucket(max(j.longest for j in batch), self.max_length), self.pad_token)
         started = time.perf_counter()
         for job in batch:
             self.metrics.queue_duration.labels(self.name).observe(started - job.enqueued)
         try:
+            padded = pad(rows, bucket(max(j.longest for j in batch), self.max_length), self.pad_token)
             logits = await asyncio.to_thread(self.backend.run, padded.arrays)
+            if logits.shape[0] != len(rows):
+                raise ValueError(f"{logits.shape[0]} rows of logits for {len(rows)} inputs")
         except Exception as exc:  # a model fault fails this batch's requests only
             log.warning("model %s failed on a batch of %d: %s", self.name, len(rows), exc)
             failure = BackendFailure(f"model {self.name!r} failed on this batch: {exc}")

@@ -87,7 +87,13 @@ async def run_cascade(runtime: Runtime, name: str, spec: CascadeSpec, inputs: li
 
 
 class Shadow:
-    """Mirrors `rate` of each variant's inputs to `reference`, off the request path."""
+    """Mirrors `rate` of each variant's inputs to `reference`, off the request path.
+
+    Mirrors yield to live traffic: a sample is dropped (and counted as dropped) when
+    `MAX_PENDING` comparisons are already waiting or the reference's queue is over half
+    full, so shadowing never makes the reference answer 429 to a client."""
+
+    MAX_PENDING = 64
 
     def __init__(self, rate: float, reference: str | None, metrics: Metrics, seed: int | None = None) -> None:
         self.rate, self.reference, self.metrics = rate, reference, metrics
@@ -98,7 +104,11 @@ class Shadow:
         if self.rate <= 0 or self.reference is None or name == self.reference or name not in runtime.variants:
             return
         picked = [i for i in range(len(inputs)) if self._random.random() < self.rate]
-        if not picked or self.reference not in runtime.batchers:
+        if not picked:
+            return
+        batcher = runtime.batchers.get(self.reference)
+        if batcher is None or len(self._tasks) >= self.MAX_PENDING or batcher.load() > 0.5:
+            self.metrics.shadow_dropped.labels(name).inc(len(picked))
             return
         task = asyncio.get_running_loop().create_task(
             self._compare(runtime, name, [inputs[i] for i in picked], outcome.probabilities[picked], outcome.labels,

@@ -89,7 +89,9 @@ class Metrics:
 
 
 class MetricsMiddleware:
-    """Times every request to a route with a `{name}` path parameter and counts its status."""
+    """Times every request that asks a model for an answer (a POST to a route with a
+    `{name}` path parameter: classify, infer) and counts its status. Probes and metadata
+    reads are left out, so they do not dilute the latency a client sees."""
 
     def __init__(self, app: ASGIApp, metrics: Metrics, is_known: Callable[[str], bool]) -> None:
         self.app, self.metrics, self.is_known = app, metrics, is_known
@@ -111,7 +113,7 @@ class MetricsMiddleware:
         finally:
             # The router fills path_params into this same scope while routing.
             name = scope.get("path_params", {}).get("name")
-            if name is not None:
+            if name is not None and scope.get("method") == "POST":
                 model = name if self.is_known(name) else UNKNOWN_MODEL
                 self.metrics.request_duration.labels(model).observe(time.perf_counter() - start)
                 self.metrics.requests.labels(model, str(status)).inc()

@@ -42,7 +42,10 @@ class Runtime:
         return name in self.variants or name in self.cascades or name in self.cascade_errors
 
     async def stop(self) -> None:
-        await asyncio.gather(*(b.stop() for b in self.batchers.values()))
+        for name, outcome in zip(self.batchers, await asyncio.gather(
+                *(b.stop() for b in self.batchers.values()), return_exceptions=True)):
+            if isinstance(outcome, Exception):
+                log.warning("stopping %s's batcher: %s", name, outcome)
 
 
 def limits_of(settings: Settings) -> Limits:

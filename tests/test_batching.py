@@ -35,7 +35,7 @@ def row(*ids: int) -> Row:
 
 
 def run(coro):
-    return asyncio.new_event_loop().run_until_complete(coro)
+    return asyncio.run(coro)
 
 
 async def started(backend, **limits) -> Batcher:
@@ -78,16 +78,31 @@ def test_batches_respect_size_and_token_budget():
     assert run(scenario(enabled=False)) == [(2, 32)] * 4
 
 
-def test_a_job_larger_than_the_limits_runs_alone():
+def test_a_request_larger_than_a_batch_is_split_and_rejoined():
+    async def scenario(**limits):
+        backend = FakeBackend()
+        batcher = await started(backend, **limits)
+        result = await batcher.submit([row(i) for i in range(1, 6)])
+        await batcher.stop()
+        return backend.shapes, result
+
+    shapes, result = run(scenario(max_batch_size=2))
+    assert shapes == [(2, 16), (2, 16), (1, 16)]
+    assert result.logits[:, 0].tolist() == [1, 2, 3, 4, 5]  # back in the request's order
+    shapes, _ = run(scenario(max_batch_tokens=32))  # two rows of 16 padded tokens per run
+    assert shapes == [(2, 16), (2, 16), (1, 16)]
+
+
+def test_one_text_over_the_token_budget_still_runs():
     async def scenario():
         backend = FakeBackend()
-        batcher = await started(backend, max_batch_size=2)
-        result = await batcher.submit([row(1)] * 5)
+        batcher = await started(backend, max_batch_tokens=16)
+        result = await batcher.submit([row(*range(100))])
         await batcher.stop()
         return backend.shapes, result
 
     shapes, result = run(scenario())
-    assert shapes == [(5, 16)] and result.logits.shape == (5, 2)
+    assert shapes == [(1, 128)] and result.logits.shape == (1, 2)
 
 
 def test_a_full_queue_answers_overloaded():
@@ -125,6 +140,23 @@ def test_cancelled_jobs_are_not_run():
         return backend.shapes
 
     assert run(scenario()) == [(1, 16)]
+
+
+def test_wrong_sized_output_fails_the_batch_not_the_owner():
+    class Short(FakeBackend):
+        def run(self, arrays):
+            return super().run(arrays)[:1]
+
+    async def scenario():
+        backend = Short()
+        batcher = await started(backend)
+        with pytest.raises(BackendFailure, match="rows of logits"):
+            await batcher.submit([row(1), row(2)])
+        result = await batcher.submit([row(3)])
+        await batcher.stop()
+        return result
+
+    assert run(scenario()).logits.tolist() == [[3, 1]]
 
 
 def test_a_failing_model_fails_its_batch_and_keeps_serving():

@@ -98,10 +98,25 @@ def test_reload_swaps_variants_while_requests_keep_answering(client_for, models_
     assert client.post("/admin/reload", headers={"authorization": "Bearer wrong"}).status_code == 401
     shutil.copytree(folder / "tiny-bert", folder / "tiny-bert-copy")
     shutil.rmtree(folder / "tiny-roberta-int8")
+    # Hold the old set's tiny-bert inside a run, so requests are in flight across the swap.
+    old = client.app.state.runtime.batchers["tiny-bert"]
+    gate, real_run = threading.Event(), old.backend.run
+
+    class Held:
+        def run(self, arrays):
+            gate.wait(10)
+            return real_run(arrays)
+
+    old.backend = Held()
 
     async def traffic_during_reload():
-        requests = [client.client.post("/v1/models/tiny-bert/classify", json={"inputs": TEXTS}) for _ in range(20)]
-        reload = client.client.post("/admin/reload", headers={"authorization": "Bearer s3cret"})
+        requests = [asyncio.ensure_future(client.client.post("/v1/models/tiny-bert/classify", json={"inputs": TEXTS}))
+                    for _ in range(20)]
+        await asyncio.sleep(0.2)  # all of them are now queued on, or running in, the old batcher
+        reload = asyncio.ensure_future(client.client.post("/admin/reload", headers={"authorization": "Bearer s3cret"}))
+        while client.app.state.runtime.batchers.get("tiny-bert") is old:
+            await asyncio.sleep(0.01)  # the new set is in; the old one is draining
+        gate.set()
         return await asyncio.gather(reload, *requests)
 
     reload, *answers = client.wait(traffic_during_reload())
@@ -112,6 +127,16 @@ def test_reload_swaps_variants_while_requests_keep_answering(client_for, models_
     assert classify(client, "tiny-bert-copy").status_code == 200
     text = client.get("/metrics").text
     assert 'slimserve_model_ready{model="tiny-roberta-int8"}' not in text
+
+
+def test_a_failed_reload_keeps_the_running_set(client_for, models_dir, tmp_path):
+    folder = tmp_path / "models"
+    shutil.copytree(models_dir, folder)
+    client = client_for(folder, admin_token="s3cret")
+    shutil.rmtree(folder)
+    response = client.post("/admin/reload", headers={"authorization": "Bearer s3cret"})
+    assert response.status_code == 503 and "still serving" in response.json()["error"]
+    assert classify(client, "tiny-bert").status_code == 200
 
 
 def test_admin_routes_are_off_without_a_token(client):
@@ -183,9 +208,13 @@ def test_warmup_seconds_are_published(client_for):
     assert metric_value(text, "slimserve_model_warmup_seconds", model="tiny-bert") > 0
 
 
-def test_cuda_without_a_gpu_serves_on_cpu_and_says_so(models_dir, caplog):
+def test_cuda_is_used_where_present_and_otherwise_the_cpu_says_so(models_dir, caplog):
+    import onnxruntime as ort
+
     with caplog.at_level(logging.WARNING, logger="slimserve.backend"):
         variant = load_variant(models_dir / "tiny-bert", 1, None, provider="cuda")
-    assert variant.ready and variant.backend.provider in ("CPUExecutionProvider", "CUDAExecutionProvider")
-    if variant.backend.provider == "CPUExecutionProvider":
-        assert "serving on the CPU" in caplog.text
+    assert variant.ready
+    if "CUDAExecutionProvider" in ort.get_available_providers():
+        assert variant.backend.provider == "CUDAExecutionProvider" and "serving on the CPU" not in caplog.text
+    else:
+        assert variant.backend.provider == "CPUExecutionProvider" and "serving on the CPU" in caplog.text
