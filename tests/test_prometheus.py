@@ -88,7 +88,8 @@ def test_every_dashboard_query_returns_series_for_its_variants(live_server, mode
                 found = {s["metric"].get("model") for s in series}
                 wanted = expected_models(expr)
                 if not series or not wanted <= found:
-                    failures.append(f"{title}: {query} → models {sorted(m for m in found if m)}, wanted {sorted(wanted)}")
+                    got = sorted(m for m in found if m)
+                    failures.append(f"{title}: {query} → models {got}, wanted {sorted(wanted)}")
         assert not failures, "\n".join(failures)
     finally:
         prometheus.terminate()
