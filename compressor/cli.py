@@ -29,7 +29,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
     c = commands.add_parser("compress", help="compress one model into one variant folder")
     c.add_argument("model", help="local Hugging Face checkpoint folder, or 'default'")
-    c.add_argument("--method", required=True, help="none, svd, or a '+'-joined pipeline")
+    c.add_argument("--method", required=True,
+                   help="a method (svd, svd-aware, prune, ae, kronecker, ...; a wrong name lists them all), "
+                        "a '+'-joined pipeline such as prune@0.7+embed-ae@0.5, or none to export as is")
     c.add_argument("--ratio", type=float, default=0.5, help="kept fraction of the compressed parameters, 0 < R <= 1")
     c.add_argument("--calibration", type=Path, help="unlabeled text: one per line, or a .tsv column")
     c.add_argument("--text-col", help="text column of a .tsv calibration file (default: sentence)")
