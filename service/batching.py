@@ -12,7 +12,9 @@ client went away before their turn are dropped unrun, and a fault inside the own
 the jobs it held, never the owner.
 
 Batches pad to the next length bucket rather than to their own longest row, so ONNX
-Runtime sees a handful of shapes and its memory arena stops growing after warm-up.
+Runtime sees a dozen shapes and its memory arena stops growing after warm-up. The buckets
+are 16 tokens apart up to 128, where most sentences fall: on a CPU every padded token is
+paid for, and coarser steps cost more than batching saves.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ from service.tokenization import Row, pad
 
 log = logging.getLogger("slimserve.batching")
 
-LENGTH_BUCKETS = (16, 32, 64, 128, 256, 512)
+LENGTH_BUCKETS = (16, 32, 48, 64, 80, 96, 112, 128, 192, 256, 384, 512)
 
 
 @dataclass(frozen=True)

@@ -45,9 +45,9 @@ async def started(backend, **limits) -> Batcher:
 
 
 def test_buckets():
-    assert bucket(3, 128) == 16 and bucket(17, 128) == 32 and bucket(100, 128) == 128
+    assert bucket(3, 128) == 16 and bucket(17, 128) == 32 and bucket(100, 128) == 112
     assert bucket(100, 100) == 100  # max_length itself closes the list
-    assert buckets(100) == [16, 32, 64, 100]
+    assert buckets(100) == [16, 32, 48, 64, 80, 96, 100]
     assert set(buckets(512)) == set(LENGTH_BUCKETS)
 
 
@@ -102,7 +102,7 @@ def test_one_text_over_the_token_budget_still_runs():
         return backend.shapes, result
 
     shapes, result = run(scenario())
-    assert shapes == [(1, 128)] and result.logits.shape == (1, 2)
+    assert shapes == [(1, 112)] and result.logits.shape == (1, 2)
 
 
 def test_a_full_queue_answers_overloaded():
