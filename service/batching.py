@@ -39,7 +39,7 @@ LENGTH_BUCKETS = (16, 32, 48, 64, 80, 96, 112, 128, 192, 256, 384, 512)
 @dataclass(frozen=True)
 class Limits:
     max_batch_size: int = 32
-    max_batch_tokens: int = 8192
+    max_batch_tokens: int = 2048
     max_delay: float = 0.0  # seconds to wait for company once a job is first in line
     max_queue: int = 256  # jobs waiting, per variant
     enabled: bool = True  # off: every request runs alone
