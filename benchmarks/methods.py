@@ -6,12 +6,14 @@ without int8, against the fp32 teacher and Optimum's per-channel int8 (see commo
 
 Calibration: SST-2 train, text only (the methods sample from it; no labels are read).
 Evaluation: SST-2 dev. Each method compresses once; the fp32 and int8 variants are two
-exports of that one model. Writes benchmarks/results/methods/{report.md, report.json,
-pareto.png} through `compressor report`'s code, and prints the table.
+exports of that one model. Writes benchmarks/results/NAME/{report.md, report.json,
+pareto.png} through `compressor report`'s code, a copy of the JSON as
+benchmarks/results/NAME.json (NAME defaults to methods), and prints the table.
 """
 
 from __future__ import annotations
 
+import shutil
 import sys
 from dataclasses import replace
 
@@ -67,6 +69,7 @@ def main() -> None:
     order = {"original": 0, "int8": 1, BASELINE: 2}
     results.sort(key=lambda r: (order.get(r["variant"], 3), r["method"], -r["parameters"]))
     write_report(results, args.out / args.name, f"Offline methods on the SST-2 teacher ({dev.name}, {args.allocation} ranks)")
+    shutil.copy(args.out / args.name / "report.json", args.out / f"{args.name}.json")  # e.g. results/methods.json
     print((args.out / args.name / "report.md").read_text(encoding="utf-8"), end="")
 
 

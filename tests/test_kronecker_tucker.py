@@ -101,3 +101,21 @@ def test_file_holds_factors_while_flops_stay_dense(checkpoints, tmp_path, method
         weight_flops_per_token(tmp_path / "plain" / "model.onnx")
     int8 = compress(str(checkpoints["bert"]), Recipe("small8", method, 0.3, "int8"), tmp_path)
     assert int8.settings["factors_int8"] > 0 and int8.parity < 0.05
+
+
+@pytest.mark.parametrize("method", ["prune+kronecker", "embed-ae+tucker", "prune@0.7+ae-linear-shared"])
+def test_pipelines_with_the_new_factorizations_compose(checkpoints, tmp_path, method):
+    from conftest import CORPUS
+
+    manifest = compress(str(checkpoints["bert"]), Recipe("piped", method, 0.5, "int8"), tmp_path, CORPUS)
+    steps = [step.split("@")[0] for step in method.split("+")]
+    assert set(manifest.settings) >= {*steps, "quantize"}
+    assert manifest.parity < 0.05 and manifest.parameters < manifest.parameters_original
+
+
+def test_one_factorization_per_pipeline(checkpoints, tmp_path):
+    from compressor.errors import InputError
+
+    for method in ("svd+tucker", "ae+kronecker", "tucker+prune"):
+        with pytest.raises(InputError):
+            compress(str(checkpoints["bert"]), Recipe("bad", method, 0.5), tmp_path)
