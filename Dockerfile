@@ -20,7 +20,9 @@ RUN pip install ".[compress,serve]"
 RUN compressor build-default --out /models
 
 FROM ${PYTHON_IMAGE} AS serve
-ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PYTHONUNBUFFERED=1
+# PATH spelled out: the official image sets it, a locally imported stand-in may not.
+ENV PATH=/usr/local/bin:/usr/local/sbin:/usr/sbin:/usr/bin:/sbin:/bin \
+    PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PYTHONUNBUFFERED=1
 WORKDIR /app
 COPY pyproject.toml ./
 # The serving dependencies, read from pyproject.toml so they are listed in one place.
