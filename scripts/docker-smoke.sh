@@ -11,6 +11,13 @@ cd "$(dirname "$0")/.."
 PORT=${PORT:-8089}
 LOCAL=../shared/tools/docker-local.sh
 [ -x "$LOCAL" ] && "$LOCAL"
+# A base imported from a private build directory keeps that directory's mode 0700 on "/",
+# which locks every non-root user out; export and import it again to get 0755.
+if ! docker run --rm --user 65534 python:3.11-slim /usr/bin/true 2>/dev/null; then
+  fix=$(docker create python:3.11-slim /usr/bin/true)
+  docker export "$fix" | docker import -c 'ENV PIP_CERT=/etc/ssl/certs/ca-certificates.crt' - python:3.11-slim >/dev/null
+  docker rm "$fix" >/dev/null
+fi
 args=(--network=host)
 if ls /opt/wheels/torch-2.13.0+cpu-*.whl >/dev/null 2>&1; then
   cp -n /opt/wheels/torch-2.13.0+cpu-*.whl docker/wheels/
