@@ -95,9 +95,9 @@ class Shadow:
 
     MAX_PENDING = 64
 
-    def __init__(self, rate: float, reference: str | None, metrics: Metrics, seed: int | None = None) -> None:
+    def __init__(self, rate: float, reference: str | None, metrics: Metrics) -> None:
         self.rate, self.reference, self.metrics = rate, reference, metrics
-        self._random = random.Random(seed)
+        self._random = random.Random()
         self._tasks: set[asyncio.Task] = set()
 
     def sample(self, runtime: Runtime, name: str, inputs: list[TextInput], outcome: Outcome, truncate: bool) -> None:

@@ -35,9 +35,6 @@ class Runtime:
     cascades: dict[str, CascadeSpec] = field(default_factory=dict)
     cascade_errors: dict[str, str] = field(default_factory=dict)  # name → why it is not served
 
-    def names(self) -> list[str]:
-        return [*self.variants, *self.cascades]
-
     def knows(self, name: str) -> bool:
         return name in self.variants or name in self.cascades or name in self.cascade_errors
 
