@@ -1,6 +1,7 @@
 """Deployment files: Kubernetes manifests against the Kubernetes schemas, and the KServe
 example's container against the core Container schema."""
 
+import json
 from pathlib import Path
 
 import kubernetes_validate
@@ -43,3 +44,40 @@ def test_a_broken_manifest_is_caught():
     doc["spec"]["replicas"] = "two"
     with pytest.raises(kubernetes_validate.ValidationError):
         kubernetes_validate.validate(doc, VERSION, strict=True)
+
+
+def test_compose_stack_is_wired():
+    """The compose file's structure: what `docker compose up` depends on (the stack itself
+    is run by scripts, not by the unit tests)."""
+    root = DEPLOY.parent
+    compose = yaml.safe_load((root / "docker-compose.yml").read_text())
+    services = compose["services"]
+    assert set(services) == {"slimserve", "prometheus", "grafana", "load"}
+    assert services["slimserve"]["build"] == "." and "8000:8000" in services["slimserve"]["ports"]
+    assert services["prometheus"]["depends_on"]["slimserve"]["condition"] == "service_healthy"
+    assert services["grafana"]["depends_on"]["prometheus"]["condition"] == "service_healthy"
+    assert services["load"]["profiles"] == ["load"]
+    for name in ("prometheus", "grafana"):
+        for mount in services[name]["volumes"]:
+            source = mount.split(":")[0]
+            assert (root / source).exists(), f"{name} mounts {source}, which does not exist"
+    scrape = yaml.safe_load((DEPLOY / "prometheus.yml").read_text())
+    assert scrape["scrape_configs"][0]["static_configs"][0]["targets"] == ["slimserve:8000"]
+    datasource = yaml.safe_load((DEPLOY / "grafana/provisioning/datasources/prometheus.yml").read_text())
+    uid = datasource["datasources"][0]["uid"]
+    dashboard = json.loads((DEPLOY / "grafana/dashboards/slimserve.json").read_text())
+    assert all(p["datasource"]["uid"] == uid for p in dashboard["panels"])  # panels find the provisioned source
+    assert "load.py" in services["load"]["command"] and (root / "benchmarks/load.py").is_file()
+
+
+def test_the_load_profile_drives_every_ready_variant(live_server, models_dir):
+    import subprocess
+    import sys
+
+    address = live_server(models=models_dir)
+    result = subprocess.run([sys.executable, str(DEPLOY.parent / "benchmarks" / "load.py"), "--url", f"http://{address}",
+                             "--concurrency", "2", "--duration", "4"], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    lines = dict(line.split(": ", 1) for line in result.stdout.splitlines())
+    assert set(lines) >= {"tiny-bert", "tiny-bert-svd", "tiny-roberta-int8"}
+    assert all("'errors': 0" in summary and "'ok': 0" not in summary for summary in lines.values())
