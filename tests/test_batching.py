@@ -13,11 +13,12 @@ from service.tokenization import Row
 
 
 class FakeBackend:
-    """Logits = [sum of ids, number of real tokens] per row; records every run's shape."""
+    """Logits = [sum of ids, number of real tokens] per row; records every run's shape.
+    `fault`: "raise" fails every run, "short" returns one row too few."""
 
-    def __init__(self, fail: bool = False) -> None:
+    def __init__(self, fault: str | None = None) -> None:
         self.shapes: list[tuple[int, int]] = []
-        self.fail = fail
+        self.fault = fault
         self.gate = threading.Event()
         self.gate.set()
 
@@ -25,9 +26,10 @@ class FakeBackend:
         self.gate.wait(5)
         ids, mask = arrays["input_ids"], arrays["attention_mask"]
         self.shapes.append(ids.shape)
-        if self.fail:
+        if self.fault == "raise":
             raise RuntimeError("boom")
-        return np.stack([(ids * mask).sum(1), mask.sum(1)], axis=1).astype(np.float32)
+        logits = np.stack([(ids * mask).sum(1), mask.sum(1)], axis=1).astype(np.float32)
+        return logits[:-1] if self.fault == "short" else logits
 
 
 def row(*ids: int) -> Row:
@@ -142,35 +144,19 @@ def test_cancelled_jobs_are_not_run():
     assert run(scenario()) == [(1, 16)]
 
 
-def test_wrong_sized_output_fails_the_batch_not_the_owner():
-    class Short(FakeBackend):
-        def run(self, arrays):
-            return super().run(arrays)[:1]
-
+@pytest.mark.parametrize("fault, message", [("raise", "boom"), ("short", "rows of logits")])
+def test_a_model_fault_fails_its_batch_and_the_owner_keeps_serving(fault, message):
     async def scenario():
-        backend = Short()
+        backend = FakeBackend(fault)
         batcher = await started(backend)
-        with pytest.raises(BackendFailure, match="rows of logits"):
+        with pytest.raises(BackendFailure, match=message):
             await batcher.submit([row(1), row(2)])
+        backend.fault = None
         result = await batcher.submit([row(3)])
         await batcher.stop()
         return result
 
     assert run(scenario()).logits.tolist() == [[3, 1]]
-
-
-def test_a_failing_model_fails_its_batch_and_keeps_serving():
-    async def scenario():
-        backend = FakeBackend(fail=True)
-        batcher = await started(backend)
-        with pytest.raises(BackendFailure):
-            await batcher.submit([row(1)])
-        backend.fail = False
-        result = await batcher.submit([row(2)])
-        await batcher.stop()
-        return result
-
-    assert run(scenario()).logits.tolist() == [[2, 1]]
 
 
 def test_stop_finishes_queued_work_and_late_jobs_run_alone():

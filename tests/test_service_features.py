@@ -16,6 +16,19 @@ from service.repository import load_variant
 TEXTS = ["it's a charming and often affecting journey.", "the plot is thin and the acting is wooden", "fine"]
 
 
+def hold(batcher) -> threading.Event:
+    """Make the batcher's runs wait until the returned event is set."""
+    gate, real_run = threading.Event(), batcher.backend.run
+
+    class Held:
+        def run(self, arrays):
+            gate.wait(10)
+            return real_run(arrays)
+
+    batcher.backend = Held()
+    return gate
+
+
 def classify(client, name, texts=TEXTS, **kw):
     return client.post(f"/v1/models/{name}/classify", json={"inputs": texts}, **kw)
 
@@ -100,14 +113,7 @@ def test_reload_swaps_variants_while_requests_keep_answering(client_for, models_
     shutil.rmtree(folder / "tiny-roberta-int8")
     # Hold the old set's tiny-bert inside a run, so requests are in flight across the swap.
     old = client.app.state.runtime.batchers["tiny-bert"]
-    gate, real_run = threading.Event(), old.backend.run
-
-    class Held:
-        def run(self, arrays):
-            gate.wait(10)
-            return real_run(arrays)
-
-    old.backend = Held()
+    gate = hold(old)
 
     async def traffic_during_reload():
         requests = [asyncio.ensure_future(client.client.post("/v1/models/tiny-bert/classify", json={"inputs": TEXTS}))
@@ -160,16 +166,7 @@ def test_bodies_over_the_limit_are_413(client_for):
 
 def test_a_full_queue_answers_429_with_retry_after(client_for):
     client = client_for(max_queue=1)
-    batcher = client.app.state.runtime.batchers["tiny-bert"]
-    gate = threading.Event()
-    real_run = batcher.backend.run
-
-    class Slow:
-        def run(self, arrays):
-            gate.wait(5)
-            return real_run(arrays)
-
-    batcher.backend = Slow()
+    gate = hold(client.app.state.runtime.batchers["tiny-bert"])
 
     async def burst():
         tasks = [asyncio.ensure_future(client.client.post("/v1/models/tiny-bert/classify", json={"inputs": ["a"]}))
