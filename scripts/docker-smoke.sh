@@ -3,28 +3,12 @@
 # non-root user and carries no torch. Prints the builder and serving image sizes.
 #
 #   scripts/docker-smoke.sh            (uses ../shared/tools/docker-local.sh where present)
-#
-# Where download.pytorch.org is out of reach, the torch CPU wheel is taken from
-# /opt/wheels (copied into docker/wheels/) and the build uses PyPI for the rest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PORT=${PORT:-8089}
-LOCAL=../shared/tools/docker-local.sh
-[ -x "$LOCAL" ] && "$LOCAL"
-# A base imported from a private build directory keeps that directory's mode 0700 on "/",
-# which locks every non-root user out; export and import it again to get 0755.
-if ! docker run --rm --user 65534 python:3.11-slim /usr/bin/true 2>/dev/null; then
-  fix=$(docker create python:3.11-slim /usr/bin/true)
-  docker export "$fix" | docker import -c 'ENV PIP_CERT=/etc/ssl/certs/ca-certificates.crt' - python:3.11-slim >/dev/null
-  docker rm "$fix" >/dev/null
-fi
-args=(--network=host)
-if ls /opt/wheels/torch-2.13.0+cpu-*.whl >/dev/null 2>&1; then
-  cp -n /opt/wheels/torch-2.13.0+cpu-*.whl docker/wheels/
-  args+=(--build-arg TORCH_INDEX=https://pypi.org/simple)
-fi
-docker build "${args[@]}" --target builder -t slimserve-builder:latest .
-docker build "${args[@]}" -t slimserve:latest .
+source scripts/docker-local-env.sh
+docker build "${BUILD_ARGS[@]}" --target builder -t slimserve-builder:latest .
+docker build "${BUILD_ARGS[@]}" -t slimserve:latest .
 
 name=slimserve-smoke-$$
 docker run -d --rm --name "$name" --network=host -e SLIMSERVE_PORT="$PORT" slimserve:latest >/dev/null

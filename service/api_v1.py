@@ -8,14 +8,25 @@ from typing import Annotated, Any, Literal
 
 import numpy as np
 from fastapi import APIRouter, Request, Response
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, StrictInt, StrictStr
 
-from service.errors import EmptyInput, Malformed, ModelNotFound, PayloadTooLarge
+from service.errors import (
+    BackendFailure,
+    EmptyInput,
+    Malformed,
+    ModelNotFound,
+    NotReady,
+    Overloaded,
+    PayloadTooLarge,
+    documented,
+)
 from service.inference import Outcome, check_servable, classify, run_variant
 from service.runtime import Runtime
 from service.tokenization import TextInput
 
 router = APIRouter(prefix="/v1", tags=["v1"])
+# What a request to a model may be refused with, besides 200.
+MODEL_ERRORS = documented(EmptyInput, ModelNotFound, PayloadTooLarge, Malformed, BackendFailure, Overloaded, NotReady)
 
 
 def encodable(text: str) -> str:
@@ -28,6 +39,18 @@ def encodable(text: str) -> str:
 
 
 Text = Annotated[StrictStr, AfterValidator(encodable)]
+
+
+def integral(value: object) -> object:
+    # JSON has one number type: 3.0 is the integer 3 (as JSON Schema says), true is not.
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+Count = Annotated[StrictInt, BeforeValidator(integral)]
+# The bound goes before the validator, or the OpenAPI schema loses it.
+PositiveCount = Annotated[StrictInt, Field(ge=1), BeforeValidator(integral)]
 
 
 class TextPair(BaseModel):
@@ -43,7 +66,7 @@ UNION_BRANCHES = frozenset({"str", "function-after[encodable(), str]", "TextPair
 class ClassifyRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
     inputs: list[Text | TextPair] = Field(description="Texts, or {text, text_pair} objects for pair tasks.")
-    top_k: StrictInt | None = Field(None, ge=1, description="Labels listed in `scores`, best first; default all.")
+    top_k: PositiveCount | None = Field(None, description="Labels listed in `scores`, best first; default all.")
     truncate: StrictBool = Field(True, description="Cut inputs to the variant's max_length; false refuses them (413).")
 
 
@@ -96,12 +119,17 @@ def runtime_of(request: Request) -> Runtime:
     return request.app.state.runtime
 
 
-def check_inputs(request: Request, inputs: list) -> None:
+def check_inputs(request: Request, inputs: list[TextInput]) -> None:
     if not inputs:
         raise EmptyInput("inputs must hold at least one text")
     limit = request.app.state.settings.max_inputs
     if len(inputs) > limit:
         raise PayloadTooLarge(f"inputs holds {len(inputs)} texts; the limit is {limit}")
+    chars = request.app.state.settings.max_input_chars
+    for i, item in enumerate(inputs):
+        size = len(item) if isinstance(item, str) else sum(map(len, item))
+        if size > chars:
+            raise PayloadTooLarge(f"inputs[{i}] holds {size} characters; the limit is {chars} characters")
 
 
 def set_timing_headers(response: Response, outcome: Outcome) -> None:
@@ -140,13 +168,14 @@ async def list_models(request: Request) -> ModelList:
     return ModelList(models=entries)
 
 
-@router.post("/models/{name}/classify", response_model=ClassifyResponse)
+@router.post("/models/{name}/classify", response_model=ClassifyResponse, responses=MODEL_ERRORS)
 async def classify_texts(name: str, body: ClassifyRequest, request: Request, response: Response) -> ClassifyResponse:
     runtime = runtime_of(request)
     check_servable(runtime, name)
-    check_inputs(request, body.inputs)
+    inputs = as_text_inputs(body.inputs)
+    check_inputs(request, inputs)
     state = request.app.state
-    outcome = await classify(runtime, name, as_text_inputs(body.inputs), body.truncate, state.metrics, state.shadow)
+    outcome = await classify(runtime, name, inputs, body.truncate, state.metrics, state.shadow)
     set_timing_headers(response, outcome)
     return ClassifyResponse(model=name, predictions=predictions_of(outcome, body.top_k))
 
@@ -157,11 +186,12 @@ async def timed(runtime: Runtime, name: str, inputs: list[TextInput], truncate: 
     return outcome, time.perf_counter() - start
 
 
-@router.post("/compare", response_model=CompareResponse)
+@router.post("/compare", response_model=CompareResponse, responses=MODEL_ERRORS)
 async def compare(body: CompareRequest, request: Request) -> CompareResponse:
     """Every chosen variant on the same inputs: predictions, agreement with the reference, latency."""
     runtime = runtime_of(request)
-    check_inputs(request, body.inputs)
+    inputs = as_text_inputs(body.inputs)
+    check_inputs(request, inputs)
     names = body.models if body.models is not None else [n for n in runtime.variants if n in runtime.batchers]
     if not names:
         raise Malformed("models: name at least one variant")
@@ -172,7 +202,6 @@ async def compare(body: CompareRequest, request: Request) -> CompareResponse:
         if name not in runtime.variants:
             raise ModelNotFound(f"model {name!r} not found")
         check_servable(runtime, name)
-    inputs = as_text_inputs(body.inputs)
     order = list(dict.fromkeys([reference, *names]))
     outcomes = dict(zip(order, await asyncio.gather(*(timed(runtime, n, inputs, body.truncate) for n in order))))
     ref_outcome = outcomes[reference][0]

@@ -18,16 +18,28 @@ from typing import Any
 import numpy as np
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictStr, ValidationError
 
 from service import __version__
-from service.api_v1 import check_inputs, runtime_of, set_timing_headers
-from service.errors import Malformed, ModelNotFound, NotReady
+from service.api_v1 import Count, check_inputs, runtime_of, set_timing_headers
+from service.errors import (
+    BackendFailure,
+    EmptyInput,
+    Malformed,
+    ModelNotFound,
+    NotReady,
+    Overloaded,
+    PayloadTooLarge,
+    documented,
+)
 from service.inference import Outcome, check_servable, classify, labels_of
 from service.runtime import Runtime
 from service.tokenization import TextInput
 
 router = APIRouter(prefix="/v2", tags=["v2"])
+LOOKUP_ERRORS = documented(ModelNotFound, Malformed, NotReady, v2=True)
+INFER_ERRORS = documented(EmptyInput, ModelNotFound, PayloadTooLarge, Malformed, BackendFailure, Overloaded,
+                          NotReady, v2=True)
 
 HEADER_LENGTH = "inference-header-content-length"
 VERSION = "1"
@@ -38,7 +50,7 @@ EXTENSIONS = ["classification", "binary_tensor_data"]
 class Tensor(BaseModel):
     model_config = ConfigDict(extra="ignore")
     name: StrictStr
-    shape: list[StrictInt]
+    shape: list[Count]
     datatype: StrictStr
     parameters: dict[str, Any] = Field(default_factory=dict)
     data: list[Any] | None = None
@@ -56,6 +68,24 @@ class InferRequest(BaseModel):
     parameters: dict[str, Any] = Field(default_factory=dict)
     inputs: list[Tensor]
     outputs: list[RequestedOutput] | None = None
+
+
+def inlined(schema: Any, defs: dict[str, Any]) -> Any:
+    """`schema` with every local `$ref` replaced by its definition (the models are not
+    recursive), so it can sit in the OpenAPI document by itself."""
+    if isinstance(schema, dict):
+        if "$ref" in schema:
+            return inlined(defs[schema["$ref"].rsplit("/", 1)[1]], defs)
+        return {k: inlined(v, defs) for k, v in schema.items() if k != "$defs"}
+    if isinstance(schema, list):
+        return [inlined(v, defs) for v in schema]
+    return schema
+
+
+# The route reads its body itself (JSON, or JSON then binary tensors), so the JSON form
+# is documented here for clients and schema checkers.
+INFER_BODY = {"requestBody": {"required": True, "content": {"application/json": {
+    "schema": inlined(InferRequest.model_json_schema(), InferRequest.model_json_schema().get("$defs", {}))}}}}
 
 
 class RequestOptions(BaseModel):
@@ -124,6 +154,10 @@ async def parse_request(request: Request) -> tuple[InferRequest, dict[str, bytes
         header, rest = body[:int(header_length)], body[int(header_length):]
     else:
         header, rest = body, b""
+    try:
+        header.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise Malformed(f"body: the JSON header is not UTF-8: {exc.reason} at byte {exc.start}") from None
     try:
         parsed = InferRequest.model_validate_json(header)
     except ValidationError as exc:
@@ -229,7 +263,7 @@ async def server_live() -> dict[str, bool]:
     return {"live": True}
 
 
-@router.get("/health/ready")
+@router.get("/health/ready", responses=documented(NotReady, v2=True))
 async def server_ready(request: Request) -> dict[str, bool]:
     runtime = runtime_of(request)
     if not runtime.batchers:
@@ -237,8 +271,8 @@ async def server_ready(request: Request) -> dict[str, bool]:
     return {"ready": True}
 
 
-@router.get("/models/{name}")
-@router.get("/models/{name}/versions/{version}")
+@router.get("/models/{name}", responses=LOOKUP_ERRORS)
+@router.get("/models/{name}/versions/{version}", responses=LOOKUP_ERRORS)
 async def model_metadata(name: str, request: Request, version: str | None = None) -> dict[str, Any]:
     runtime = known(request, name, version)
     labels = labels_of(runtime, name)
@@ -252,16 +286,16 @@ async def model_metadata(name: str, request: Request, version: str | None = None
     }
 
 
-@router.get("/models/{name}/ready")
-@router.get("/models/{name}/versions/{version}/ready")
+@router.get("/models/{name}/ready", responses=LOOKUP_ERRORS)
+@router.get("/models/{name}/versions/{version}/ready", responses=LOOKUP_ERRORS)
 async def model_ready(name: str, request: Request, version: str | None = None) -> dict[str, Any]:
     runtime = known(request, name, version)
     check_servable(runtime, name)  # 503 with the reason when it is not
     return {"name": name, "ready": True}
 
 
-@router.post("/models/{name}/infer")
-@router.post("/models/{name}/versions/{version}/infer")
+@router.post("/models/{name}/infer", responses=INFER_ERRORS, openapi_extra=INFER_BODY)
+@router.post("/models/{name}/versions/{version}/infer", responses=INFER_ERRORS, openapi_extra=INFER_BODY)
 async def infer(name: str, request: Request, version: str | None = None) -> Response:
     check_version(version)
     runtime = runtime_of(request)

@@ -14,13 +14,21 @@ from typing import Any
 
 from fastapi import FastAPI, Header, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from service import __version__, api_v1, api_v2
 from service.body_limit import BodyLimitMiddleware
-from service.errors import Malformed, MethodNotAllowed, ModelNotFound, NotReady, ServiceError, Unauthorized
+from service.errors import (
+    Malformed,
+    MethodNotAllowed,
+    ModelNotFound,
+    NotReady,
+    ServiceError,
+    Unauthorized,
+    documented,
+)
 from service.inference import Shadow
 from service.metrics import Metrics, MetricsMiddleware
 from service.repository import Variant
@@ -76,6 +84,14 @@ def publish_runtime(metrics: Metrics, runtime: Runtime, previous: Runtime | None
         publish_variant(metrics, variant)
 
 
+async def watch_folders(app: FastAPI, interval: float) -> None:
+    while True:
+        await asyncio.sleep(interval)
+        runtime: Runtime = app.state.runtime
+        for name in await runtime.retire_vanished():
+            publish_variant(app.state.metrics, runtime.variants[name])
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
     metrics = Metrics()
@@ -94,9 +110,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             log.warning("shadow_rate is %s but the reference %r is not a ready variant: nothing is mirrored",
                         settings.shadow_rate, settings.reference)
         log.info("serving %d variant(s) from %s: %s", len(ready), settings.models, ", ".join(ready) or "none")
+        watcher = asyncio.create_task(watch_folders(app, settings.watch_seconds)) if settings.watch_seconds else None
         try:
             yield
         finally:
+            if watcher is not None:
+                watcher.cancel()
             await app.state.shadow.drain()
             await app.state.runtime.stop()
 
@@ -129,26 +148,32 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         # Starlette's own refusals: no route, wrong method, or a body it could not decode.
-        error = {404: ModelNotFound, 405: MethodNotAllowed}.get(exc.status_code, Malformed)(str(exc.detail))
+        message = str(exc.detail)
+        if isinstance(exc.__cause__, UnicodeDecodeError):
+            message = f"request body is not UTF-8: {exc.__cause__.reason} at byte {exc.__cause__.start}"
+        elif exc.__cause__ is not None:  # e.g. a number with more digits than Python converts
+            message = f"request body could not be parsed: {str(exc.__cause__).splitlines()[0]}"
+        error = {404: ModelNotFound, 405: MethodNotAllowed}.get(exc.status_code, Malformed)(message)
         return await service_error(request, error)
 
     @app.get("/health/live", tags=["health"])
     async def live() -> dict[str, str]:
         return {"status": "live"}
 
-    @app.get("/health/ready", tags=["health"])
+    @app.get("/health/ready", tags=["health"], responses=documented(NotReady))
     async def ready(request: Request) -> dict[str, Any]:
         runtime: Runtime = request.app.state.runtime
         names = [n for n in runtime.variants if n in runtime.batchers]
         if not names:
             raise NotReady("no variant is ready")
-        return {"status": "ready", "models": names + list(runtime.cascades)}
+        failed = {n: v.reason for n, v in runtime.variants.items() if n not in runtime.batchers}
+        return {"status": "ready", "models": names + list(runtime.cascades), "failed": failed}
 
-    @app.get("/metrics", tags=["metrics"])
+    @app.get("/metrics", tags=["metrics"], response_class=PlainTextResponse)
     async def prometheus_metrics() -> Response:
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
-    @app.post("/admin/reload", tags=["admin"])
+    @app.post("/admin/reload", tags=["admin"], responses=documented(Unauthorized, ModelNotFound, NotReady))
     async def reload(request: Request, authorization: str | None = Header(None)) -> dict[str, Any]:
         """Load the models folder again and swap it in; requests in flight finish on the old set."""
         token = settings.admin_token

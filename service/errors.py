@@ -16,6 +16,10 @@ Every error leaves the service as JSON `{"error": message, "error_type": kind}`.
 
 from __future__ import annotations
 
+from typing import Any
+
+from pydantic import BaseModel
+
 
 class ServiceError(Exception):
     status = 500
@@ -33,11 +37,15 @@ class ServiceError(Exception):
 
 
 class EmptyInput(ServiceError):
+    """The request carried nothing to classify."""
+
     status = 400
     error_type = "empty"
 
 
 class Unauthorized(ServiceError):
+    """An admin route without the right bearer token."""
+
     status = 401
     error_type = "unauthorized"
 
@@ -46,21 +54,29 @@ class Unauthorized(ServiceError):
 
 
 class ModelNotFound(ServiceError):
+    """No such variant (or route) here."""
+
     status = 404
     error_type = "not_found"
 
 
 class MethodNotAllowed(ServiceError):
+    """The route exists but not for this HTTP method."""
+
     status = 405
     error_type = "method_not_allowed"
 
 
 class PayloadTooLarge(ServiceError):
+    """Too many inputs, too long an input, or too big a body."""
+
     status = 413
     error_type = "too_large"
 
 
 class Malformed(ServiceError):
+    """The body does not match the request schema; the message names the field."""
+
     status = 422
     error_type = "validation"
 
@@ -76,6 +92,8 @@ class Overloaded(ServiceError):
 
 
 class NotReady(ServiceError):
+    """The variant (or the whole service) cannot serve right now."""
+
     status = 503
     error_type = "unavailable"
 
@@ -85,3 +103,21 @@ class BackendFailure(ServiceError):
 
     status = 424
     error_type = "backend"
+
+
+class ErrorBody(BaseModel):
+    error: str
+    error_type: str
+
+
+class V2ErrorBody(BaseModel):
+    """The Open Inference Protocol's error shape."""
+
+    error: str
+
+
+def documented(*errors: type[ServiceError], v2: bool = False) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI `responses` for the errors a route can answer with, so clients and schema
+    checkers know every status it may return."""
+    model = V2ErrorBody if v2 else ErrorBody
+    return {e.status: {"model": model, "description": e.__doc__ or e.error_type} for e in errors}

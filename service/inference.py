@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 from starlette.concurrency import run_in_threadpool
 
-from service.errors import ModelNotFound, NotReady, ServiceError
+from service.errors import BackendFailure, ModelNotFound, NotReady, ServiceError
 from service.metrics import Metrics
 from service.runtime import Runtime
 from service.settings import CascadeSpec
@@ -67,6 +67,8 @@ async def run_variant(runtime: Runtime, name: str, inputs: list[TextInput], trun
     variant = runtime.variants[name]
     rows = await run_in_threadpool(tokenize, variant.tokenizer, inputs, truncate)
     result = await runtime.batchers[name].submit(rows)
+    if not np.isfinite(result.logits).all():  # a broken export or an overflow: no answer beats a wrong one
+        raise BackendFailure(f"model {name!r} returned non-finite scores (NaN or infinity)")
     return Outcome(result.logits, softmax(result.logits.astype(np.float64)), variant.manifest.labels,
                    result.queue_seconds, result.inference_seconds, variant.digest)
 

@@ -13,7 +13,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 MANIFEST_FILE = "variant.json"
 ONNX_FILE = "model.onnx"
@@ -51,7 +51,12 @@ class Manifest(BaseModel):
 
 
 def read_manifest(folder: Path) -> Manifest:
-    return Manifest.model_validate_json((folder / MANIFEST_FILE).read_text(encoding="utf-8"))
+    try:
+        return Manifest.model_validate_json((folder / MANIFEST_FILE).read_text(encoding="utf-8"))
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first.get("loc", ())) or "body"
+        raise ValueError(f"{MANIFEST_FILE} is invalid at {where}: {first['msg']}") from None
 
 
 def write_manifest(folder: Path, manifest: Manifest) -> None:

@@ -61,6 +61,10 @@ def resident_bytes() -> int:
     return pages * os.sysconf("SC_PAGE_SIZE")
 
 
+def missing_files(folder: Path) -> list[str]:
+    return [f for f in (MANIFEST_FILE, ONNX_FILE, TOKENIZER_FILE) if not (folder / f).is_file()]
+
+
 def discover(models: Path) -> list[Path]:
     if not models.is_dir():
         raise FileNotFoundError(f"models folder {models} does not exist")
@@ -73,6 +77,14 @@ def warm_up(backend: OrtBackend, shapes: list[tuple[int, int]]) -> None:
         backend.run({"input_ids": ones, "attention_mask": ones, "token_type_ids": np.zeros_like(ones)})
 
 
+def check_labels(backend: OrtBackend, manifest: Manifest) -> None:
+    """The graph must score exactly the manifest's labels, or every answer would be misnamed."""
+    ones = np.ones((1, 2), dtype=np.int64)
+    width = backend.run({"input_ids": ones, "attention_mask": ones, "token_type_ids": np.zeros_like(ones)}).shape[-1]
+    if width != len(manifest.labels):
+        raise ValueError(f"{MANIFEST_FILE} lists {len(manifest.labels)} labels but {ONNX_FILE} scores {width}")
+
+
 def load_variant(folder: Path, intra_op: int, limiter: threading.Semaphore | None, provider: str = "cpu",
                  warmup: Callable[[int], list[tuple[int, int]]] | None = None) -> Variant:
     """Load one variant; `warmup` maps its max_length to the (batch, length) shapes to run."""
@@ -81,13 +93,14 @@ def load_variant(folder: Path, intra_op: int, limiter: threading.Semaphore | Non
         return Variant(name, folder, "failed", f"invalid variant name {name!r}")
     before, start = resident_bytes(), time.perf_counter()
     try:
-        for required in (MANIFEST_FILE, ONNX_FILE, TOKENIZER_FILE):
-            if not (folder / required).is_file():
-                raise FileNotFoundError(f"missing {required}")
+        missing = missing_files(folder)
+        if missing:
+            raise FileNotFoundError(f"missing {', '.join(missing)}")
         digest = hashlib.sha256((folder / MANIFEST_FILE).read_bytes()).hexdigest()
         manifest = read_manifest(folder)
         tokenizer = load_tokenizer(folder / TOKENIZER_FILE, manifest.max_length)
         backend = OrtBackend(folder / ONNX_FILE, intra_op, limiter, provider)
+        check_labels(backend, manifest)
         loaded = time.perf_counter()
         warm_up(backend, warmup(manifest.max_length) if warmup else [])
     except Exception as exc:  # any fault of one variant must not stop the others

@@ -19,7 +19,7 @@ from starlette.concurrency import run_in_threadpool
 
 from service.batching import Batcher, Limits, buckets
 from service.metrics import Metrics
-from service.repository import Variant, load_repository
+from service.repository import Variant, load_repository, missing_files
 from service.settings import CascadeSpec, Settings
 from service.tokenization import pad_id
 
@@ -37,6 +37,20 @@ class Runtime:
 
     def knows(self, name: str) -> bool:
         return name in self.variants or name in self.cascades or name in self.cascade_errors
+
+    async def retire_vanished(self) -> list[str]:
+        """Stop serving the variants whose files were deleted from disk, so the models
+        folder stays the truth; they stay listed as failed with the reason, and what they
+        had queued still completes (the session is in memory)."""
+        gone = [name for name in self.batchers if missing_files(self.variants[name].folder)]
+        for name in gone:
+            variant = self.variants[name]
+            variant.state = "failed"
+            variant.reason = (f"{', '.join(missing_files(variant.folder))} removed from disk while serving; "
+                              "restore the folder and POST /admin/reload")
+            log.warning("variant %s stops serving: %s", name, variant.reason)
+            await self.batchers.pop(name).stop()
+        return gone
 
     async def stop(self) -> None:
         for name, outcome in zip(self.batchers, await asyncio.gather(

@@ -33,6 +33,9 @@ class Settings(BaseSettings):
     intra_op_threads: int | None = Field(None, ge=1, description="Default: all of `threads`.")
     execution_provider: Literal["cpu", "cuda"] = "cpu"
     max_inputs: int = Field(64, ge=1, description="Most texts one request may carry.")
+    # Tokenizing costs time in proportion to the characters, even when the tokens are then
+    # truncated to max_length: a 2 MiB text would hold a worker thread for a while.
+    max_input_chars: int = Field(20_000, ge=1, description="Longest text (or pair) one input may be.")
     max_body_bytes: int = Field(2 * 1024 * 1024, ge=1024, description="Largest request body accepted.")
     # Dynamic batching, per variant (see batching.py).
     batching: bool = True
@@ -42,6 +45,7 @@ class Settings(BaseSettings):
     max_batch_tokens: int = Field(2048, ge=16, description="Most padded tokens in one run.")
     max_queue_delay_ms: float = Field(0.0, ge=0, le=1000, description="Wait for company once first in line.")
     max_queue: int = Field(256, ge=1, description="Requests waiting per variant before 429.")
+    watch_seconds: float = Field(5.0, ge=0, description="How often to look for deleted variant folders; 0: never.")
     warmup: bool = Field(True, description="Run every batch × length bucket once before a variant is ready.")
     # Live comparison against a reference variant.
     reference: str | None = Field(None, description="Variant the others are compared with (shadow, /v1/compare).")

@@ -1,7 +1,10 @@
-"""Deployment files: Kubernetes manifests against the Kubernetes schemas, and the KServe
-example's container against the core Container schema."""
+"""Deployment files: Kubernetes manifests against the Kubernetes schemas, the KServe
+example's container against the core Container schema, and the compose file against
+`docker compose config` and the Compose specification's schema."""
 
 import json
+import shutil
+import subprocess
 from pathlib import Path
 
 import kubernetes_validate
@@ -53,7 +56,8 @@ def test_compose_stack_is_wired():
     compose = yaml.safe_load((root / "docker-compose.yml").read_text())
     services = compose["services"]
     assert set(services) == {"slimserve", "prometheus", "grafana", "load"}
-    assert services["slimserve"]["build"] == "." and "8000:8000" in services["slimserve"]["ports"]
+    assert services["slimserve"]["build"]["context"] == "." and "8000:8000" in services["slimserve"]["ports"]
+    assert "TORCH_INDEX" in services["slimserve"]["build"]["args"]
     assert services["prometheus"]["depends_on"]["slimserve"]["condition"] == "service_healthy"
     assert services["grafana"]["depends_on"]["prometheus"]["condition"] == "service_healthy"
     assert services["load"]["profiles"] == ["load"]
@@ -68,6 +72,37 @@ def test_compose_stack_is_wired():
     dashboard = json.loads((DEPLOY / "grafana/dashboards/slimserve.json").read_text())
     assert all(p["datasource"]["uid"] == uid for p in dashboard["panels"])  # panels find the provisioned source
     assert "load.py" in services["load"]["command"] and (root / "benchmarks/load.py").is_file()
+
+
+def compose_command() -> list[str] | None:
+    if shutil.which("docker") and subprocess.run(["docker", "compose", "version"], capture_output=True).returncode == 0:
+        return ["docker", "compose"]
+    return ["docker-compose"] if shutil.which("docker-compose") else None
+
+
+# The Compose specification's JSON schema as Debian's docker-compose package ships it.
+COMPOSE_SCHEMAS = sorted(Path("/usr/lib/python3/dist-packages/compose/config").glob("compose_spec.json"))
+
+
+@pytest.mark.skipif(compose_command() is None, reason="no `docker compose` or `docker-compose` here "
+                    "(.ci/run installs Debian's docker-compose)")
+def test_compose_config_accepts_the_stack():
+    result = subprocess.run([*compose_command(), "--profile", "load", "config", "-q"], cwd=DEPLOY.parent,
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.skipif(not COMPOSE_SCHEMAS, reason="the Compose specification's schema is not installed "
+                    "(Debian's docker-compose package ships it; .ci/run installs it)")
+def test_the_compose_file_matches_the_compose_specification():
+    import jsonschema
+
+    schema = json.loads(COMPOSE_SCHEMAS[0].read_text())
+    compose = yaml.safe_load((DEPLOY.parent / "docker-compose.yml").read_text())
+    jsonschema.validate(compose, schema)
+    compose["services"]["grafana"]["depends_on"]["prometheus"]["condition"] = "service_healty"
+    with pytest.raises(jsonschema.ValidationError):  # the check can fail
+        jsonschema.validate(compose, schema)
 
 
 def test_the_load_profile_drives_every_ready_variant(live_server, models_dir):
