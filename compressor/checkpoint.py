@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import pickle
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -65,10 +66,13 @@ def load_classifier(spec: str, max_length: int | None = None) -> Classifier:
         found = ", ".join(architectures) or "none"
         raise InputError(f"{spec} is not a sequence classifier (architectures: {found})")
     try:
-        tokenizer = AutoTokenizer.from_pretrained(folder, use_fast=True)
+        # Only the folder's own files, no code from it, and weights through safetensors or
+        # torch.load(weights_only=True): a checkpoint cannot run code on this machine.
+        tokenizer = AutoTokenizer.from_pretrained(folder, use_fast=True, local_files_only=True, trust_remote_code=False)
         model = AutoModelForSequenceClassification.from_pretrained(
-            folder, dtype=torch.float32, attn_implementation="eager")
-    except (OSError, ValueError) as exc:
+            folder, dtype=torch.float32, attn_implementation="eager", local_files_only=True,
+            trust_remote_code=False, weights_only=True)
+    except (OSError, ValueError, pickle.UnpicklingError) as exc:
         raise InputError(f"cannot load {spec}: {str(exc).splitlines()[0]}") from exc
     if not isinstance(tokenizer, PreTrainedTokenizerFast):
         raise InputError(f"{spec} has no fast tokenizer; the service needs tokenizer.json")

@@ -138,6 +138,9 @@ def main(argv: list[str] | None = None) -> None:
     except ParityError as exc:  # the tool failed on this model, not the user: exit 1
         print(f"compressor: export failed: {exc}", file=sys.stderr)
         sys.exit(1)
+    except KeyboardInterrupt:  # variants are written to a temporary folder and renamed at the end
+        print("compressor: interrupted; no variant was written or changed", file=sys.stderr)
+        sys.exit(130)
     print(summary)
 
 

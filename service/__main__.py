@@ -2,12 +2,17 @@
 
 Command-line flags override SLIMSERVE_* variables. One worker per process by design:
 metrics live in process memory, so scale with replicas, not `--workers`.
+
+Shutdown: on SIGTERM (or Ctrl-C) the server stops accepting connections, lets the
+requests in flight finish for up to `shutdown_grace_seconds`, drains the batch queues,
+and exits 0.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import sys
 from pathlib import Path
 
@@ -49,8 +54,11 @@ def load_settings(argv: list[str] | None) -> Settings:
 def main(argv: list[str] | None = None) -> None:
     settings = load_settings(argv)
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port,
-                log_level=settings.log_level, workers=1)
+    # uvicorn raises the SIGTERM it caught again once it has shut down cleanly, so the
+    # exit code would say "killed"; a drained shutdown exits 0, as orchestrators expect.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level=settings.log_level,
+                workers=1, timeout_graceful_shutdown=settings.shutdown_grace_seconds)
 
 
 if __name__ == "__main__":

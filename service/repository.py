@@ -65,6 +65,16 @@ def missing_files(folder: Path) -> list[str]:
     return [f for f in (MANIFEST_FILE, ONNX_FILE, TOKENIZER_FILE) if not (folder / f).is_file()]
 
 
+def check_inside(folder: Path) -> None:
+    """Every file a variant loads must lie in the models folder: a symlink out of it (to
+    another user's files, say) is refused. ONNX Runtime itself refuses external weight
+    files outside the model's folder."""
+    root = folder.parent.resolve()
+    for name in (MANIFEST_FILE, ONNX_FILE, TOKENIZER_FILE):
+        if not (folder / name).resolve().is_relative_to(root):
+            raise PermissionError(f"{name} resolves outside the models folder")
+
+
 def discover(models: Path) -> list[Path]:
     if not models.is_dir():
         raise FileNotFoundError(f"models folder {models} does not exist")
@@ -96,6 +106,7 @@ def load_variant(folder: Path, intra_op: int, limiter: threading.Semaphore | Non
         missing = missing_files(folder)
         if missing:
             raise FileNotFoundError(f"missing {', '.join(missing)}")
+        check_inside(folder)
         digest = hashlib.sha256((folder / MANIFEST_FILE).read_bytes()).hexdigest()
         manifest = read_manifest(folder)
         tokenizer = load_tokenizer(folder / TOKENIZER_FILE, manifest.max_length)

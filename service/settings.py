@@ -52,6 +52,7 @@ class Settings(BaseSettings):
     shadow_rate: float = Field(0.0, ge=0, le=1, description="Share of each variant's inputs mirrored to the reference.")
     cascades: dict[str, CascadeSpec] = Field(default_factory=dict, description="Virtual models (see cascades.json).")
     admin_token: SecretStr | None = Field(None, description="Bearer token for /admin/*; unset: admin routes are off.")
+    shutdown_grace_seconds: float = Field(30.0, ge=0, description="On SIGTERM, how long requests in flight may take.")
     log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"
 
     def concurrent_runs(self) -> int:

@@ -209,3 +209,42 @@ def live_server():
     for server, thread in servers:
         server.should_exit = True
         thread.join(timeout=10)
+
+
+def toy_graph(path: Path, inputs=("input_ids", "attention_mask"), width: int = 2, slow: int = 0) -> None:
+    """A stand-in classifier ONNX graph: logits = mean(input_ids) · w, with the given inputs
+    and number of labels. `slow` chains that many 1500×1500 MatMuls that depend on the
+    input (so ONNX Runtime cannot fold them at load): about 0.1–0.3 s each on two cores."""
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    nodes = [
+        helper.make_node("Cast", ["input_ids"], ["ids"], to=TensorProto.FLOAT),
+        helper.make_node("ReduceMean", ["ids"], ["mean"], axes=[1], keepdims=1),
+    ]
+    initializers = [numpy_helper.from_array(np.linspace(-1, 1, width, dtype=np.float32)[None, :], "w")]
+    last = "mean"
+    if slow:
+        initializers.append(numpy_helper.from_array(np.array([1500, 1500], dtype=np.int64), "square"))
+        nodes += [
+            helper.make_node("ConstantOfShape", ["square"], ["ones"],
+                             value=numpy_helper.from_array(np.array([1 / 1500], dtype=np.float32))),
+            helper.make_node("ReduceMean", ["mean"], ["scale"], keepdims=0),
+            helper.make_node("Mul", ["ones", "scale"], ["h0"]),
+        ]
+        for i in range(slow):
+            nodes.append(helper.make_node("MatMul", [f"h{i}", "ones"], [f"h{i + 1}"]))
+        nodes += [helper.make_node("ReduceMean", [f"h{slow}"], ["busy"], keepdims=0),
+                  helper.make_node("Mul", ["mean", "busy"], ["slowed"])]
+        last = "slowed"
+    nodes.append(helper.make_node("MatMul", [last, "w"], ["logits"]))
+    graph = helper.make_graph(
+        nodes, "toy",
+        [helper.make_tensor_value_info(n, TensorProto.INT64, ["batch", "length"]) for n in inputs],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", width])],
+        initializers,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    onnx.save(model, str(path))

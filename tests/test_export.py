@@ -123,6 +123,20 @@ def test_interrupted_export_keeps_the_previous_variant(checkpoints, tmp_path, mo
     assert read_manifest(tmp_path / "v").created == first.created and read_manifest(tmp_path / "v").method == "none"
 
 
+def test_ctrl_c_in_the_cli_is_one_line_and_leaves_no_variant(checkpoints, tmp_path, monkeypatch, capsys):
+    from compressor import pipeline
+    from compressor.cli import main
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(pipeline, "METHODS", {**pipeline.METHODS, "svd": interrupted})
+    with pytest.raises(SystemExit) as exit_info:
+        main(["compress", str(checkpoints["bert"]), "--method", "svd", "--name", "v", "--out", str(tmp_path)])
+    assert exit_info.value.code == 130 and list(tmp_path.iterdir()) == []
+    assert capsys.readouterr().err.strip() == "compressor: interrupted; no variant was written or changed"
+
+
 def test_rebuilding_replaces_the_variant(checkpoints, tmp_path):
     compress(str(checkpoints["bert"]), Recipe("v"), tmp_path)
     compress(str(checkpoints["bert"]), Recipe("v", "svd", 0.5), tmp_path)

@@ -9,30 +9,11 @@ reason; `GET /v1/models` shows state "failed" and the reason.
 import asyncio
 import shutil
 
-import numpy as np
-import onnx
 import pytest
-from onnx import TensorProto, helper, numpy_helper
+
+from conftest import toy_graph
 
 TEXT = "a quietly devastating film"
-
-
-def toy_graph(path, inputs=("input_ids", "attention_mask"), width=2):
-    """A stand-in classifier: logits = mean(input_ids) · w, with the given inputs and width."""
-    nodes = [
-        helper.make_node("Cast", ["input_ids"], ["ids"], to=TensorProto.FLOAT),
-        helper.make_node("ReduceMean", ["ids"], ["mean"], axes=[1], keepdims=1),
-        helper.make_node("MatMul", ["mean", "w"], ["logits"]),
-    ]
-    graph = helper.make_graph(
-        nodes, "toy",
-        [helper.make_tensor_value_info(n, TensorProto.INT64, ["batch", "length"]) for n in inputs],
-        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", width])],
-        [numpy_helper.from_array(np.linspace(-1, 1, width, dtype=np.float32)[None, :], "w")],
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
-    model.ir_version = 8
-    onnx.save(model, str(path))
 
 
 def broken(models_dir, tmp_path, how: str):

@@ -145,11 +145,6 @@ def test_a_failed_reload_keeps_the_running_set(client_for, models_dir, tmp_path)
     assert classify(client, "tiny-bert").status_code == 200
 
 
-def test_admin_routes_are_off_without_a_token(client):
-    response = client.post("/admin/reload", headers={"authorization": "Bearer anything"})
-    assert response.status_code == 404 and "SLIMSERVE_ADMIN_TOKEN" in response.json()["error"]
-
-
 def test_responses_carry_timing_and_digest_headers(client, models_dir):
     response = classify(client, "tiny-bert")
     assert float(response.headers["x-queue-time"]) >= 0 and float(response.headers["x-inference-time"]) > 0

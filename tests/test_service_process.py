@@ -1,13 +1,19 @@
-"""A real `python -m service` process on a free loopback port answers a request."""
+"""A real `python -m service` process on a free loopback port: it answers, refuses a burst
+beyond its queue quickly, and shuts down cleanly on SIGTERM."""
 
 import os
+import shutil
+import signal
 import socket
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
+
+from conftest import toy_graph
 
 
 def free_port() -> int:
@@ -55,3 +61,74 @@ def test_bad_settings_exit_2_with_one_line(tmp_path, args, env, message):
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and message in lines[0]
+
+
+def slow_models(models_dir, tmp_path):
+    """One variant whose every run takes about half a second: requests stay in flight."""
+    shutil.copytree(models_dir / "tiny-bert", tmp_path / "slow")
+    toy_graph(tmp_path / "slow" / "model.onnx", slow=8)
+    return tmp_path
+
+
+def start(models, **env):
+    port = free_port()
+    variables = {**os.environ, "SLIMSERVE_THREADS": "2", "SLIMSERVE_WARMUP": "false", **env}
+    process = subprocess.Popen([sys.executable, "-m", "service", "--models", str(models), "--port", str(port)],
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=variables)
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while True:
+        assert process.poll() is None, process.stdout.read()
+        try:
+            if httpx.get(f"{base}/health/ready", timeout=1).status_code == 200:
+                return process, base
+        except httpx.TransportError:
+            pass
+        assert time.monotonic() < deadline, "service did not become ready in 60 s"
+        time.sleep(0.2)
+
+
+def post_many(base, count, texts=1):
+    """`count` concurrent requests, each its own text(s) (no two batch as equal); answers and seconds."""
+    def one(i):
+        start = time.perf_counter()
+        try:
+            r = httpx.post(f"{base}/v1/models/slow/classify", json={"inputs": [f"text {i} {j}" for j in range(texts)]},
+                           timeout=60)
+            return r.status_code, time.perf_counter() - start
+        except httpx.TransportError as exc:
+            return type(exc).__name__, time.perf_counter() - start
+    with ThreadPoolExecutor(count) as pool:
+        return list(pool.map(one, range(count)))
+
+
+def test_sigterm_finishes_requests_in_flight_and_exits_0(models_dir, tmp_path):
+    process, base = start(slow_models(models_dir, tmp_path), SLIMSERVE_MAX_BATCH_SIZE="1")
+    try:
+        with ThreadPoolExecutor(1) as pool:
+            pending = pool.submit(post_many, base, 3)  # one batch each: about 1.5 s of work
+            time.sleep(0.4)
+            process.send_signal(signal.SIGTERM)
+            time.sleep(0.2)
+            with pytest.raises(httpx.TransportError):  # no new connections once draining
+                httpx.get(f"{base}/health/live", timeout=2)
+            answers = pending.result(timeout=60)
+        assert [status for status, _ in answers] == [200, 200, 200]
+        assert process.wait(timeout=30) == 0
+    finally:
+        process.kill()
+    assert "Traceback" not in process.stdout.read()
+
+
+def test_a_burst_beyond_the_queue_gets_quick_429s_and_the_rest_complete(models_dir, tmp_path):
+    process, base = start(slow_models(models_dir, tmp_path), SLIMSERVE_MAX_QUEUE="2", SLIMSERVE_MAX_BATCH_SIZE="1")
+    try:
+        answers = post_many(base, 12)
+        statuses = [status for status, _ in answers]
+        assert set(statuses) <= {200, 429} and statuses.count(200) >= 3 and statuses.count(429) >= 6, statuses
+        slowest_refusal = max(seconds for status, seconds in answers if status == 429)
+        fastest_answer = min(seconds for status, seconds in answers if status == 200)
+        assert slowest_refusal < fastest_answer  # refused at once, not after waiting its turn
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
