@@ -1,4 +1,5 @@
-"""What the benchmarks share: where ../shared is, and the baseline every table carries.
+"""What the benchmarks share: where ../shared is, the baseline every table carries, and
+a service process started on loopback for a measurement.
 
 The baseline is what a user would otherwise pick: Optimum's ORTQuantizer with
 AutoQuantizationConfig.avx512_vnni(is_static=False, per_channel=True), applied to
@@ -8,10 +9,19 @@ slimserve's own fp32 export of the same teacher.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
 import shutil
+import socket
+import subprocess
 import sys
 import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
+
+import httpx
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -62,3 +72,49 @@ def optimum_int8(original: Path, teacher: Path, out: Path) -> None:
     manifest.settings = {"quantize": "int8", "quantize_recipe": "Optimum avx512_vnni, per_channel=True, dynamic"}
     manifest.onnx_bytes, manifest.parity, manifest.evaluation = (target / ONNX_FILE).stat().st_size, None, None
     write_manifest(target, manifest)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass(frozen=True)
+class Service:
+    url: str
+    pid: int
+
+
+@contextlib.contextmanager
+def server(command: list[str], env: dict[str, str], port: int) -> Iterator[Service]:
+    """Start a server process, wait until /health/ready answers 200, stop it afterwards."""
+    # Its log goes to a file: a pipe nobody reads would block a chatty server once full.
+    log = tempfile.TemporaryFile("w+")
+    process = subprocess.Popen(command, env={**os.environ, **env}, cwd=ROOT, stdout=subprocess.DEVNULL,
+                               stderr=log, text=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 300
+        while True:
+            if process.poll() is not None:
+                log.seek(0)
+                raise RuntimeError(f"server exited: {log.read()[-2000:]}")
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(f"{url}/health/ready", timeout=1).status_code == 200:
+                    break
+            if time.monotonic() > deadline:
+                raise RuntimeError("server not ready in 300 s")
+            time.sleep(0.3)
+        yield Service(url, process.pid)
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+        log.close()
+
+
+def slimserve(models: Path, **settings) -> contextlib.AbstractContextManager[Service]:
+    port = free_port()
+    env = {"SLIMSERVE_THREADS": "2", "SLIMSERVE_LOG_LEVEL": "warning",
+           **{f"SLIMSERVE_{k.upper()}": str(v) for k, v in settings.items()}}
+    return server([sys.executable, "-m", "service", "--models", str(models), "--port", str(port)], env, port)

@@ -22,15 +22,13 @@ import asyncio
 import contextlib
 import json
 import os
-import socket
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 import httpx
 import numpy as np
-from common import ROOT, shared_paths
+from common import ROOT, Service, free_port, server, shared_paths, slimserve
 from common import parser as common_parser
 from load import drive
 
@@ -43,42 +41,7 @@ CLIENTS = (1, 8, 32)
 CASCADE_THRESHOLD = 0.9
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@contextlib.contextmanager
-def server(command: list[str], env: dict[str, str], port: int):
-    process = subprocess.Popen(command, env={**os.environ, **env}, cwd=ROOT, stdout=subprocess.DEVNULL,
-                               stderr=subprocess.PIPE, text=True)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 300
-        while True:
-            if process.poll() is not None:
-                raise RuntimeError(f"server exited: {process.stderr.read()[-2000:]}")
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"{url}/health/ready", timeout=1).status_code == 200:
-                    break
-            if time.monotonic() > deadline:
-                raise RuntimeError("server not ready in 300 s")
-            time.sleep(0.3)
-        yield url
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
-
-
-def slimserve(models: Path, **settings) -> contextlib.AbstractContextManager[str]:
-    port = free_port()
-    env = {"SLIMSERVE_THREADS": "2", "SLIMSERVE_LOG_LEVEL": "warning",
-           **{f"SLIMSERVE_{k.upper()}": str(v) for k, v in settings.items()}}
-    return server([sys.executable, "-m", "service", "--models", str(models), "--port", str(port)], env, port)
-
-
-def diy(teacher: Path) -> contextlib.AbstractContextManager[str]:
+def diy(teacher: Path) -> contextlib.AbstractContextManager[Service]:
     port = free_port()
     return server([sys.executable, "-m", "uvicorn", "benchmarks.diy_server:app", "--port", str(port),
                    "--log-level", "warning"], {"SLIMSERVE_DIY_MODEL": str(teacher)}, port)
@@ -110,8 +73,8 @@ def direct_p50(folder: Path, texts: list[str], runs: int) -> float:
 
 
 def load(url: str, model: str, texts: list[str], clients: int, requests: int) -> dict:
-    asyncio.run(drive(url, model, texts, clients, 40))  # warm the connection pool and caches
-    return asyncio.run(drive(url, model, texts, clients, requests)).summary()
+    asyncio.run(drive(url, [model], texts, clients, 40))  # warm the connection pool and caches
+    return asyncio.run(drive(url, [model], texts, clients, requests)).summary()
 
 
 async def labelled(url: str, model: str, texts: list[str], clients: int) -> tuple[list[str], list[float]]:
@@ -155,7 +118,8 @@ def main() -> None:
     direct = direct_p50(models / "original", texts, 200)
     load_rows = []
     for batching in (True, False):
-        with slimserve(one, batching=batching) as url:
+        with slimserve(one, batching=batching) as service:
+            url = service.url
             if batching:
                 single = load(url, "original", texts, 1, 200)
                 results["overhead"] = {"direct_p50_ms": round(direct, 2), "service_p50_ms": single["p50_ms"],
@@ -167,7 +131,8 @@ def main() -> None:
                                   "clients": clients, **row})
                 print(load_rows[-1], file=sys.stderr)
     # (c) the do-it-yourself baseline
-    with diy(teacher) as url:
+    with diy(teacher) as service:
+        url = service.url
         for clients in CLIENTS:
             row = load(url, "original", texts, clients, args.requests)
             load_rows.append({"server": "FastAPI + transformers.pipeline", "clients": clients, **row})
@@ -180,7 +145,8 @@ def main() -> None:
     cascade_rows = []
     names = read_manifest(models / "original").labels
     gold = [names[i] for i in label_ids(data.labels, names)]
-    with slimserve(models, warmup=True) as url:
+    with slimserve(models, warmup=True) as service:
+        url = service.url
         for name in ("original", "int8", "cascade"):
             predicted, latencies = asyncio.run(labelled(url, name, texts, 4))
             cascade_rows.append({"model": name, "accuracy": f"{np.mean([p == g for p, g in zip(predicted, gold)]):.2%}",
@@ -197,11 +163,12 @@ def main() -> None:
     for label, settings in (("2 threads, one run at a time (default)", {"threads": 2}),
                             ("1 thread per run, two at once", {"threads": 2, "intra_op_threads": 1}),
                             ("2 threads per run, two at once (oversubscribed)", {"threads": 4, "intra_op_threads": 2})):
-        with slimserve(models, **settings) as url:
+        with slimserve(models, **settings) as service:
+            url = service.url
             async def both():
-                return await asyncio.gather(*(drive(url, n, texts, 8, args.requests) for n in ("original", "int8")))
+                return await asyncio.gather(*(drive(url, [n], texts, 8, args.requests) for n in ("original", "int8")))
 
-            asyncio.run(drive(url, "int8", texts, 8, 40))
+            asyncio.run(drive(url, ["int8"], texts, 8, 40))
             stats = asyncio.run(both())
         merged = [s.summary() for s in stats]
         seconds = max(s.seconds for s in stats)
