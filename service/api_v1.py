@@ -10,23 +10,13 @@ import numpy as np
 from fastapi import APIRouter, Request, Response
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, StrictInt, StrictStr
 
-from service.errors import (
-    BackendFailure,
-    EmptyInput,
-    Malformed,
-    ModelNotFound,
-    NotReady,
-    Overloaded,
-    PayloadTooLarge,
-    documented,
-)
+from service.errors import MODEL_ERRORS, EmptyInput, Malformed, ModelNotFound, PayloadTooLarge, documented
 from service.inference import Outcome, check_servable, classify, run_variant
 from service.runtime import Runtime
 from service.tokenization import TextInput
 
 router = APIRouter(prefix="/v1", tags=["v1"])
-# What a request to a model may be refused with, besides 200.
-MODEL_ERRORS = documented(EmptyInput, ModelNotFound, PayloadTooLarge, Malformed, BackendFailure, Overloaded, NotReady)
+REFUSALS = documented(*MODEL_ERRORS)
 
 
 def encodable(text: str) -> str:
@@ -168,7 +158,7 @@ async def list_models(request: Request) -> ModelList:
     return ModelList(models=entries)
 
 
-@router.post("/models/{name}/classify", response_model=ClassifyResponse, responses=MODEL_ERRORS)
+@router.post("/models/{name}/classify", response_model=ClassifyResponse, responses=REFUSALS)
 async def classify_texts(name: str, body: ClassifyRequest, request: Request, response: Response) -> ClassifyResponse:
     runtime = runtime_of(request)
     check_servable(runtime, name)
@@ -186,7 +176,7 @@ async def timed(runtime: Runtime, name: str, inputs: list[TextInput], truncate: 
     return outcome, time.perf_counter() - start
 
 
-@router.post("/compare", response_model=CompareResponse, responses=MODEL_ERRORS)
+@router.post("/compare", response_model=CompareResponse, responses=REFUSALS)
 async def compare(body: CompareRequest, request: Request) -> CompareResponse:
     """Every chosen variant on the same inputs: predictions, agreement with the reference, latency."""
     runtime = runtime_of(request)

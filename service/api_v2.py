@@ -22,24 +22,14 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictStr, Valida
 
 from service import __version__
 from service.api_v1 import Count, check_inputs, runtime_of, set_timing_headers
-from service.errors import (
-    BackendFailure,
-    EmptyInput,
-    Malformed,
-    ModelNotFound,
-    NotReady,
-    Overloaded,
-    PayloadTooLarge,
-    documented,
-)
+from service.errors import MODEL_ERRORS, Malformed, ModelNotFound, NotReady, documented
 from service.inference import Outcome, check_servable, classify, labels_of
 from service.runtime import Runtime
 from service.tokenization import TextInput
 
 router = APIRouter(prefix="/v2", tags=["v2"])
 LOOKUP_ERRORS = documented(ModelNotFound, Malformed, NotReady, v2=True)
-INFER_ERRORS = documented(EmptyInput, ModelNotFound, PayloadTooLarge, Malformed, BackendFailure, Overloaded,
-                          NotReady, v2=True)
+INFER_ERRORS = documented(*MODEL_ERRORS, v2=True)
 
 HEADER_LENGTH = "inference-header-content-length"
 VERSION = "1"

@@ -105,6 +105,10 @@ class BackendFailure(ServiceError):
     error_type = "backend"
 
 
+# What a request that asks a model for an answer may be refused with.
+MODEL_ERRORS = (EmptyInput, ModelNotFound, PayloadTooLarge, Malformed, BackendFailure, Overloaded, NotReady)
+
+
 class ErrorBody(BaseModel):
     error: str
     error_type: str
