@@ -28,7 +28,7 @@ from pathlib import Path
 
 import httpx
 import numpy as np
-from common import ROOT, Service, free_port, server, shared_paths, slimserve
+from common import Service, free_port, server, shared_paths, slimserve
 from common import parser as common_parser
 from load import drive
 
