@@ -2,7 +2,13 @@
 without int8, against the fp32 teacher and Optimum's per-channel int8 (see common.py).
 
     python benchmarks/methods.py [--methods svd,svd-aware,...] [--ratios 0.75,0.5,0.25]
+                                 [--quantizations int8] [--smallest 1.5,3]
                                  [--threads 2] [--out benchmarks/results]
+
+Each compressed model is exported in fp32 and once per --quantizations entry (int8,
+int8-static, int4 and its options); the teacher itself is too. --smallest adds the
+variant `compressor smallest` picks within each bound (accuracy points, scored on SST-2
+dev, so a user's own validation split plays that role).
 
 Calibration: SST-2 train, text only (the methods sample from it; no labels are read).
 Evaluation: SST-2 dev. Each method compresses once; the fp32 and int8 variants are two
@@ -24,6 +30,7 @@ from compressor.checkpoint import load_classifier
 from compressor.data import read_tsv
 from compressor.pipeline import Recipe, apply_methods, build, export
 from compressor.report import measure, variant_folders, write_report
+from compressor.smallest import smallest
 
 METHODS = ("svd", "svd-aware", "asvd", "fwsvd", "prune", "embed-ae", "ae", "ae-shared", "ae-linear", "ae-linear-shared",
            "kronecker", "tucker")
@@ -34,7 +41,9 @@ PIPELINES = {"prune60-aware85": "prune@0.6+svd-aware@0.85", "prune70-embed50": "
              # Just past 2x fewer FLOPs, for the FLOPs target (run with --allocation sensitivity).
              "prune62-aware80": "prune@0.62+svd-aware@0.8", "prune55-aware90": "prune@0.55+svd-aware@0.9",
              # About 11M parameters left: 8x smaller than the fp32 file once int8 (the size target).
-             "prune62-embed40": "prune@0.62+embed-ae@0.4", "prune66-embed35": "prune@0.66+embed-ae@0.35"}
+             "prune62-embed40": "prune@0.62+embed-ae@0.4", "prune66-embed35": "prune@0.66+embed-ae@0.35",
+             # For 4-bit weights, where the embedding table is most of what is left.
+             "embed50": "embed-ae@0.5", "embed30": "embed-ae@0.3", "prune62-embed30": "prune@0.62+embed-ae@0.3"}
 
 
 def main() -> None:
@@ -44,6 +53,8 @@ def main() -> None:
     parser.add_argument("--pipelines", default="prune60-aware85,prune70-embed50,aware60-embed40",
                         help="names from PIPELINES, or ''")
     parser.add_argument("--allocation", default="uniform", help="uniform or sensitivity (SVD family)")
+    parser.add_argument("--quantizations", default="int8", help="exports of every model besides fp32, comma-separated")
+    parser.add_argument("--smallest", default="", help="max-drop bounds (accuracy points) for `compressor smallest`")
     parser.add_argument("--name", default="methods", help="results go to OUT/NAME and OUT/NAME-models")
     args = parser.parse_args()
     teacher, train, dev = shared_paths(args.shared, "benchmarks/methods.py")
@@ -51,8 +62,10 @@ def main() -> None:
     models = args.out / f"{args.name}-models"
     classifier = load_classifier(str(teacher))
     calibration = read_tsv(train).texts
+    quantizations = [q for q in args.quantizations.split(",") if q]
     build(classifier, Recipe("original"), models)
-    build(classifier, Recipe("int8", quantize="int8"), models)
+    for quantize in dict.fromkeys(["int8", *quantizations]):
+        build(classifier, Recipe(quantize, quantize=quantize), models)
     optimum_int8(models / "original", teacher, models)
     suffix = "-sens" if args.allocation == "sensitivity" else ""
     recipes = [(f"{m}-{round(100 * r)}{suffix}", m, r) for m in filter(None, args.methods.split(","))
@@ -63,7 +76,13 @@ def main() -> None:
         compressed, settings = apply_methods(classifier, recipe, calibration)
         print(f"{name}: compressed in {settings['compress_seconds']} s", file=sys.stderr)
         export(classifier, compressed, settings, recipe, models, calibration)
-        export(classifier, compressed, settings, replace(recipe, name=f"{name}-int8", quantize="int8"), models, calibration)
+        for quantize in quantizations:
+            export(classifier, compressed, settings, replace(recipe, name=f"{name}-{quantize}", quantize=quantize),
+                   models, calibration)
+    for bound in filter(None, args.smallest.split(",")):
+        manifest, trail = smallest(str(teacher), f"smallest-{bound}", models, float(bound), read_tsv(dev), calibration,
+                                   report=lambda line: print(line, file=sys.stderr))
+        print(f"smallest within {bound} points: {manifest.method} after {len(trail)} rungs", file=sys.stderr)
 
     results = measure(variant_folders(models), dev, models / "original", args.threads)
     order = {"original": 0, "int8": 1, BASELINE: 2}

@@ -6,6 +6,7 @@ Examples:
     compressor compress ./my-bert-sst2 --method none --name original
     compressor evaluate models/svd-50 --data sst2/dev.tsv --reference models/original --json svd-50.json
     compressor report models --data sst2/dev.tsv --out reports
+    compressor smallest ./my-bert-sst2 --max-drop 1.5 --data sst2/dev.tsv --calibration sst2/train.tsv --name small
     compressor fit-default-head --train sst2/train.tsv --dev sst2/dev.tsv
 
 Every command ends with one summary line. Bad input exits 2 with one readable line.
@@ -35,9 +36,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     c.add_argument("--ratio", type=float, default=0.5, help="kept fraction of the compressed parameters, 0 < R <= 1")
     c.add_argument("--calibration", type=Path, help="unlabeled text: one per line, or a .tsv column")
     c.add_argument("--text-col", help="text column of a .tsv calibration file (default: sentence)")
-    c.add_argument("--quantize", help="int8 (dynamic) or int8-static (QDQ, needs --calibration), applied last")
+    c.add_argument("--quantize", help="int8 (dynamic), int8-static (QDQ, needs --calibration) or int4 (4-bit MatMuls, "
+                                      "int8 embeddings; options such as int4-emb4-b64-sym, see the README), applied last")
     c.add_argument("--allocation", default="uniform",
                    help="uniform, or sensitivity: per-layer budgets searched on calibration text (SVD family)")
+    c.add_argument("--drop-layers", help="drop-layers: remove these layers (counted from 0, e.g. 1,3) "
+                                         "instead of choosing by --ratio")
+    c.add_argument("--layer-repair", default="auto",
+                   help="drop-layers: inputs (refit the next layer's Q, K, V by least squares), inputs+norm "
+                        "(also the LayerNorm before the gap), none, or auto: per gap, whichever helps most")
     c.add_argument("--max-length", type=int, help="tokens per input (default: what the model allows)")
     c.add_argument("--name", required=True, help="variant name: the folder under --out and the served model name")
     c.add_argument("--out", type=Path, default=Path("models"))
@@ -59,6 +66,19 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     r.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="ONNX Runtime intra-op threads")
     r.add_argument("--out", type=Path, default=Path("reports"))
 
+    s = commands.add_parser("smallest", help="the smallest variant within --max-drop points of the original")
+    s.add_argument("model", help="local Hugging Face checkpoint folder, or 'default'")
+    s.add_argument("--max-drop", type=float, required=True,
+                   help="accuracy points (or points of agreement, without --data) the variant may lose")
+    s.add_argument("--data", type=Path, help="labelled TSV to score accuracy on (GLUE style)")
+    s.add_argument("--text-col")
+    s.add_argument("--text-pair-col")
+    s.add_argument("--label-col")
+    s.add_argument("--calibration", type=Path, help="unlabeled text for the methods (and, without --data, to score on)")
+    s.add_argument("--calibration-col", help="text column of a .tsv calibration file (default: sentence)")
+    s.add_argument("--name", required=True)
+    s.add_argument("--out", type=Path, default=Path("models"))
+
     b = commands.add_parser("build-default", help="build the embedded default set of variants")
     b.add_argument("--out", type=Path, default=Path("models"))
 
@@ -74,14 +94,26 @@ def run(args: argparse.Namespace) -> str:
     """Carry out one command; return its summary line."""
     if args.command == "compress":
         from compressor.data import read_calibration
+        from compressor.methods.drop_layers import parse_layers
         from compressor.pipeline import Recipe, compress
 
+        dropped = parse_layers(args.drop_layers) if args.drop_layers is not None else None
         calibration = read_calibration(args.calibration, args.text_col) if args.calibration else None
-        recipe = Recipe(args.name, args.method, args.ratio, args.quantize, args.allocation)
+        recipe = Recipe(args.name, args.method, args.ratio, args.quantize, args.allocation,
+                        layer_repair=args.layer_repair, drop_layers=dropped)
         m = compress(args.model, recipe, args.out, calibration, args.max_length)
         return (f"wrote {args.out / m.name}: {m.method}, "
                 f"{m.parameters / 1e6:.2f}M of {m.parameters_original / 1e6:.2f}M parameters, "
                 f"{m.onnx_bytes / 1e6:.1f} MB, parity {m.parity:.1e}")
+    if args.command == "smallest":
+        from compressor.data import read_calibration, read_tsv
+        from compressor.smallest import smallest
+
+        data = read_tsv(args.data, args.text_col, args.text_pair_col, args.label_col) if args.data else None
+        calibration = read_calibration(args.calibration, args.calibration_col) if args.calibration else None
+        m, trail = smallest(args.model, args.name, args.out, args.max_drop, data, calibration)
+        return (f"wrote {args.out / m.name}: {m.method}, {m.onnx_bytes / 1e6:.1f} MB, "
+                f"the smallest of {len(trail)} rungs tried within {args.max_drop:g} points")
     if args.command == "build-default":
         from compressor.pipeline import build_default
 

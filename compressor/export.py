@@ -26,6 +26,7 @@ from torch import nn
 
 from compressor.checkpoint import Classifier, parameter_count
 from compressor.errors import ParityError
+from compressor.methods.int4 import is_int4, quantize_int4
 from compressor.methods.quantize import quantize_int8, quantize_static_int8
 from service.backend import OrtBackend
 from service.manifest import ONNX_FILE, TOKENIZER_FILE, Manifest, write_manifest
@@ -126,6 +127,8 @@ def write_variant(classifier: Classifier, name: str, out: Path, method: str, set
             (work / ONNX_FILE).rename(fp32)
             if quantize == "int8":
                 settings = {**settings, **quantize_int8(fp32, work / ONNX_FILE)}
+            elif is_int4(quantize):
+                settings = {**settings, **quantize_int4(fp32, work / ONNX_FILE, quantize)}
             else:
                 feeds = calibration_feeds(work, classifier, calibration or sentences, tuple(input_names(classifier)))
                 settings = {**settings, **quantize_static_int8(fp32, work / ONNX_FILE, feeds)}

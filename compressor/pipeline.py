@@ -15,7 +15,9 @@ from compressor.checkpoint import Classifier, load_classifier, parameter_count
 from compressor.data import PARITY_SENTENCES
 from compressor.errors import InputError
 from compressor.export import write_variant
-from compressor.methods import autoencoder, aware, embedding, fisher, kronecker, prune, svd, tucker
+from compressor.methods import autoencoder, aware, drop_layers, embedding, fisher, kronecker, prune, svd, tucker
+from compressor.methods.int4 import is_int4
+from compressor.methods.int4 import parse as parse_int4
 from compressor.methods.quantize import QUANTIZATIONS
 from compressor.methods.svd import ALLOCATIONS
 from service.manifest import Manifest
@@ -34,10 +36,11 @@ METHODS: dict[str, Method] = {
     "kronecker": kronecker.compress,
     "tucker": tucker.compress,
     "prune": prune.compress,
+    "drop-layers": drop_layers.compress,
     "embed-ae": embedding.compress,
 }
 NONE = "none"  # plain export
-NEEDS_CALIBRATION = {"svd-aware", "asvd", "fwsvd", "prune"}  # embed-ae only uses it when given
+NEEDS_CALIBRATION = {"svd-aware", "asvd", "fwsvd", "prune", "drop-layers"}  # embed-ae only uses it when given
 ALLOCATABLE = {"svd", "svd-aware", "asvd", "fwsvd"}  # take --allocation uniform|sensitivity
 # Methods that replace the encoder Linears: one per pipeline, after prune.
 FACTORIZERS = ALLOCATABLE | {"ae", "ae-shared", "ae-linear", "ae-linear-shared", "kronecker", "tucker"}
@@ -51,6 +54,8 @@ class Recipe:
     ratio: float = 1.0
     quantize: str | None = None
     allocation: str = "uniform"
+    layer_repair: str = drop_layers.DEFAULT_REPAIR
+    drop_layers: tuple[int, ...] | None = None  # drop-layers: these layers instead of a budget
 
 
 # `compressor build-default`: the embedded model, plain and compressed.
@@ -89,6 +94,11 @@ def parse_method(method: str) -> list[tuple[str, float | None]]:
                          "use one method that replaces the encoder Linears per pipeline")
     if "prune" in names and factorizers and names.index(factorizers[0]) < names.index("prune"):
         raise InputError(f"method {method!r}: prune must come before {factorizers[0]} (it needs whole layers)")
+    if "drop-layers" in names:
+        # Layers go first: prune would spend its budget on them, and the repair refits dense Q, K, V.
+        before = [n for n in names[:names.index("drop-layers")] if n == "prune" or n in FACTORIZERS]
+        if before:
+            raise InputError(f"method {method!r}: drop-layers must come before {before[0]}")
     return steps
 
 
@@ -104,13 +114,23 @@ def check_recipe(recipe: Recipe) -> list[tuple[str, float | None]]:
                          "starting with a letter or digit")
     if not 0 < recipe.ratio <= 1:
         raise InputError(f"--ratio must be in (0, 1], got {recipe.ratio}")
-    if recipe.quantize is not None and recipe.quantize not in QUANTIZATIONS:
-        raise InputError(f"unknown --quantize {recipe.quantize!r}; choose from {', '.join(QUANTIZATIONS)}")
+    if is_int4(recipe.quantize):
+        parse_int4(recipe.quantize)  # a bad option fails here, before the slow load
+    elif recipe.quantize is not None and recipe.quantize not in QUANTIZATIONS:
+        raise InputError(f"unknown --quantize {recipe.quantize!r}; choose from {', '.join(QUANTIZATIONS)}"
+                         " (int4 takes options, e.g. int4-emb4)")
     if recipe.allocation not in ALLOCATIONS:
         raise InputError(f"unknown --allocation {recipe.allocation!r}; choose from {', '.join(ALLOCATIONS)}")
     steps = parse_method(recipe.method)
     if recipe.allocation != "uniform" and not any(name in ALLOCATABLE for name, _ in steps):
         raise InputError(f"--allocation {recipe.allocation} applies to {', '.join(sorted(ALLOCATABLE))}")
+    dropping = [ratio for name, ratio in steps if name == "drop-layers"]
+    if (recipe.drop_layers is not None or recipe.layer_repair != drop_layers.DEFAULT_REPAIR) and not dropping:
+        raise InputError("--drop-layers and --layer-repair apply to method drop-layers")
+    if recipe.drop_layers is not None and dropping[0] is not None:
+        raise InputError("drop-layers takes a budget (drop-layers@R) or --drop-layers, not both")
+    if recipe.layer_repair not in drop_layers.REPAIRS:
+        raise InputError(f"unknown --layer-repair {recipe.layer_repair!r}; choose from {', '.join(drop_layers.REPAIRS)}")
     return steps
 
 
@@ -125,6 +145,8 @@ def apply_methods(classifier: Classifier, recipe: Recipe, calibration: list[str]
     settings: dict = {}
     for name, ratio in steps:
         options = {"allocation": recipe.allocation} if name in ALLOCATABLE else {}
+        if name == "drop-layers":
+            options = {"layers": recipe.drop_layers, "repair_with": recipe.layer_repair}
         settings[name] = METHODS[name](compressed, recipe.ratio if ratio is None else ratio, calibration, **options)
     settings["compress_seconds"] = round(time.perf_counter() - start, 1)
     return compressed, settings

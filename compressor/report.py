@@ -2,7 +2,8 @@
 
 On top of `evaluate` (accuracy, agreement, latency, parameters, bytes) it adds:
 - weight FLOPs per token: 2·K·N for every MatMul whose weight is a [K, N] constant
-  (fp32, factorized, pruned or int8 alike), counted on the graph as ONNX Runtime runs it
+  (fp32, factorized, pruned, int8 or 4-bit alike; embedding lookups, quantized or not,
+  count none), counted on the graph as ONNX Runtime runs it
   after folding constants, so weights generated in the graph count as the dense MatMuls
   they become. Attention scores, whose cost grows with the
   sequence, are left out: at SST-2 lengths they are a few percent of the total.

@@ -1,0 +1,148 @@
+"""`--quantize int4`: weight-only 4-bit MatMuls through ONNX Runtime's MatMulNBits, and
+embedding tables stored in 8 or 4 bits.
+
+Every MatMul with a constant weight (the encoder's Linears, factorized or not, and
+embed-ae's decoder) becomes a MatMulNBits: the weight in 4-bit blocks of `block_size`
+along its input dimension, each block with a float scale and, unless symmetric, a 4-bit
+zero point. Activations stay float; `accuracy_level` sets what the kernel computes in:
+4 quantizes each block of activations to int8 on the fly and uses the CPU's int8 dot
+products (VNNI, AMX), 1 keeps fp32. Gemms with a weight (BERT's pooler, the
+pre-classifier of RoBERTa and DistilBERT) are rewritten as MatMuls first so that they are
+4-bit too (the pooler is half a megabyte of fp32 in MiniLM); the Gemm that yields the
+logits stays fp32: a few thousand weights, whose error would reach the logits undamped.
+
+4-bit MatMuls alone leave the token embeddings in fp32, about half of a MiniLM file, so by
+default the embedding tables are stored as int8 rows too (quantized_tables); `emb4` halves
+them again and `emb32` keeps them fp32. Weights generated in the graph are treated as
+under int8: their generators stay fp32 for ONNX Runtime to fold at load, and their factors
+are stored as int8 rows.
+
+The options follow `int4`, joined by '-', in any order: `int4-b64-sym-acc1-emb4`.
+Serving needs onnxruntime >= 1.23 (GatherBlockQuantized's `bits`); `emb32` runs on 1.20.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections import Counter
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from types import ModuleType
+
+import onnx
+from onnx import helper, numpy_helper
+
+from compressor.errors import InputError
+from compressor.methods.quantize import keep_generators_fp32, store_factors_int8
+from compressor.methods.quantized_tables import quantize_tables
+
+INT4 = "int4"
+BLOCK_SIZES = (16, 32, 64, 128, 256)  # MatMulNBits takes powers of two from 16
+ACCURACY_LEVELS = (1, 2, 3, 4)  # compute type of the activations: fp32, fp16, bf16, int8
+EMBEDDING_BITS = (4, 8, 32)  # 32: the tables stay fp32
+NUMBERED = {"b": ("block_size", BLOCK_SIZES), "acc": ("accuracy_level", ACCURACY_LEVELS),
+            "emb": ("embedding_bits", EMBEDDING_BITS)}
+OPTIONS_HELP = ("b16|b32|b64|b128|b256 (block size), sym (MatMul weights without zero points), "
+                "acc1..acc4 (accuracy level), emb4|emb8|emb32 (embedding bits)")
+
+
+@dataclass(frozen=True)
+class Int4Options:
+    block_size: int = 32
+    symmetric: bool = False
+    accuracy_level: int = 4
+    embedding_bits: int = 8
+
+
+def is_int4(spec: str | None) -> bool:
+    return spec is not None and spec.split("-")[0] == INT4
+
+
+def parse(spec: str) -> Int4Options:
+    """`int4` or `int4-OPTION-OPTION...`; a bad or repeated option is an InputError."""
+    fields: dict = {}
+    for option in spec.split("-")[1:]:
+        numbered = re.fullmatch(r"(b|acc|emb)(\d+)", option)
+        if option == "sym":
+            key, value = "symmetric", True
+        elif numbered:
+            key, allowed = NUMBERED[numbered.group(1)]
+            value = int(numbered.group(2))
+            if value not in allowed:
+                raise InputError(f"--quantize {spec}: {option!r} is out of range; int4 takes {OPTIONS_HELP}")
+        else:
+            raise InputError(f"--quantize {spec}: unknown option {option!r}; int4 takes {OPTIONS_HELP}")
+        if key in fields:
+            raise InputError(f"--quantize {spec}: the {key.replace('_', ' ')} is given twice")
+        fields[key] = value
+    return Int4Options(**fields)
+
+
+def recipe(options: Int4Options) -> str:
+    zero = "symmetric" if options.symmetric else "asymmetric"
+    tables = "fp32" if options.embedding_bits == 32 else \
+        f"int{options.embedding_bits} rows, one scale and zero point per row"
+    return (f"weight-only 4-bit MatMulNBits, blocks of {options.block_size}, {zero}, "
+            f"accuracy level {options.accuracy_level}; embedding tables {tables}")
+
+
+def nbits_quantizer() -> ModuleType:
+    """ONNX Runtime's MatMulNBits quantizer module. On import it configures the root logger
+    at INFO, which would print every library's INFO records for the rest of the process:
+    the root logger is put back as it was, and the quantizer's one line per node silenced."""
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    from onnxruntime.quantization import matmul_nbits_quantizer
+
+    root.handlers[:] = handlers
+    root.setLevel(level)
+    logging.getLogger(matmul_nbits_quantizer.__name__).setLevel(logging.WARNING)
+    return matmul_nbits_quantizer
+
+
+def quantize_int4(source: Path, target: Path, spec: str) -> dict:
+    options = parse(spec)
+    nbits = nbits_quantizer()
+    config = nbits.DefaultWeightOnlyQuantConfig(block_size=options.block_size, is_symmetric=options.symmetric,
+                                               accuracy_level=options.accuracy_level,
+                                               op_types_to_quantize=("MatMul",), bits=4)
+    generators = keep_generators_fp32(source)  # rewrites the file: load it after
+    model = onnx.load(str(source))
+    hidden_gemms_as_matmuls(model.graph, set(generators))
+    quantizer = nbits.MatMulNBitsQuantizer(model, nodes_to_exclude=generators, algo_config=config)
+    quantizer.process()
+    model = quantizer.model.model
+    tables = 0
+    if options.embedding_bits < 32:
+        tables = quantize_tables(model, options.embedding_bits)
+    onnx.save(model, str(target))
+    matmuls = sum(n.op_type == "MatMulNBits" for n in model.graph.node)
+    return {"quantize": spec, "quantize_recipe": recipe(options),
+            INT4: {**asdict(options), "matmuls": matmuls, "embedding_tables": tables}, **store_factors_int8(target)}
+
+
+def hidden_gemms_as_matmuls(graph: onnx.GraphProto, keep: set[str]) -> None:
+    """MatMulNBits replaces MatMuls only: each Gemm with a weight of its own (BERT's pooler,
+    RoBERTa's and DistilBERT's pre-classifier) becomes MatMul + Add, its weight stored
+    [in, out]. Gemms in `keep` and the one yielding a graph output stay."""
+    weights = {i.name: i for i in graph.initializer}
+    uses = Counter(name for node in graph.node for name in node.input)
+    outputs = {o.name for o in graph.output}
+    nodes = []
+    for node in graph.node:
+        attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+        weight = weights.get(node.input[1]) if node.op_type == "Gemm" else None
+        if weight is None or len(weight.dims) != 2 or uses[weight.name] > 1 or node.name in keep or \
+                node.output[0] in outputs or attrs.get("transA") or attrs.get("alpha", 1.0) != 1.0 or \
+                attrs.get("beta", 1.0) != 1.0:
+            nodes.append(node)
+            continue
+        if attrs.get("transB"):
+            weight.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(weight).T.copy(), weight.name))
+        product = f"{node.name}/product" if len(node.input) > 2 else node.output[0]
+        nodes.append(helper.make_node("MatMul", [node.input[0], weight.name], [product], name=f"{node.name}/MatMul"))
+        if len(node.input) > 2:
+            nodes.append(helper.make_node("Add", [product, node.input[2]], [node.output[0]], name=f"{node.name}/Add"))
+    graph.ClearField("node")
+    graph.node.extend(nodes)

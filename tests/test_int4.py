@@ -1,0 +1,188 @@
+"""`--quantize int4`: 4-bit MatMulNBits weights and 8- or 4-bit embedding tables, on tiny models."""
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+from onnx import helper, numpy_helper
+
+from compressor.checkpoint import load_classifier
+from compressor.cli import main
+from compressor.methods import int4
+from compressor.methods.quantized_tables import quantize_tables
+from compressor.pipeline import Recipe, compress
+from compressor.report import weight_flops_per_token
+from conftest import CORPUS, TINY
+
+WORD_TABLE = "model.bert.embeddings.word_embeddings.weight"
+ENCODER_MATMULS = TINY["num_hidden_layers"] * 6  # Q, K, V, attention output, FFN in and out
+WEIGHT_MATMULS = ENCODER_MATMULS + 1  # and the pooler (a Gemm in the export)
+TEXTS = ["it's a charming and often affecting journey.", "the plot is thin and the acting is wooden"]
+
+
+@pytest.fixture(scope="module")
+def variants(checkpoints, tmp_path_factory):
+    """One tiny BERT exported plain, as int8, and as int4 with each embedding width."""
+    out = tmp_path_factory.mktemp("int4-models")
+    recipes = [Recipe("plain"), Recipe("int8", quantize="int8"), Recipe("int4", quantize="int4"),
+               Recipe("int4-emb4", quantize="int4-emb4"), Recipe("int4-emb32", quantize="int4-emb32-b16-sym-acc1"),
+               Recipe("ae-int4", "embed-ae", 0.5, "int4-emb4")]
+    manifests = {r.name: compress(str(checkpoints["bert"]), r, out, CORPUS) for r in recipes}
+    return out, manifests
+
+
+def graph_of(folder):
+    return onnx.load(str(folder / "model.onnx")).graph
+
+
+def initializer(graph, name):
+    return next(i for i in graph.initializer if i.name == name)
+
+
+def test_int4_turns_every_weight_matmul_into_matmulnbits(variants):
+    out, manifests = variants
+    graph = graph_of(out / "int4")
+    weights = {i.name for i in graph.initializer}
+    nbits = [n for n in graph.node if n.op_type == "MatMulNBits"]
+    assert len(nbits) == WEIGHT_MATMULS
+    assert {helper.get_attribute_value(a) for n in nbits for a in n.attribute if a.name == "bits"} == {4}
+    assert not any(n.op_type == "MatMul" and n.input[1] in weights for n in graph.node)
+    (head,) = [n for n in graph.node if n.op_type == "Gemm"]  # the logits' own layer stays fp32
+    assert head.output[0] == "logits" and initializer(graph, head.input[1]).data_type == onnx.TensorProto.FLOAT
+    settings = manifests["int4"].settings
+    assert settings["quantize"] == "int4" and "MatMulNBits" in settings["quantize_recipe"]
+    assert settings["int4"] == {"block_size": 32, "symmetric": False, "accuracy_level": 4, "embedding_bits": 8,
+                                "matmuls": WEIGHT_MATMULS, "embedding_tables": 3}
+
+
+def test_int4_stores_the_embeddings_as_int8_rows_and_beats_int8_on_size(variants):
+    out, manifests = variants
+    graph = graph_of(out / "int4")
+    vocab, hidden = numpy_helper.to_array(initializer(graph_of(out / "plain"), WORD_TABLE)).shape
+    table = initializer(graph, f"{WORD_TABLE}/int8")
+    assert table.data_type == onnx.TensorProto.UINT8 and list(table.dims) == [vocab, hidden]
+    assert list(initializer(graph, f"{WORD_TABLE}/int8/scale").dims) == [vocab, 1]  # one scale per row
+    assert not any(i.data_type == onnx.TensorProto.FLOAT and list(i.dims) == [vocab, hidden] for i in graph.initializer)
+    assert sum(n.op_type == "GatherBlockQuantized" for n in graph.node) == 3  # word, position, token type
+    assert manifests["int4"].onnx_bytes < manifests["int8"].onnx_bytes < manifests["plain"].onnx_bytes
+    assert 0 < manifests["int4"].parity < 0.05
+
+
+def test_emb4_packs_two_weights_per_byte_and_emb32_keeps_fp32_tables(variants):
+    out, manifests = variants
+    vocab, hidden = numpy_helper.to_array(initializer(graph_of(out / "plain"), WORD_TABLE)).shape
+    packed = initializer(graph_of(out / "int4-emb4"), f"{WORD_TABLE}/int4")
+    assert packed.data_type == onnx.TensorProto.UINT8 and list(packed.dims) == [vocab, hidden // 2]
+    assert manifests["int4-emb4"].onnx_bytes < manifests["int4"].onnx_bytes
+    assert 0 < manifests["int4-emb4"].parity < 0.05
+    kept = graph_of(out / "int4-emb32")
+    assert initializer(kept, WORD_TABLE).data_type == onnx.TensorProto.FLOAT
+    assert not any(n.op_type == "GatherBlockQuantized" for n in kept.node)
+    assert manifests["int4-emb32"].settings["int4"] == {
+        "block_size": 16, "symmetric": True, "accuracy_level": 1, "embedding_bits": 32,
+        "matmuls": WEIGHT_MATMULS, "embedding_tables": 0}
+    assert manifests["int4-emb32"].onnx_bytes > manifests["int4"].onnx_bytes
+
+
+def test_embed_ae_latents_are_quantized_and_the_decoder_is_4_bit(variants):
+    out, manifests = variants
+    manifest = manifests["ae-int4"]
+    assert manifest.method == "embed-ae+int4-emb4"
+    latent = manifest.settings["embed-ae"]["latent"]
+    assert latent % 2 == 1  # odd: the last byte holds one value, and a Slice trims the padding
+    graph = graph_of(out / "ae-int4")
+    latents = next(i for i in graph.initializer if i.name.endswith("/int4") and i.dims[0] > 100)
+    assert latents.data_type == onnx.TensorProto.UINT8 and latents.dims[1] == (latent + 1) // 2
+    assert manifest.settings["int4"]["matmuls"] == WEIGHT_MATMULS + 1  # and embed-ae's decoder
+    assert 0 < manifest.parity < 0.05
+
+
+@pytest.mark.parametrize("arch", ["distilbert", "roberta"])
+def test_other_architectures_export_with_int4(checkpoints, tmp_path, arch):
+    manifest = compress(str(checkpoints[arch]), Recipe("q", quantize="int4-emb4"), tmp_path)
+    graph = graph_of(tmp_path / "q")
+    assert manifest.settings["int4"]["matmuls"] == WEIGHT_MATMULS
+    assert sum(n.op_type == "GatherBlockQuantized" for n in graph.node) == manifest.settings["int4"]["embedding_tables"] >= 2
+    assert 0 < manifest.parity < 0.05
+
+
+def test_weights_shared_between_layers_are_quantized_once(checkpoints, tmp_path):
+    manifest = compress(str(checkpoints["bert"]), Recipe("shared", "ae-linear-shared", 0.5, "int4"), tmp_path)
+    graph = graph_of(tmp_path / "shared")
+    names = [i.name for i in graph.initializer]
+    assert len(names) == len(set(names))
+    # Each encoder Linear is two MatMuls; the shared factor reaches its later users through
+    # an Identity in the export, which must not hide it from the quantizer.
+    assert manifest.settings["int4"]["matmuls"] == 2 * ENCODER_MATMULS + 1
+    assert 0 < manifest.parity < 0.05
+
+
+def test_flops_count_matmulnbits_like_the_fp32_matmuls(variants):
+    out, _ = variants
+    pooler = 2 * TINY["hidden_size"] ** 2  # a MatMul under int4, a Gemm (not counted) in fp32
+    assert weight_flops_per_token(out / "int4" / "model.onnx") == \
+        weight_flops_per_token(out / "plain" / "model.onnx") + pooler
+
+
+@pytest.mark.parametrize("bits, width", [(8, 40), (4, 40), (4, 33)])
+def test_table_lookups_dequantize_within_half_a_step(bits, width):
+    rng = np.random.default_rng(0)
+    table = rng.normal(size=(50, width)).astype(np.float32)
+    table[7] = 0  # an all-zero row must not divide by zero
+    table[9] = np.abs(table[9])  # a row of one sign still holds 0 in its range
+    graph = helper.make_graph(
+        [helper.make_node("Gather", ["table", "ids"], ["rows"], name="lookup")], "g",
+        [helper.make_tensor_value_info("ids", onnx.TensorProto.INT64, [None])],
+        [helper.make_tensor_value_info("rows", onnx.TensorProto.FLOAT, None)],
+        [numpy_helper.from_array(table, "table")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    assert quantize_tables(model, bits) == 1
+    ids = np.array([0, 7, 49, 9, 3, 3])
+    rows = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"ids": ids})[0]
+    assert rows.shape == (len(ids), width)
+    wanted = table[ids]
+    step = (np.maximum(wanted.max(1), 0) - np.minimum(wanted.min(1), 0)) / (2 ** bits - 1)
+    assert np.all(np.abs(rows - wanted) <= step[:, None] / 2 + 1e-6)
+    assert np.all(rows[1] == 0)
+
+
+def test_the_service_classifies_int4_variants_like_pytorch(variants, checkpoints, client_for):
+    out, _ = variants
+    classifier = load_classifier(str(checkpoints["bert"]))
+    with torch.no_grad():
+        logits = classifier.model(**classifier.tokenizer(TEXTS, padding=True, return_tensors="pt")).logits
+    expected = torch.softmax(logits, -1).numpy()
+    client = client_for(out)
+    for name in ("int4", "int4-emb4", "int4-emb32"):
+        response = client.post(f"/v1/models/{name}/classify", json={"inputs": TEXTS})
+        assert response.status_code == 200, response.text
+        scores = np.array([[p["scores"][label] for label in ("negative", "positive")]
+                           for p in response.json()["predictions"]])
+        assert np.abs(scores - expected).max() < 0.02
+
+
+def test_options_parse_in_any_order():
+    assert int4.parse("int4") == int4.Int4Options()
+    assert int4.parse("int4-emb4-sym-b64-acc1") == int4.Int4Options(64, True, 1, 4)
+    assert int4.is_int4("int4-emb4") and not int4.is_int4("int8-static") and not int4.is_int4(None)
+
+
+@pytest.mark.parametrize("spec, message", [
+    ("int4-b24", "'b24' is out of range"),
+    ("int4-b8", "'b8' is out of range"),
+    ("int4-emb2", "'emb2' is out of range"),
+    ("int4-acc7", "'acc7' is out of range"),
+    ("int4-fast", "unknown option 'fast'"),
+    ("int4-b32-b64", "block size is given twice"),
+    ("int4-", "unknown option ''"),
+    ("int3", "unknown --quantize 'int3'"),
+])
+def test_bad_int4_options_exit_2_with_one_line(checkpoints, tmp_path, capsys, spec, message):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["compress", str(checkpoints["bert"]), "--method", "none", "--quantize", spec,
+              "--name", "x", "--out", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and message in err and len(err.strip().splitlines()) == 1
+    assert list(tmp_path.iterdir()) == []
