@@ -113,7 +113,7 @@ def run(args: argparse.Namespace) -> str:
         calibration = read_calibration(args.calibration, args.calibration_col) if args.calibration else None
         m, trail = smallest(args.model, args.name, args.out, args.max_drop, data, calibration)
         return (f"wrote {args.out / m.name}: {m.method}, {m.onnx_bytes / 1e6:.1f} MB, "
-                f"the smallest of {len(trail)} rungs tried within {args.max_drop:g} points")
+                f"the first rung within {args.max_drop:g} points ({len(trail)} tried)")
     if args.command == "build-default":
         from compressor.pipeline import build_default
 
