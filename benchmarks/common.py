@@ -109,7 +109,11 @@ def server(command: list[str], env: dict[str, str], port: int) -> Iterator[Servi
         yield Service(url, process.pid)
     finally:
         process.terminate()
-        process.wait(timeout=30)
+        try:
+            process.wait(timeout=40)  # the service's own grace period is 30 s
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
         log.close()
 
 

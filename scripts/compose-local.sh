@@ -62,13 +62,14 @@ query() { curl -fsG localhost:9090/api/v1/query --data-urlencode "query=$1"; }
 variants=$(curl -fs localhost:8000/v1/models | python3 -c "import json,sys; print(' '.join(m['name'] for m in json.load(sys.stdin)['models'] if m['state']=='ready'))")
 for _ in $(seq 120); do
   seen=$(query 'sum by (model) (slimserve_requests_total{status="200"})' \
-    | python3 -c "import json,sys; print(' '.join(sorted(r['metric']['model'] for r in json.load(sys.stdin)['data']['result'])))")
+    | python3 -c "import json,sys; print(' '.join(sorted(r['metric']['model'] for r in json.load(sys.stdin)['data']['result'])))" \
+    2>/dev/null) || seen=""  # Prometheus may not answer yet: try again
   missing=$(for v in $variants; do [[ " $seen " == *" $v "* ]] || echo "$v"; done)
   [ -z "$missing" ] && break
   sleep 1
 done
 [ -z "$missing" ] || { run logs load | tail -20; echo "compose-local: no traffic seen by Prometheus for: $missing" >&2; exit 1; }
-up=$(query 'up{job="slimserve"}' | python3 -c "import json,sys; print(json.load(sys.stdin)['data']['result'][0]['value'][1])")
+up=$(query 'up{job="slimserve"}' | python3 -c "import json,sys; print(next((r['value'][1] for r in json.load(sys.stdin)['data']['result']), 0))")
 [ "$up" = 1 ] || { echo "compose-local: Prometheus target down" >&2; exit 1; }
 echo "compose-local: ok; slimserve and prometheus healthy, target up, load traffic seen for: $seen"
 run ps

@@ -153,7 +153,10 @@ async def list_models(request: Request) -> ModelList:
                    manifest=v.manifest.model_dump(mode="json", exclude_none=True) if v.manifest else None)
         for v in runtime.variants.values()
     ]
-    entries += [ModelEntry(name=n, state="ready", cascade=spec.model_dump()) for n, spec in runtime.cascades.items()]
+    for n, spec in runtime.cascades.items():
+        problem = runtime.cascade_problem(n)
+        entries.append(ModelEntry(name=n, state="failed" if problem else "ready", reason=problem,
+                                  cascade=spec.model_dump()))
     entries += [ModelEntry(name=n, state="failed", reason=why) for n, why in runtime.cascade_errors.items()]
     return ModelList(models=entries)
 

@@ -84,12 +84,16 @@ def publish_runtime(metrics: Metrics, runtime: Runtime, previous: Runtime | None
         publish_variant(metrics, variant)
 
 
-async def watch_folders(app: FastAPI, interval: float) -> None:
+async def watch_folders(app: FastAPI, interval: float, reload_lock: asyncio.Lock) -> None:
     while True:
         await asyncio.sleep(interval)
-        runtime: Runtime = app.state.runtime
-        for name in await runtime.retire_vanished():
-            publish_variant(app.state.metrics, runtime.variants[name])
+        try:
+            async with reload_lock:  # a reload swapping the runtime meanwhile would get stale gauges
+                runtime: Runtime = app.state.runtime
+                for name in await runtime.retire_vanished():
+                    publish_variant(app.state.metrics, runtime.variants[name])
+        except Exception:  # keep watching: one bad pass (a folder we may not read) is logged
+            log.exception("checking the models folder failed")
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -110,12 +114,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             log.warning("shadow_rate is %s but the reference %r is not a ready variant: nothing is mirrored",
                         settings.shadow_rate, settings.reference)
         log.info("serving %d variant(s) from %s: %s", len(ready), settings.models, ", ".join(ready) or "none")
-        watcher = asyncio.create_task(watch_folders(app, settings.watch_seconds)) if settings.watch_seconds else None
+        watcher = (asyncio.create_task(watch_folders(app, settings.watch_seconds, reload_lock))
+                   if settings.watch_seconds else None)
         try:
             yield
         finally:
             if watcher is not None:
                 watcher.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await watcher
             await app.state.shadow.drain()
             await app.state.runtime.stop()
 
@@ -167,7 +174,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         if not names:
             raise NotReady("no variant is ready")
         failed = {n: v.reason for n, v in runtime.variants.items() if n not in runtime.batchers}
-        return {"status": "ready", "models": names + list(runtime.cascades), "failed": failed}
+        cascades = [n for n in runtime.cascades if runtime.cascade_problem(n) is None]
+        return {"status": "ready", "models": names + cascades, "failed": failed}
 
     @app.get("/metrics", tags=["metrics"], response_class=PlainTextResponse)
     async def prometheus_metrics() -> Response:

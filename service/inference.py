@@ -52,6 +52,9 @@ def labels_of(runtime: Runtime, name: str) -> list[str]:
 
 def check_servable(runtime: Runtime, name: str) -> None:
     if name in runtime.cascades:
+        problem = runtime.cascade_problem(name)
+        if problem:
+            raise NotReady(problem)
         return
     if name in runtime.cascade_errors:
         raise NotReady(runtime.cascade_errors[name])
@@ -65,8 +68,11 @@ def check_servable(runtime: Runtime, name: str) -> None:
 async def run_variant(runtime: Runtime, name: str, inputs: list[TextInput], truncate: bool) -> Outcome:
     check_servable(runtime, name)
     variant = runtime.variants[name]
+    # Taken before the wait: the folder watcher may retire the variant meanwhile, and a
+    # stopped batcher still runs what it is handed.
+    batcher = runtime.batchers[name]
     rows = await run_in_threadpool(tokenize, variant.tokenizer, inputs, truncate)
-    result = await runtime.batchers[name].submit(rows)
+    result = await batcher.submit(rows)
     if not np.isfinite(result.logits).all():  # a broken export or an overflow: no answer beats a wrong one
         raise BackendFailure(f"model {name!r} returned non-finite scores (NaN or infinity)")
     return Outcome(result.logits, softmax(result.logits.astype(np.float64)), variant.manifest.labels,

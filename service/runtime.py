@@ -38,6 +38,12 @@ class Runtime:
     def knows(self, name: str) -> bool:
         return name in self.variants or name in self.cascades or name in self.cascade_errors
 
+    def cascade_problem(self, name: str) -> str | None:
+        """Why cascade `name` cannot answer now (a variant it needs was retired), or None."""
+        spec = self.cascades[name]
+        missing = [m for m in (spec.fast, spec.reference) if m not in self.batchers]
+        return f"cascade {name!r} needs {', '.join(missing)}, which is not ready" if missing else None
+
     async def retire_vanished(self) -> list[str]:
         """Stop serving the variants whose files were deleted from disk, so the models
         folder stays the truth; they stay listed as failed with the reason, and what they
@@ -49,7 +55,7 @@ class Runtime:
             variant.reason = (f"{', '.join(missing_files(variant.folder))} removed from disk while serving; "
                               "restore the folder and POST /admin/reload")
             log.warning("variant %s stops serving: %s", name, variant.reason)
-            await self.batchers.pop(name).stop()
+            await asyncio.shield(self.batchers.pop(name).stop())  # shutdown cancels the watcher, not the drain
         return gone
 
     async def stop(self) -> None:

@@ -95,3 +95,43 @@ def test_a_model_that_raises_fails_only_its_own_requests(client):
     finally:
         batcher.backend.run = real
     assert client.post("/v1/models/tiny-bert/classify", json={"inputs": [TEXT]}).status_code == 200
+
+
+def test_a_request_in_flight_when_its_variant_is_retired_still_completes(client_for, models_dir, tmp_path, monkeypatch):
+    import time
+
+    from service import inference
+
+    shutil.copytree(models_dir / "tiny-bert", tmp_path / "doomed")
+    client = client_for(tmp_path, watch_seconds=0)  # retired by hand below, at a known moment
+    real = inference.tokenize
+
+    def slow(*args):
+        time.sleep(0.3)
+        return real(*args)
+
+    monkeypatch.setattr(inference, "tokenize", slow)
+
+    async def retire_meanwhile():
+        await asyncio.sleep(0.1)
+        shutil.rmtree(tmp_path / "doomed")
+        return await client.app.state.runtime.retire_vanished()
+
+    response, retired = client.gather(client.client.post("/v1/models/doomed/classify", json={"inputs": [TEXT]}),
+                                      retire_meanwhile())
+    assert retired == ["doomed"] and response.status_code == 200, response.text
+
+
+def test_a_cascade_over_a_retired_variant_is_not_ready(client_for, models_dir, tmp_path):
+    for name in ("fast", "slow"):
+        shutil.copytree(models_dir / "tiny-bert", tmp_path / name)
+    cascades = {"both": {"fast": "fast", "reference": "slow", "threshold": 0.9}}
+    client = client_for(tmp_path, watch_seconds=0, cascades=cascades)
+    assert client.post("/v1/models/both/classify", json={"inputs": [TEXT]}).status_code == 200
+    shutil.rmtree(tmp_path / "fast")
+    client.wait(client.app.state.runtime.retire_vanished())
+    listed = {m["name"]: m for m in client.get("/v1/models").json()["models"]}
+    assert listed["both"]["state"] == "failed" and "needs fast" in listed["both"]["reason"]
+    assert client.get("/v2/models/both/ready").status_code == 503
+    assert client.post("/v1/models/both/classify", json={"inputs": [TEXT]}).status_code == 503
+    assert "both" not in client.get("/health/ready").json()["models"]
