@@ -30,7 +30,7 @@ from compressor.data import Examples, label_ids
 from compressor.errors import InputError
 from compressor.evaluate import open_variant, predict
 from compressor.export import replace_folder
-from compressor.pipeline import NEEDS_CALIBRATION, Recipe, build, check_out, check_recipe, parse_method
+from compressor.pipeline import NEEDS_CALIBRATION, Recipe, build, check_out, check_recipe, parse_method, pipeline_name
 from service.manifest import Manifest
 
 # (method, quantize), smallest file first on BERT-family classifiers: 4-bit weights and
@@ -62,7 +62,7 @@ class Attempt:
     note: str = ""
 
     def line(self, metric: str) -> str:
-        recipe = f"{self.method}{'+' + self.quantize if self.quantize else ''}"
+        recipe = pipeline_name(parse_method(self.method), self.quantize)
         if self.onnx_bytes is None:
             return f"  {recipe:<52} skipped: {self.note}"
         verdict = "holds" if self.held else "misses"
