@@ -146,6 +146,7 @@ def soak(models_dir: Path, texts: list[str], requests: int, concurrency: int, ma
         stats = asyncio.run(drive(service.url, names, texts, concurrency, requests - warm, seconds=max_seconds))
         rss["end"] = resident_mb(service.pid)
         metrics = httpx.get(f"{service.url}/metrics").text
+
     def total(metric: str) -> float:
         return sum(float(line.rsplit(" ", 1)[1]) for line in metrics.splitlines() if line.startswith(metric + "{"))
 

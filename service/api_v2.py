@@ -74,8 +74,9 @@ def inlined(schema: Any, defs: dict[str, Any]) -> Any:
 
 # The route reads its body itself (JSON, or JSON then binary tensors), so the JSON form
 # is documented here for clients and schema checkers.
+INFER_SCHEMA = InferRequest.model_json_schema()
 INFER_BODY = {"requestBody": {"required": True, "content": {"application/json": {
-    "schema": inlined(InferRequest.model_json_schema(), InferRequest.model_json_schema().get("$defs", {}))}}}}
+    "schema": inlined(INFER_SCHEMA, INFER_SCHEMA.get("$defs", {}))}}}}
 
 
 class RequestOptions(BaseModel):

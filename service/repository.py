@@ -61,8 +61,11 @@ def resident_bytes() -> int:
     return pages * os.sysconf("SC_PAGE_SIZE")
 
 
+VARIANT_FILES = (MANIFEST_FILE, ONNX_FILE, TOKENIZER_FILE)
+
+
 def missing_files(folder: Path) -> list[str]:
-    return [f for f in (MANIFEST_FILE, ONNX_FILE, TOKENIZER_FILE) if not (folder / f).is_file()]
+    return [f for f in VARIANT_FILES if not (folder / f).is_file()]
 
 
 def check_inside(folder: Path) -> None:
@@ -70,7 +73,7 @@ def check_inside(folder: Path) -> None:
     another user's files, say) is refused. ONNX Runtime itself refuses external weight
     files outside the model's folder."""
     root = folder.parent.resolve()
-    for name in (MANIFEST_FILE, ONNX_FILE, TOKENIZER_FILE):
+    for name in VARIANT_FILES:
         if not (folder / name).resolve().is_relative_to(root):
             raise PermissionError(f"{name} resolves outside the models folder")
 
