@@ -2,50 +2,67 @@
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
 MODELS ?= models
 PORT ?= 8000
-SST2 ?= ../shared/data/sst2
+# Only `make default-model` and `make bench` read these (the data sets and the teacher).
+SHARED ?= ../shared
+# torch's CPU build. pip prefers 2.13.0+cpu from this index over PyPI's 2.13.0, which
+# pulls several GB of CUDA wheels; where the index cannot be reached pip warns and
+# takes torch from the other indexes it is configured with.
+TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
 
-.PHONY: demo test venv variants evaluate bench default-head clean
+.PHONY: demo test test-all venv variants evaluate bench default-model clean
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.torch:
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e ".[dev]"
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q --retries 0 --timeout 20 --extra-index-url $(TORCH_INDEX) "torch==2.13.0"
 	touch $@
 
-venv: $(VENV)/.installed
+# What serving and compressing need, no test tools.
+$(VENV)/.demo: pyproject.toml $(VENV)/.torch
+	$(PIP) install -q -e ".[serve,compress]"
+	touch $@
 
-$(MODELS)/svd-50-int8/variant.json: $(VENV)/.installed
+$(VENV)/.dev: pyproject.toml $(VENV)/.demo
+	$(PIP) install -q -e ".[dev]"
+	touch $@
+
+venv: $(VENV)/.dev
+
+# build-default writes cascades.json last, so its presence means the whole set is there.
+$(MODELS)/cascades.json: $(VENV)/.demo
 	$(VENV)/bin/compressor build-default --out $(MODELS)
 
-variants: $(MODELS)/svd-50-int8/variant.json
+variants: $(MODELS)/cascades.json
 
+# The service prints a curl line once it answers.
 demo: variants
-	@echo
-	@echo "slimserve on http://127.0.0.1:$(PORT) — try, from another shell:"
-	@echo "  curl -s localhost:$(PORT)/v1/models/original/classify -H 'content-type: application/json' \\"
-	@echo "       -d '{\"inputs\": [\"it'\"'\"'s a charming and often affecting journey.\"]}'"
-	@echo
 	$(PY) -m service --models $(MODELS) --port $(PORT)
 
-test: venv
+test: $(VENV)/.dev
+	$(PY) -m pytest -q -m "not slow"
+
+# Also the slow integration tests (processes, fuzzing, Prometheus, compose); CI runs this.
+test-all: $(VENV)/.dev
 	$(PY) -m pytest -q
 
-# The README's table: every default variant on SST-2 dev, against the original.
+# The README's table: every variant under $(MODELS) (and its cascades) on the shipped SST-2 dev set.
 evaluate: variants
-	$(VENV)/bin/compressor evaluate $(MODELS)/original $(MODELS)/svd-50 $(MODELS)/int8 $(MODELS)/svd-50-int8 \
-		--data $(SST2)/dev.tsv --reference $(MODELS)/original --json reports/default-variants.json
+	$(VENV)/bin/compressor evaluate $(MODELS)/*/ --data compressor/default/sst2-dev.tsv \
+		--reference $(MODELS)/original --json reports/default-variants.json
 
-# Benchmarks need ../shared (the fine-tuned teacher and SST-2); they print a table and write JSON.
-bench: venv
+# Benchmarks read the fine-tuned teacher and the data sets under $(SHARED); they print a table and write JSON.
+bench: $(VENV)/.dev
 	$(PY) benchmarks/teacher.py
 	$(PY) benchmarks/methods.py
 	$(PY) benchmarks/serve.py
 
-# Refit the default model's head (writes compressor/default/head.safetensors and HEAD.md).
-default-head: venv
-	$(VENV)/bin/compressor fit-default-head --train $(SST2)/train.tsv --dev $(SST2)/dev.tsv
+# Retrain the default model's adapter and head (writes compressor/default/adapter.safetensors,
+# ADAPTER.md and sst2-calibration.txt); about 20 minutes on 2 cores.
+default-model: $(VENV)/.demo
+	$(VENV)/bin/compressor train-default --train $(SHARED)/data/sst2/train.tsv --dev $(SHARED)/data/sst2/dev.tsv
 
 clean:
 	rm -rf $(VENV) .pytest_cache reports

@@ -70,7 +70,7 @@ def optimum_int8(original: Path, teacher: Path, out: Path) -> None:
     manifest = read_manifest(target)
     manifest.name, manifest.method = BASELINE, "optimum-int8"
     manifest.settings = {"quantize": "int8", "quantize_recipe": "Optimum avx512_vnni, per_channel=True, dynamic"}
-    manifest.onnx_bytes, manifest.parity, manifest.evaluation = (target / ONNX_FILE).stat().st_size, None, None
+    manifest.onnx_bytes, manifest.parity, manifest.evaluations = (target / ONNX_FILE).stat().st_size, None, {}
     write_manifest(target, manifest)
 
 

@@ -17,9 +17,11 @@ from typing import Iterator
 import torch
 from torch import nn
 from tqdm import tqdm
+
+from compressor.progress import progress_options
 from transformers import PreTrainedModel, PreTrainedTokenizerFast
 
-from compressor.errors import InputError
+from compressor.recipe import missing_calibration
 
 SAMPLE = 1024  # texts drawn from the calibration file; SST-2 sentences give ~20k tokens
 FISHER_SAMPLE = 256  # texts for gradient signals, one backward pass each
@@ -33,15 +35,9 @@ class InputStats:
     tokens: int
 
 
-def missing(user: str) -> InputError:
-    """`user`: a method name, or an option such as `--allocation sensitivity`."""
-    who = user if user.startswith("--") else f"method {user}"
-    return InputError(f"{who} needs --calibration (unlabeled text, one per line or a .tsv column)")
-
-
 def sample(texts: list[str] | None, size: int, method: str, seed: int = 0) -> list[str]:
     if not texts:
-        raise missing(method)
+        raise missing_calibration(method)
     if len(texts) <= size:
         return list(texts)
     return random.Random(seed).sample(texts, size)
@@ -74,7 +70,7 @@ def input_statistics(model: PreTrainedModel, tokenizer: PreTrainedTokenizerFast,
     handles = [linear.register_forward_hook(hook(name)) for name, linear in linears.items()]
     try:
         for batch in tqdm(list(batches(tokenizer, texts, max_length)), desc="calibration", unit="batch",
-                          file=sys.stderr, leave=False):
+                          **progress_options(), leave=False):
             keep["mask"] = batch["attention_mask"].reshape(-1).bool()
             model(**batch)
     finally:
@@ -95,7 +91,7 @@ def fisher_diagonal(model: PreTrainedModel, tokenizer: PreTrainedTokenizerFast, 
     was_training = model.training
     model.eval()
     try:
-        for text in tqdm(texts, desc="fisher", unit="text", file=sys.stderr, leave=False):
+        for text in tqdm(texts, desc="fisher", unit="text", **progress_options(), leave=False):
             batch = tokenizer([text], truncation=True, max_length=max_length, return_tensors="pt")
             grads = torch.autograd.grad(self_predicted_loss(model(**batch).logits), list(params.values()))
             for name, grad in zip(params, grads):

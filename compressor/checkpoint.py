@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import pickle
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,8 +10,8 @@ import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerFast
 
 from compressor.errors import InputError
+from compressor.inputs import DEFAULT, check_checkpoint
 
-DEFAULT = "default"
 # Positions some architectures reserve (RoBERTa offsets positions by padding_idx + 1).
 POSITION_OFFSET = {"roberta": 2, "xlm-roberta": 2, "camembert": 2}
 
@@ -52,19 +51,8 @@ def load_classifier(spec: str, max_length: int | None = None) -> Classifier:
 
         model, tokenizer = default_model.build_model()
         return Classifier(model, tokenizer, DEFAULT, checked_length(model, max_length, default_model.MAX_LENGTH))
+    check_checkpoint(spec)
     folder = Path(spec)
-    config_file = folder / "config.json"
-    if not config_file.is_file():
-        raise InputError(f"{spec} is not a checkpoint folder (no config.json); use a local folder or 'default'")
-    try:
-        config = json.loads(config_file.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as exc:
-        raise InputError(f"{config_file} is not valid JSON: {exc}") from exc
-    architectures = config.get("architectures") or []
-    if not any(a.endswith("ForSequenceClassification") for a in architectures):
-        # Loading it anyway would bolt a random head onto the encoder and export nonsense.
-        found = ", ".join(architectures) or "none"
-        raise InputError(f"{spec} is not a sequence classifier (architectures: {found})")
     try:
         # Only the folder's own files, no code from it, and weights through safetensors or
         # torch.load(weights_only=True): a checkpoint cannot run code on this machine.

@@ -7,7 +7,7 @@ Examples:
     compressor evaluate models/svd-50 --data sst2/dev.tsv --reference models/original --json svd-50.json
     compressor report models --data sst2/dev.tsv --out reports
     compressor smallest ./my-bert-sst2 --max-drop 1.5 --data sst2/dev.tsv --calibration sst2/train.tsv --name small
-    compressor fit-default-head --train sst2/train.tsv --dev sst2/dev.tsv
+    compressor train-default --train sst2/train.tsv --dev sst2/dev.tsv
 
 Every command ends with one summary line. Bad input exits 2 with one readable line.
 """
@@ -20,7 +20,11 @@ import os
 import sys
 from pathlib import Path
 
+# Only modules that import no torch: the inputs are checked before it loads (seconds).
+from compressor.data import read_calibration, read_tsv
 from compressor.errors import InputError, ParityError
+from compressor.inputs import check_compress, check_out
+from compressor.recipe import Recipe, parse_layers
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -82,10 +86,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     b = commands.add_parser("build-default", help="build the embedded default set of variants")
     b.add_argument("--out", type=Path, default=Path("models"))
 
-    f = commands.add_parser("fit-default-head", help="refit the default model's head on frozen features (developers)")
-    f.add_argument("--train", type=Path, required=True)
-    f.add_argument("--dev", type=Path, required=True)
-    f.add_argument("--epochs", type=int, default=40)
+    f = commands.add_parser("train-default", help="retrain the default model's adapter and head (developers)")
+    f.add_argument("--train", type=Path, required=True, help="SST-2 train.tsv")
+    f.add_argument("--dev", type=Path, required=True, help="SST-2 dev.tsv (reported, never used to choose)")
+    f.add_argument("--epochs", type=float, default=3.0)
     f.add_argument("--seed", type=int, default=0)
     return parser.parse_args(argv)
 
@@ -93,20 +97,20 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def run(args: argparse.Namespace) -> str:
     """Carry out one command; return its summary line."""
     if args.command == "compress":
-        from compressor.data import read_calibration
-        from compressor.methods.drop_layers import parse_layers
-        from compressor.pipeline import Recipe, compress
-
         dropped = parse_layers(args.drop_layers) if args.drop_layers is not None else None
         calibration = read_calibration(args.calibration, args.text_col) if args.calibration else None
         recipe = Recipe(args.name, args.method, args.ratio, args.quantize, args.allocation,
                         layer_repair=args.layer_repair, drop_layers=dropped)
+        check_compress(args.model, recipe, args.out, calibration)  # compress() does too, after torch loads
+        from compressor.export import parity_summary
+        from compressor.pipeline import compress
+
         m = compress(args.model, recipe, args.out, calibration, args.max_length)
         return (f"wrote {args.out / m.name}: {m.method}, "
                 f"{m.parameters / 1e6:.2f}M of {m.parameters_original / 1e6:.2f}M parameters, "
-                f"{m.onnx_bytes / 1e6:.1f} MB, parity {m.parity:.1e}")
+                f"{m.onnx_bytes / 1e6:.1f} MB, {parity_summary(m.method, recipe.quantize, m.parity)}")
     if args.command == "smallest":
-        from compressor.data import read_calibration, read_tsv
+        # smallest() checks its inputs before it loads torch.
         from compressor.smallest import smallest
 
         data = read_tsv(args.data, args.text_col, args.text_pair_col, args.label_col) if args.data else None
@@ -115,6 +119,7 @@ def run(args: argparse.Namespace) -> str:
         return (f"wrote {args.out / m.name}: {m.method}, {m.onnx_bytes / 1e6:.1f} MB, "
                 f"the first rung within {args.max_drop:g} points ({len(trail)} tried)")
     if args.command == "build-default":
+        check_out(args.out)
         from compressor.pipeline import build_default
 
         manifests = build_default(args.out)
@@ -141,22 +146,22 @@ def run(args: argparse.Namespace) -> str:
 
         if not args.data.is_file():
             raise InputError(f"{args.data} does not exist")
-        if args.out.exists() and not args.out.is_dir():
-            raise InputError(f"--out {args.out} is a file, not a folder")
+        check_out(args.out)
         folders = variant_folders(args.models)
         reference = args.reference or (args.models / "original" if (args.models / "original").is_dir() else None)
         results = measure(folders, args.data, reference, args.threads)
         write_report(results, args.out, f"{args.models.name} on {args.data.name}")
         print((args.out / "report.md").read_text(encoding="utf-8"), end="")
         return f"wrote {args.out}/report.md, report.json and pareto.png for {len(results)} variant(s)"
-    if args.command == "fit-default-head":
-        from compressor.default_model import HEAD_FILE, fit_head
-
+    if args.command == "train-default":
         for path in (args.train, args.dev):
             if not path.is_file():
                 raise InputError(f"{path} does not exist")
-        figures = fit_head(args.train, args.dev, args.epochs, seed=args.seed)
-        return f"wrote {HEAD_FILE}: SST-2 dev accuracy {figures['dev_accuracy']:.4f}"
+        from compressor.default_model import ADAPTER_FILE, TrainSettings, train_adapter
+
+        figures = train_adapter(args.train, args.dev, TrainSettings(epochs=args.epochs, seed=args.seed))
+        return (f"wrote {ADAPTER_FILE}: SST-2 dev accuracy {figures['dev_accuracy']:.4f} "
+                f"after {figures['steps']} steps in {figures['wall_seconds'] / 60:.0f} min")
     raise AssertionError(args.command)
 
 

@@ -3,11 +3,14 @@
 For each variant: accuracy on a labelled TSV, agreement of its top-1 predictions with a
 reference variant, latency of `session.run` at batch 1 and batch 32 (p50/p95; tokenizing
 is the same for every variant, so it is left out to keep ratios sharp), parameters and
-ONNX bytes. The figures are also written into the variant's manifest (`evaluation`).
+ONNX bytes. The figures on a data file are also recorded in the variant's manifest, under
+that file's dataset key (`evaluations`): each dataset keeps its own, so evaluating on a
+few made-up sentences never replaces the figures on a real dev set.
 """
 
 from __future__ import annotations
 
+import hashlib
 import statistics
 import time
 from pathlib import Path
@@ -16,12 +19,20 @@ import numpy as np
 
 from compressor.data import PARITY_SENTENCES, Examples, label_ids, read_tsv
 from compressor.errors import InputError
-from service.manifest import Evaluation, write_manifest
+from service.manifest import Evaluation, timestamp, write_manifest
 from service.repository import Variant, load_variant
 from service.tokenization import TextInput, encode
 
 BATCH = 32
 LATENCY_RUNS = {1: 200, BATCH: 30}
+HASH_CHARS = 8  # of the data file's sha256 in its dataset key
+
+
+def dataset_key(path: Path) -> str:
+    """`dev.tsv@1f3a9c0b`: the file's name, for people, and the start of its content's
+    sha256, so the same file evaluated again replaces its entry while an edited file, or
+    another one of that name, gets its own."""
+    return f"{path.name}@{hashlib.sha256(path.read_bytes()).hexdigest()[:HASH_CHARS]}"
 
 
 def open_variant(folder: Path, threads: int) -> Variant:
@@ -58,8 +69,9 @@ def latency_ms(variant: Variant, inputs: list[TextInput], batch_size: int, runs:
     return {"p50": round(statistics.median(times), 3), "p95": round(quantiles[18], 3)}
 
 
-def evaluate(folder: Path, data: Examples | None, dataset: str | None, reference: np.ndarray | None,
+def evaluate(folder: Path, data: Examples | None, dataset: Path | None, reference: np.ndarray | None,
              reference_name: str | None, threads: int) -> dict:
+    """`dataset`: the file `data` was read from."""
     variant = open_variant(folder, threads)
     manifest = variant.manifest
     result: dict = {"variant": variant.name, "method": manifest.method,
@@ -69,15 +81,16 @@ def evaluate(folder: Path, data: Examples | None, dataset: str | None, reference
     texts: list[TextInput] = data.inputs() if data else list(PARITY_SENTENCES)
     if data is not None:
         predicted = predict(variant, texts)
-        result.update(dataset=dataset, examples=len(texts))
+        result.update(dataset=dataset.name, examples=len(texts))
         if data.labels is not None:
             result["accuracy"] = round(float((predicted == np.array(label_ids(data.labels, manifest.labels))).mean()), 4)
         if reference is not None:
             result.update(reference=reference_name, agreement=round(float((predicted == reference).mean()), 4))
     result["latency_ms"] = {f"batch_{b}": latency_ms(variant, texts, b, runs) for b, runs in LATENCY_RUNS.items()}
     if data is not None:
-        manifest.evaluation = Evaluation(**{k: result[k] for k in (
-            "dataset", "examples", "accuracy", "agreement", "reference", "latency_ms") if k in result})
+        manifest.evaluations[dataset_key(dataset)] = Evaluation(
+            dataset=dataset.name, rows=len(texts), labelled=data.labels is not None, date=timestamp(),
+            **{k: result[k] for k in ("accuracy", "agreement", "reference", "latency_ms") if k in result})
         write_manifest(folder, manifest)
     return result
 
@@ -90,8 +103,7 @@ def evaluate_all(folders: list[Path], data_path: Path | None, reference: Path | 
         if data is None:
             raise InputError("--reference needs --data: agreement is measured on its texts")
         reference_ids = predict(open_variant(reference, threads), data.inputs())
-    dataset = data_path.name if data_path else None
-    return [evaluate(f, data, dataset, reference_ids, reference.name if reference else None, threads) for f in folders]
+    return [evaluate(f, data, data_path, reference_ids, reference.name if reference else None, threads) for f in folders]
 
 
 def table(results: list[dict]) -> str:

@@ -11,6 +11,9 @@ the fp32 export's accuracy), or, with unlabeled text only, agreement with the fp
 the first 80%, the agreement is measured on the other 20%, so no recipe is scored on the
 text it was fitted to. A rung whose methods need calibration text is skipped when there
 is none, and the trail says so.
+
+Importing this module imports no torch, and `smallest` checks its inputs (`check_inputs`)
+before it loads torch, the model and the methods: bad input fails at once.
 """
 
 from __future__ import annotations
@@ -25,12 +28,11 @@ from pathlib import Path
 
 import numpy as np
 
-from compressor.checkpoint import load_classifier
 from compressor.data import Examples, label_ids
 from compressor.errors import InputError
 from compressor.evaluate import open_variant, predict
-from compressor.export import replace_folder
-from compressor.pipeline import NEEDS_CALIBRATION, Recipe, build, check_out, check_recipe, parse_method, pipeline_name
+from compressor.inputs import check_checkpoint, check_out
+from compressor.recipe import NEEDS_CALIBRATION, Recipe, check_recipe, parse_method, pipeline_name
 from service.manifest import Manifest
 
 # (method, quantize), smallest file first on BERT-family classifiers: 4-bit weights and
@@ -75,6 +77,28 @@ def check_ladder(ladder: tuple[tuple[str, str | None], ...]) -> None:
         check_recipe(Recipe("check", method, 1.0, quantize))
 
 
+def check_inputs(model: str, name: str, out: Path, max_drop: float, data: Examples | None,
+                 calibration: list[str] | None) -> None:
+    """Everything `compressor smallest` can refuse before loading the model."""
+    check_recipe(Recipe(name))
+    check_out(out)
+    if not 0 <= max_drop <= 100:
+        raise InputError(f"--max-drop is in accuracy points, from 0 to 100; got {max_drop}")
+    if data is None and not calibration:
+        raise InputError("smallest needs --data (a labelled TSV) or --calibration (unlabeled text) to score on")
+    if data is not None and data.labels is None:
+        raise InputError("--data has no label column; pass --label-col, or score on --calibration text")
+    if data is None and not held_out_split(calibration)[1]:
+        raise InputError("--calibration needs at least 2 texts: 80% fit the methods, 20% score them")
+    check_checkpoint(model)
+
+
+def held_out_split(calibration: list[str]) -> tuple[list[str], list[str]]:
+    """(texts for the methods, texts to score agreement on)."""
+    cut = max(1, int(len(calibration) * (1 - HELD_OUT)))
+    return calibration[:cut], calibration[cut:]
+
+
 def scorer(data: Examples | None, held_out: list[str] | None, reference: Path, threads: int
            ) -> tuple[Callable[[Path], float], float, str]:
     """A function scoring a variant folder, the reference's own score, and the metric's name."""
@@ -101,21 +125,16 @@ def smallest(model: str, name: str, out: Path, max_drop: float, data: Examples |
              report: Callable[[str], None] = print) -> tuple[Manifest, list[Attempt]]:
     """Build the first rung of `ladder` whose score is within `max_drop` points of the fp32
     export's and write it as `out/name`; returns its manifest and the trail of attempts."""
-    check_recipe(Recipe(name))
+    check_inputs(model, name, out, max_drop, data, calibration)
     check_ladder(ladder)
-    check_out(out)
-    if not 0 <= max_drop <= 100:
-        raise InputError(f"--max-drop is in accuracy points, from 0 to 100; got {max_drop}")
-    if data is None and not calibration:
-        raise InputError("smallest needs --data (a labelled TSV) or --calibration (unlabeled text) to score on")
-    if data is not None and data.labels is None:
-        raise InputError("--data has no label column; pass --label-col, or score on --calibration text")
+    # torch and transformers load here, once the inputs have passed the checks above.
+    from compressor.checkpoint import load_classifier
+    from compressor.export import replace_folder
+    from compressor.pipeline import build
+
     held_out = None
     if data is None:
-        cut = max(1, int(len(calibration) * (1 - HELD_OUT)))
-        if cut >= len(calibration):
-            raise InputError("--calibration needs at least 2 texts: 80% fit the methods, 20% score them")
-        calibration, held_out = calibration[:cut], calibration[cut:]
+        calibration, held_out = held_out_split(calibration)
     classifier = load_classifier(model)
     threads = os.cpu_count() or 1
     out.mkdir(parents=True, exist_ok=True)

@@ -6,6 +6,9 @@ metrics live in process memory, so scale with replicas, not `--workers`.
 Shutdown: on SIGTERM (or Ctrl-C) the server stops accepting connections, lets the
 requests in flight finish for up to `shutdown_grace_seconds`, drains the batch queues,
 and exits 0.
+
+Once the port accepts connections it prints one line to stdout, `slimserve ready on
+http://HOST:PORT with N variant(s); try: curl ...`, so scripts and people can wait for it.
 """
 
 from __future__ import annotations
@@ -13,14 +16,18 @@ from __future__ import annotations
 import argparse
 import logging
 import signal
+import socket
 import sys
 from pathlib import Path
 
 import uvicorn
+from fastapi import FastAPI
 from pydantic import ValidationError
 
-from service.app import create_app
+from service.app import create_app, ready_message
 from service.settings import Settings
+
+STARTUP_FAILURE = 3  # uvicorn's exit code when the app or the socket fails to start
 
 
 def parse_args(argv: list[str] | None = None) -> dict[str, object]:
@@ -51,14 +58,46 @@ def load_settings(argv: list[str] | None) -> Settings:
     return settings
 
 
+def local_url(address: tuple) -> str:
+    """The URL a client on this machine reaches a bound address at: a wildcard bind
+    (0.0.0.0, ::) answers on loopback, and an IPv6 host needs brackets."""
+    host, port = address[0], address[1]
+    host = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host)
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
+class ReadyServer(uvicorn.Server):
+    """uvicorn runs the app's startup (loading and warming every variant) before it binds
+    the port, so a line printed from the lifespan would come too early: print it here,
+    once the socket listens. The bound address is read back, so `--port 0` shows the real port."""
+
+    def __init__(self, config: uvicorn.Config, app: FastAPI) -> None:
+        super().__init__(config)
+        self.slimserve_app = app
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        if self.started and self.servers and self.servers[0].sockets:
+            url = local_url(self.servers[0].sockets[0].getsockname())
+            print(ready_message(self.slimserve_app, url), flush=True)
+
+
 def main(argv: list[str] | None = None) -> None:
     settings = load_settings(argv)
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     # uvicorn raises the SIGTERM it caught again once it has shut down cleanly, so the
     # exit code would say "killed"; a drained shutdown exits 0, as orchestrators expect.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level=settings.log_level,
-                workers=1, timeout_graceful_shutdown=settings.shutdown_grace_seconds)
+    app = create_app(settings)
+    config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level=settings.log_level, workers=1,
+                            timeout_graceful_shutdown=settings.shutdown_grace_seconds)
+    server = ReadyServer(config, app)
+    try:
+        server.run()
+    except KeyboardInterrupt:  # Ctrl-C during startup: as `uvicorn.run`, no trace
+        pass
+    if not server.started:  # as `uvicorn.run`: a server that never listened is a failed start
+        sys.exit(STARTUP_FAILURE)
 
 
 if __name__ == "__main__":

@@ -88,7 +88,9 @@ class CompareRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
     inputs: list[Text | TextPair]
     models: list[StrictStr] | None = Field(None, description="Variants to compare; default every ready one.")
-    reference: StrictStr | None = Field(None, description="Default: SLIMSERVE_REFERENCE, else the first model.")
+    reference: StrictStr | None = Field(None, description=(
+        "Variant the others are scored against. Default: SLIMSERVE_REFERENCE, else the uncompressed "
+        "variant (manifest method 'none'; 'original' among several, else the first by name)."))
     truncate: StrictBool = True
 
 
@@ -145,9 +147,9 @@ def as_text_inputs(inputs: list[str | TextPair]) -> list[TextInput]:
     return [x if isinstance(x, str) else (x.text if x.text_pair is None else (x.text, x.text_pair)) for x in inputs]
 
 
-@router.get("/models", response_model=ModelList)
-async def list_models(request: Request) -> ModelList:
-    runtime = runtime_of(request)
+def model_entries(runtime: Runtime) -> list[ModelEntry]:
+    """What GET /v1/models lists and GET /v1/models/{name} shows one of: every variant,
+    every served cascade, and every cascade that could not be served."""
     entries = [
         ModelEntry(name=v.name, state=v.state, reason=v.reason,
                    manifest=v.manifest.model_dump(mode="json", exclude_none=True) if v.manifest else None)
@@ -158,7 +160,23 @@ async def list_models(request: Request) -> ModelList:
         entries.append(ModelEntry(name=n, state="failed" if problem else "ready", reason=problem,
                                   cascade=spec.model_dump()))
     entries += [ModelEntry(name=n, state="failed", reason=why) for n, why in runtime.cascade_errors.items()]
-    return ModelList(models=entries)
+    return entries
+
+
+@router.get("/models", response_model=ModelList)
+async def list_models(request: Request) -> ModelList:
+    return ModelList(models=model_entries(runtime_of(request)))
+
+
+@router.get("/models/{name}", response_model=ModelEntry, responses=documented(ModelNotFound))
+async def get_model(name: str, request: Request) -> ModelEntry:
+    """One model, exactly as GET /v1/models lists it."""
+    # A cascade refused for having a variant's name is listed beside that variant; the
+    # first match is the variant, which is what the name means when classifying too.
+    entry = next((e for e in model_entries(runtime_of(request)) if e.name == name), None)
+    if entry is None:
+        raise ModelNotFound(f"model {name!r} not found")
+    return entry
 
 
 @router.post("/models/{name}/classify", response_model=ClassifyResponse, responses=REFUSALS)
@@ -188,7 +206,10 @@ async def compare(body: CompareRequest, request: Request) -> CompareResponse:
     names = body.models if body.models is not None else [n for n in runtime.variants if n in runtime.batchers]
     if not names:
         raise Malformed("models: name at least one variant")
-    reference = body.reference or request.app.state.settings.reference or names[0]
+    reference = body.reference or runtime.reference(request.app.state.settings.reference)
+    if reference is None:
+        raise Malformed("reference: no variant is an uncompressed export (method 'none') to compare against; "
+                        "name one in `reference` or set SLIMSERVE_REFERENCE")
     for name in dict.fromkeys([*names, reference]):
         if name in runtime.cascades:
             raise Malformed(f"models: {name!r} is a cascade; compare variants")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hmac
+import json
 import logging
 import threading
 from collections.abc import AsyncIterator
@@ -16,6 +17,7 @@ from fastapi import FastAPI, Header, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from service import __version__, api_v1, api_v2
@@ -36,6 +38,20 @@ from service.runtime import Runtime, build_runtime
 from service.settings import Settings
 
 log = logging.getLogger("slimserve")
+# The text of the ready line's example request: no apostrophe, so it sits in single quotes.
+EXAMPLE_TEXT = "a charming and often affecting journey"
+
+
+class ServiceIndex(BaseModel):
+    """GET /: where things are, for a person (or a script) that only knows the address."""
+
+    name: str
+    version: str
+    docs: str
+    openapi: str
+    models: str
+    health: str
+    metrics: str
 
 
 def publish_variant(metrics: Metrics, variant: Variant) -> None:
@@ -48,8 +64,7 @@ def publish_variant(metrics: Metrics, variant: Variant) -> None:
     metrics.model_memory_bytes.labels(variant.name).set(variant.memory_bytes)
     metrics.model_load_seconds.labels(variant.name).set(variant.load_seconds)
     metrics.model_warmup_seconds.labels(variant.name).set(variant.warmup_seconds)
-    if m.evaluation is not None and m.evaluation.accuracy is not None:
-        metrics.model_accuracy.labels(variant.name, m.evaluation.dataset).set(m.evaluation.accuracy)
+    metrics.publish_accuracy(variant.name, m)
     quantization = str(m.settings.get("quantize") or "none")
     metrics.model_info.labels(variant.name, m.method, m.base_model, quantization).set(1)
 
@@ -84,6 +99,33 @@ def publish_runtime(metrics: Metrics, runtime: Runtime, previous: Runtime | None
         publish_variant(metrics, variant)
 
 
+def check_shadow(settings: Settings, runtime: Runtime) -> None:
+    """One warning when shadow sampling is asked for but has nothing to mirror to."""
+    if settings.shadow_rate <= 0:
+        return
+    reference = runtime.reference(settings.reference)
+    if reference is None:
+        log.warning("shadow_rate is %s but there is no reference (set SLIMSERVE_REFERENCE or serve an "
+                    "uncompressed variant, method 'none'): shadow sampling is off", settings.shadow_rate)
+    elif reference not in runtime.batchers:
+        log.warning("shadow_rate is %s but the reference %r is not a ready variant: nothing is mirrored",
+                    settings.shadow_rate, reference)
+
+
+def ready_message(app: FastAPI, url: str) -> str:
+    """The line a person who started the service waits for: where it answers, and one
+    request to paste, naming the reference variant when it serves, else the first ready one."""
+    runtime: Runtime = app.state.runtime
+    ready = list(runtime.batchers)
+    if not ready:
+        return f"slimserve up on {url} but no variant is ready; see: curl -s {url}/v1/models"
+    reference = runtime.reference(app.state.settings.reference)
+    name = reference if reference in runtime.batchers else ready[0]
+    body = json.dumps({"inputs": [EXAMPLE_TEXT]})
+    return (f"slimserve ready on {url} with {len(ready)} variant(s); try: curl -s {url}/v1/models/{name}/classify "
+            f"-H 'content-type: application/json' -d '{body}'")
+
+
 async def watch_folders(app: FastAPI, interval: float, reload_lock: asyncio.Lock) -> None:
     while True:
         await asyncio.sleep(interval)
@@ -110,9 +152,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.shadow = Shadow(settings.shadow_rate, settings.reference, metrics)
         publish_runtime(metrics, runtime)
         ready = [n for n, v in runtime.variants.items() if v.ready]
-        if settings.shadow_rate > 0 and settings.reference not in ready:
-            log.warning("shadow_rate is %s but the reference %r is not a ready variant: nothing is mirrored",
-                        settings.shadow_rate, settings.reference)
+        check_shadow(settings, runtime)
         log.info("serving %d variant(s) from %s: %s", len(ready), settings.models, ", ".join(ready) or "none")
         watcher = (asyncio.create_task(watch_folders(app, settings.watch_seconds, reload_lock))
                    if settings.watch_seconds else None)
@@ -163,6 +203,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         error = {404: ModelNotFound, 405: MethodNotAllowed}.get(exc.status_code, Malformed)(message)
         return await service_error(request, error)
 
+    @app.get("/", tags=["meta"], response_model=ServiceIndex)
+    async def index() -> ServiceIndex:
+        """Where the docs and the main routes are."""
+        return ServiceIndex(name="slimserve", version=__version__, docs=app.docs_url, openapi=app.openapi_url,
+                            models="/v1/models", health="/health/ready", metrics="/metrics")
+
     @app.get("/health/live", tags=["health"])
     async def live() -> dict[str, str]:
         return {"status": "live"}
@@ -198,6 +244,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 raise NotReady(f"reload failed, still serving the previous set: {exc}") from None
             request.app.state.runtime = new
             publish_runtime(metrics, new, old)
+            check_shadow(settings, new)
             await old.stop()
         return {"status": "reloaded", "models": {n: v.state for n, v in new.variants.items()},
                 "cascades": list(new.cascades)}

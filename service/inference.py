@@ -3,7 +3,8 @@
 A plain variant: tokenize in a worker thread, hand the rows to the variant's batcher,
 softmax what comes back. A cascade: ask its fast variant first and its reference only for
 the inputs the fast one is unsure of. Shadow sampling mirrors a random fraction of a
-variant's inputs to the reference after the response has gone, and counts agreement.
+variant's inputs to the reference (see `Runtime.reference`) after the response has gone,
+and counts agreement.
 """
 
 from __future__ import annotations
@@ -95,39 +96,44 @@ async def run_cascade(runtime: Runtime, name: str, spec: CascadeSpec, inputs: li
 
 
 class Shadow:
-    """Mirrors `rate` of each variant's inputs to `reference`, off the request path.
+    """Mirrors `rate` of each variant's inputs to the reference, off the request path.
 
+    The reference is `Runtime.reference(configured)`, looked up at each request so a
+    reload or a retired variant is followed; with none, nothing is mirrored.
     Mirrors yield to live traffic: a sample is dropped (and counted as dropped) when
     `MAX_PENDING` comparisons are already waiting or the reference's queue is over half
     full, so shadowing never makes the reference answer 429 to a client."""
 
     MAX_PENDING = 64
 
-    def __init__(self, rate: float, reference: str | None, metrics: Metrics) -> None:
-        self.rate, self.reference, self.metrics = rate, reference, metrics
+    def __init__(self, rate: float, configured: str | None, metrics: Metrics) -> None:
+        self.rate, self.configured, self.metrics = rate, configured, metrics
         self._random = random.Random()
         self._tasks: set[asyncio.Task] = set()
 
     def sample(self, runtime: Runtime, name: str, inputs: list[TextInput], outcome: Outcome, truncate: bool) -> None:
-        if self.rate <= 0 or self.reference is None or name == self.reference or name not in runtime.variants:
+        if self.rate <= 0 or name not in runtime.variants:
+            return
+        reference = runtime.reference(self.configured)
+        if reference is None or name == reference:
             return
         picked = [i for i in range(len(inputs)) if self._random.random() < self.rate]
         if not picked:
             return
-        batcher = runtime.batchers.get(self.reference)
+        batcher = runtime.batchers.get(reference)
         if batcher is None or len(self._tasks) >= self.MAX_PENDING or batcher.load() > 0.5:
             self.metrics.shadow_dropped.labels(name).inc(len(picked))
             return
         task = asyncio.get_running_loop().create_task(
-            self._compare(runtime, name, [inputs[i] for i in picked], outcome.probabilities[picked], outcome.labels,
-                          truncate))
+            self._compare(runtime, name, reference, [inputs[i] for i in picked], outcome.probabilities[picked],
+                          outcome.labels, truncate))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _compare(self, runtime: Runtime, name: str, inputs: list[TextInput], probabilities: np.ndarray,
-                       labels: list[str], truncate: bool) -> None:
+    async def _compare(self, runtime: Runtime, name: str, reference_name: str, inputs: list[TextInput],
+                       probabilities: np.ndarray, labels: list[str], truncate: bool) -> None:
         try:
-            reference = await run_variant(runtime, self.reference, inputs, truncate)
+            reference = await run_variant(runtime, reference_name, inputs, truncate)
         except ServiceError as exc:  # the reference is busy or gone: skip, never fail the variant
             self.metrics.shadow_dropped.labels(name).inc(len(inputs))
             log.debug("shadow comparison for %s dropped: %s", name, exc.message)

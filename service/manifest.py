@@ -13,23 +13,31 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 MANIFEST_FILE = "variant.json"
 ONNX_FILE = "model.onnx"
 TOKENIZER_FILE = "tokenizer.json"
 
 
+def timestamp() -> str:
+    """A manifest's timestamps: ISO 8601, UTC, to the second."""
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
 class Evaluation(BaseModel):
-    """What `compressor evaluate` measured last; free-form beyond the headline figures."""
+    """What `compressor evaluate` measured on one dataset; free-form beyond the headline
+    figures (it also records `latency_ms`)."""
 
     model_config = ConfigDict(extra="allow")
 
-    dataset: str
-    examples: int
-    accuracy: float | None = None
-    agreement: float | None = None
+    dataset: str  # the data file's name
+    rows: int
+    labelled: bool
+    accuracy: float | None = None  # labelled data only
+    agreement: float | None = None  # with `reference`, on the same rows
     reference: str | None = None
+    date: str | None = None  # absent on an evaluation converted from the old single `evaluation`
 
 
 class Manifest(BaseModel):
@@ -45,9 +53,30 @@ class Manifest(BaseModel):
     parameters: int = Field(ge=0)
     parameters_original: int = Field(ge=0)
     onnx_bytes: int = Field(ge=0)
-    created: str = Field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
+    created: str = Field(default_factory=timestamp)
     parity: float | None = None
-    evaluation: Evaluation | None = None
+    # By dataset key, `NAME@HASH` (compressor.evaluate.dataset_key): a new evaluation
+    # replaces only the one on the same data.
+    evaluations: dict[str, Evaluation] = Field(default_factory=dict)
+
+    @model_validator(mode="before")
+    @classmethod
+    def convert_single_evaluation(cls, data: Any) -> Any:
+        """Manifests written before evaluations were kept per dataset hold one `evaluation`
+        (`examples`, and `accuracy` only when the data was labelled); it becomes the entry
+        under its file name, without a hash or a date, which were not recorded."""
+        if not isinstance(data, dict) or "evaluation" not in data:
+            return data
+        data = dict(data)
+        old = data.pop("evaluation")
+        if old is None:
+            return data
+        if not isinstance(old, dict):
+            raise ValueError("evaluation must be an object")  # noqa: TRY004 - pydantic reports only ValueError
+        entry = {k: v for k, v in old.items() if k != "examples"}
+        entry.update(rows=old.get("examples"), labelled=old.get("accuracy") is not None)
+        data["evaluations"] = {str(old.get("dataset")): entry, **(data.get("evaluations") or {})}
+        return data
 
 
 def read_manifest(folder: Path) -> Manifest:

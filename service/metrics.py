@@ -13,6 +13,8 @@ from typing import Callable
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from service.manifest import Manifest
+
 # One bucket set for every latency histogram: these models answer in about a millisecond
 # at batch 1 and in tens of milliseconds at batch 32.
 LATENCY_BUCKETS = (
@@ -81,11 +83,22 @@ class Metrics:
             "slimserve_cascade_fallbacks", "Inputs a cascade passed on to its reference (fast top-1 under threshold).",
             ["model"], registry=r)
         self.model_accuracy = Gauge(
-            "slimserve_model_accuracy", "Accuracy `compressor evaluate` recorded in the manifest, on `dataset`.",
+            "slimserve_model_accuracy",
+            "Accuracy `compressor evaluate` recorded in the manifest on labelled `dataset` (file@content hash).",
             ["model", "dataset"], registry=r)
         self.model_info = Gauge(
             "slimserve_model_info", "Always 1; labels carry the variant's manifest.",
             ["model", "method", "base_model", "quantization"], registry=r)
+
+    def publish_accuracy(self, model: str, manifest: Manifest) -> None:
+        """The accuracy gauge's rule: one series per labelled evaluation in the manifest, its
+        `dataset` label the evaluation's key. Unlabelled data has no accuracy to report. No
+        dataset is preferred over another, not even the latest: accuracies on different data
+        do not compare, and a quick check on a few sentences must not hide the dev-set
+        figure; a dashboard picks the dataset it trusts."""
+        for dataset, evaluation in manifest.evaluations.items():
+            if evaluation.labelled and evaluation.accuracy is not None:
+                self.model_accuracy.labels(model, dataset).set(evaluation.accuracy)
 
 
 class MetricsMiddleware:

@@ -26,6 +26,10 @@ from service.tokenization import pad_id
 log = logging.getLogger("slimserve.runtime")
 
 CASCADE_FILE = "cascades.json"  # in the models folder, beside the variant folders
+# The manifest method of a plain, uncompressed export (the compressor's `recipe.NONE`;
+# the service never imports the compressor). Quantized-only variants say `int8` etc.
+UNCOMPRESSED = "none"
+ORIGINAL = "original"  # what `compressor build-default` calls its plain export
 
 
 @dataclass
@@ -43,6 +47,21 @@ class Runtime:
         spec = self.cascades[name]
         missing = [m for m in (spec.fast, spec.reference) if m not in self.batchers]
         return f"cascade {name!r} needs {', '.join(missing)}, which is not ready" if missing else None
+
+    def reference(self, configured: str | None) -> str | None:
+        """The variant the others are compared with (/v1/compare's default, shadow sampling).
+
+        The one home of the rule: SLIMSERVE_REFERENCE when set; else the serving variant
+        that is an uncompressed export (method "none"), since agreement with the original
+        is what a compressed variant is judged by; among several, `original`, else the
+        alphabetically first. None when there is no such variant."""
+        if configured is not None:
+            return configured
+        plain = sorted(n for n in self.batchers
+                       if (m := self.variants[n].manifest) is not None and m.method == UNCOMPRESSED)
+        if ORIGINAL in plain:
+            return ORIGINAL
+        return plain[0] if plain else None
 
     async def retire_vanished(self) -> list[str]:
         """Stop serving the variants whose files were deleted from disk, so the models

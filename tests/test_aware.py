@@ -10,7 +10,8 @@ from compressor.checkpoint import Classifier, load_classifier
 from compressor.errors import InputError
 from compressor.methods import aware, svd
 from compressor.methods.linears import encoder_linears
-from compressor.pipeline import METHODS, Recipe, compress
+from compressor.pipeline import Recipe, compress
+from compressor.recipe import METHODS
 from conftest import CORPUS
 
 
@@ -71,7 +72,7 @@ def test_fisher_uses_the_models_own_predictions(checkpoints):
 def test_budget_matches_plain_svd(checkpoints, method):
     plain, aware_model = fresh(checkpoints), fresh(checkpoints)
     svd.compress(plain, 0.5)
-    settings = METHODS[method](aware_model, 0.5, CORPUS)
+    settings = METHODS[method].implementation()(aware_model, 0.5, CORPUS)
     count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
     assert count(aware_model.model) == count(plain.model)
     assert settings["calibration_texts"] == len(CORPUS) and settings["ratio"] == 0.5
@@ -84,7 +85,7 @@ def test_aware_methods_stay_closer_to_the_original_than_plain_svd(checkpoints, m
     plain, informed = (Classifier(copy.deepcopy(original.model), original.tokenizer, original.base_model,
                                   original.max_length) for _ in range(2))
     svd.compress(plain, 0.3)
-    METHODS[method](informed, 0.3, CORPUS)
+    METHODS[method].implementation()(informed, 0.3, CORPUS)
     batch = original.tokenizer(CORPUS, padding=True, return_tensors="pt")
     with torch.no_grad():
         reference = original.model(**batch).logits

@@ -1,11 +1,13 @@
 import json
+import shutil
 
 import pytest
+from conftest import metric_value
 
 from compressor.cli import main
 from compressor.errors import InputError
-from compressor.evaluate import evaluate_all
-from service.manifest import read_manifest
+from compressor.evaluate import dataset_key, evaluate_all
+from service.manifest import MANIFEST_FILE, Evaluation, read_manifest
 
 ROWS = [("a charming and often affecting journey", "1"), ("the plot is thin", "negative"),
         ("wooden acting and a dull script", "0"), ("funny and tender", "positive")] * 3
@@ -32,8 +34,48 @@ def test_evaluate_reports_every_figure(models_dir, data, tmp_path, capsys):
         for batch in ("batch_1", "batch_32"):
             assert 0 < r["latency_ms"][batch]["p50"] <= r["latency_ms"][batch]["p95"]
     assert results["tiny-bert-svd"]["parameters"] < results["tiny-bert"]["parameters"]
-    saved = read_manifest(models_dir / "tiny-bert-svd").evaluation
-    assert saved.dataset == "dev.tsv" and saved.accuracy == results["tiny-bert-svd"]["accuracy"]
+    saved = read_manifest(models_dir / "tiny-bert-svd").evaluations[dataset_key(data)]
+    assert saved.dataset == "dev.tsv" and saved.rows == len(ROWS) and saved.labelled
+    assert saved.accuracy == results["tiny-bert-svd"]["accuracy"] and saved.reference == "tiny-bert"
+
+
+def test_each_dataset_keeps_its_own_evaluation_and_only_labelled_ones_reach_the_gauge(
+        models_dir, data, tmp_path, client_for):
+    folder = tmp_path / "models"
+    shutil.copytree(models_dir / "tiny-bert", folder / "tiny-bert")
+    made_up = tmp_path / "made-up.tsv"
+    made_up.write_text("sentence\n" + "".join(f"{t}\n" for t, _ in ROWS[:5]))
+    evaluate_all([folder / "tiny-bert"], data, None, 1)
+    first = read_manifest(folder / "tiny-bert").evaluations[dataset_key(data)]
+    evaluate_all([folder / "tiny-bert"], made_up, None, 1)
+    evaluate_all([folder / "tiny-bert"], data, None, 1)  # the same file again: replaces its own entry only
+    evaluations = read_manifest(folder / "tiny-bert").evaluations
+    assert set(evaluations) == {dataset_key(data), dataset_key(made_up)}
+    labelled, unlabelled = evaluations[dataset_key(data)], evaluations[dataset_key(made_up)]
+    assert labelled.rows == len(ROWS) and labelled.accuracy == first.accuracy and labelled.date >= first.date
+    assert unlabelled.rows == 5 and not unlabelled.labelled and unlabelled.accuracy is None
+
+    metrics = client_for(folder).get("/metrics").text
+    assert metric_value(metrics, "slimserve_model_accuracy", model="tiny-bert",
+                        dataset=dataset_key(data)) == labelled.accuracy
+    assert "made-up.tsv" not in metrics
+
+
+def test_a_manifest_with_the_old_single_evaluation_loads(models_dir, tmp_path):
+    folder = tmp_path / "old"
+    shutil.copytree(models_dir / "tiny-bert", folder)
+    manifest = json.loads((folder / MANIFEST_FILE).read_text())
+    manifest.pop("evaluations", None)
+    manifest["evaluation"] = {"dataset": "dev.tsv", "examples": 872, "accuracy": 0.9128, "agreement": 0.97,
+                              "reference": "original", "latency_ms": {"batch_1": {"p50": 1.2, "p95": 1.5}}}
+    (folder / MANIFEST_FILE).write_text(json.dumps(manifest))
+    evaluations = read_manifest(folder).evaluations
+    assert evaluations == {"dev.tsv": Evaluation(
+        dataset="dev.tsv", rows=872, labelled=True, accuracy=0.9128, agreement=0.97, reference="original",
+        latency_ms={"batch_1": {"p50": 1.2, "p95": 1.5}})}
+    manifest["evaluation"] = {"dataset": "made-up.tsv", "examples": 200}  # unlabelled: no accuracy was recorded
+    (folder / MANIFEST_FILE).write_text(json.dumps(manifest))
+    assert not read_manifest(folder).evaluations["made-up.tsv"].labelled
 
 
 def test_accuracy_counts_label_names_and_ids(models_dir, tmp_path):

@@ -7,9 +7,9 @@ import pytest
 import torch
 from onnx import helper, numpy_helper
 
+from compressor import recipe
 from compressor.checkpoint import load_classifier
 from compressor.cli import main
-from compressor.methods import int4
 from compressor.methods.quantized_tables import quantize_tables
 from compressor.pipeline import Recipe, compress
 from compressor.report import weight_flops_per_token
@@ -164,9 +164,9 @@ def test_the_service_classifies_int4_variants_like_pytorch(variants, checkpoints
 
 
 def test_options_parse_in_any_order():
-    assert int4.parse("int4") == int4.Int4Options()
-    assert int4.parse("int4-emb4-sym-b64-acc1") == int4.Int4Options(64, True, 1, 4)
-    assert int4.is_int4("int4-emb4") and not int4.is_int4("int8-static") and not int4.is_int4(None)
+    assert recipe.parse_int4("int4") == recipe.Int4Options()
+    assert recipe.parse_int4("int4-emb4-sym-b64-acc1") == recipe.Int4Options(64, True, 1, 4)
+    assert recipe.is_int4("int4-emb4") and not recipe.is_int4("int8-static") and not recipe.is_int4(None)
 
 
 @pytest.mark.parametrize("spec, message", [

@@ -1,14 +1,23 @@
 """The HTTP API over an in-process ASGI client, against freshly exported tiny variants."""
 
-import asyncio
-import re
+import json
+import shutil
 
-import httpx
 import pytest
-
 from conftest import metric_value
 
 TEXT = "it's a charming and often affecting journey."
+
+
+def test_index_points_to_the_docs_and_the_main_routes(client):
+    response = client.get("/")
+    assert response.status_code == 200
+    body = response.json()
+    assert body == {"name": "slimserve", "version": body["version"], "docs": "/docs", "openapi": "/openapi.json",
+                    "models": "/v1/models", "health": "/health/ready", "metrics": "/metrics"}
+    for key in ("docs", "openapi", "models", "health", "metrics"):  # every pointer leads somewhere
+        assert client.get(body[key]).status_code == 200, key
+    assert "/" in client.get("/openapi.json").json()["paths"]
 
 
 def test_lists_every_variant_with_its_manifest(client):
@@ -102,6 +111,31 @@ def test_unknown_model_and_route(client):
     response = client.post("/v1/models/nope/classify", json={"inputs": [TEXT]})
     assert response.status_code == 404 and response.json() == {"error": "model 'nope' not found", "error_type": "not_found"}
     assert client.get("/v1/nothing-here").json()["error_type"] == "not_found"
+
+
+def test_one_model_is_its_entry_in_the_list(client_for, models_dir, tmp_path):
+    folder = tmp_path / "models"
+    shutil.copytree(models_dir, folder)
+    shutil.copytree(models_dir / "tiny-bert", folder / "broken")
+    (folder / "broken" / "model.onnx").write_bytes(b"not a model")
+    (folder / "cascades.json").write_text(json.dumps({
+        "fast-then-bert": {"fast": "tiny-bert-svd", "reference": "tiny-bert", "threshold": 0.9},
+        "needs-missing": {"fast": "tiny-bert-svd", "reference": "nope", "threshold": 0.5},
+    }))
+    client = client_for(folder)
+    listed = client.get("/v1/models").json()["models"]
+    assert {m["name"] for m in listed} >= {"tiny-bert", "broken", "fast-then-bert", "needs-missing"}
+    for entry in listed:
+        response = client.get(f"/v1/models/{entry['name']}")
+        assert response.status_code == 200 and response.json() == entry
+    assert client.get("/v1/models/fast-then-bert").json()["cascade"]["fast"] == "tiny-bert-svd"
+    assert client.get("/v1/models/broken").json()["state"] == "failed"
+
+
+def test_one_unknown_model_is_a_404(client):
+    response = client.get("/v1/models/nope")
+    assert response.status_code == 404
+    assert response.json() == {"error": "model 'nope' not found", "error_type": "not_found"}
 
 
 def test_too_many_inputs_is_a_413(client_for):

@@ -6,6 +6,7 @@ import json
 import logging
 import shutil
 import threading
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -56,6 +57,71 @@ def test_compare_reports_predictions_agreement_and_latency(client):
 def test_compare_refuses_bad_requests(client, body, status, mentions):
     response = client.post("/v1/compare", json=body)
     assert response.status_code == status and mentions in response.json()["error"]
+
+
+def variants_folder(models_dir, tmp_path, **copies) -> Path:
+    """A models folder holding copies of the tiny variants under new names (new name → old)."""
+    folder = tmp_path / "models"
+    for new, old in copies.items():
+        shutil.copytree(models_dir / old, folder / new)
+    return folder
+
+
+def compare(client, **body):
+    return client.post("/v1/compare", json={"inputs": TEXTS, **body})
+
+
+def test_compare_defaults_to_the_uncompressed_variant_not_the_first_by_name(client_for, models_dir, tmp_path):
+    # tiny-bert is a plain export (method "none"); tiny-bert-svd is compressed.
+    client = client_for(variants_folder(models_dir, tmp_path, **{"a-svd": "tiny-bert-svd", "z-plain": "tiny-bert"}))
+    body = compare(client).json()
+    assert body["reference"] == "z-plain"
+    assert {r["model"]: r["agreement"] for r in body["results"]}["z-plain"] == 1.0
+    only_svd = compare(client, models=["a-svd"]).json()  # the reference runs even when not listed
+    assert only_svd["reference"] == "z-plain" and [r["model"] for r in only_svd["results"]] == ["a-svd"]
+    assert compare(client, reference="a-svd").json()["reference"] == "a-svd"  # the request's field wins
+
+
+def test_original_is_preferred_among_several_uncompressed_variants(client_for, models_dir, tmp_path):
+    folder = variants_folder(models_dir, tmp_path, **{"a-plain": "tiny-bert", "original": "tiny-bert",
+                                                       "b-svd": "tiny-bert-svd"})
+    assert compare(client_for(folder)).json()["reference"] == "original"
+    shutil.rmtree(folder / "original")
+    assert compare(client_for(folder)).json()["reference"] == "a-plain"  # else the first by name
+
+
+def test_the_reference_setting_overrides_the_rule(client_for, models_dir, tmp_path):
+    folder = variants_folder(models_dir, tmp_path, original="tiny-bert", svd="tiny-bert-svd")
+    assert compare(client_for(folder, reference="svd")).json()["reference"] == "svd"
+
+
+def test_without_an_uncompressed_variant_compare_asks_for_a_reference(client_for, models_dir, tmp_path, caplog):
+    folder = variants_folder(models_dir, tmp_path, svd="tiny-bert-svd", int8="tiny-roberta-int8")
+    with caplog.at_level(logging.WARNING, logger="slimserve"):
+        client = client_for(folder, shadow_rate=1.0)
+    response = compare(client)
+    assert response.status_code == 422 and response.json()["error_type"] == "validation"
+    assert response.json()["error"].startswith("reference:")
+    assert compare(client, reference="svd").status_code == 200
+    # Shadow sampling is off, said once at startup, not per request.
+    assert classify(client, "int8").status_code == 200
+    client.wait(client.app.state.shadow.drain())
+    assert "slimserve_shadow_inputs_total{" not in client.get("/metrics").text
+    assert "slimserve_shadow_dropped_total{" not in client.get("/metrics").text
+    warnings = [r for r in caplog.records if "shadow" in r.getMessage()]
+    assert len(warnings) == 1 and "shadow sampling is off" in warnings[0].getMessage()
+
+
+def test_shadow_sampling_mirrors_to_the_uncompressed_variant_by_default(client_for, models_dir, tmp_path):
+    client = client_for(variants_folder(models_dir, tmp_path, **{"a-svd": "tiny-bert-svd", "z-plain": "tiny-bert"}),
+                        shadow_rate=1.0)
+    assert classify(client, "a-svd").status_code == 200
+    assert classify(client, "z-plain").status_code == 200  # the reference is never mirrored to itself
+    client.wait(client.app.state.shadow.drain())
+    text = client.get("/metrics").text
+    assert metric_value(text, "slimserve_shadow_inputs_total", model="a-svd") == len(TEXTS)
+    with pytest.raises(AssertionError):
+        metric_value(text, "slimserve_shadow_inputs_total", model="z-plain")
 
 
 def test_shadow_sampling_counts_agreement_with_the_reference(client_for):

@@ -1,18 +1,21 @@
-"""A real `python -m service` process on a free loopback port: it answers, refuses a burst
-beyond its queue quickly, and shuts down cleanly on SIGTERM."""
+"""A real `python -m service` process on a free loopback port: it says when it is ready,
+answers, refuses a burst beyond its queue quickly, and shuts down cleanly on SIGTERM."""
 
+import json
 import os
+import queue
+import re
 import shutil
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
-
 from conftest import toy_graph
 
 
@@ -47,6 +50,71 @@ def test_python_m_service_serves_a_variant(models_dir):
     finally:
         process.terminate()
         process.wait(timeout=20)
+
+
+def lines_of(stream) -> queue.Queue:
+    """Every line the stream yields, as it comes (None at its end), read by a thread so a
+    test can wait on output with a deadline and the pipe never fills up."""
+    lines: queue.Queue = queue.Queue()
+
+    def pump():
+        for line in stream:
+            lines.put(line.rstrip("\n"))
+        lines.put(None)
+
+    threading.Thread(target=pump, daemon=True).start()
+    return lines
+
+
+READY = re.compile(r"slimserve ready on (http://\S+) with (\d+) variant\(s\); try: curl -s (\S+) "
+                   r"-H 'content-type: application/json' -d '(.+)'")
+
+
+def test_the_ready_line_comes_when_the_port_answers(models_dir):
+    # Port 0: the printed URL is the only way to know where the service listens.
+    env = {**os.environ, "SLIMSERVE_THREADS": "2", "SLIMSERVE_WARMUP": "false"}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "service", "--models", str(models_dir), "--port", "0", "--host", "127.0.0.1"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    stdout, stderr = lines_of(process.stdout), lines_of(process.stderr)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            line = stdout.get(timeout=max(0.1, deadline - time.monotonic()))
+            assert line is not None, f"stdout ended before the ready line: {list(stderr.queue)}"
+            if line.startswith("slimserve "):
+                break
+        ready = READY.fullmatch(line)
+        assert ready, line
+        base, count, url, body = ready.groups()
+        assert count == "3" and url == f"{base}/v1/models/tiny-bert/classify"  # the uncompressed variant
+        response = httpx.post(url, content=body, headers={"content-type": "application/json"}, timeout=10)
+        assert response.status_code == 200 and response.json()["model"] == "tiny-bert"
+        assert json.loads(body) == {"inputs": ["a charming and often affecting journey"]}
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+    assert not any((line or "").startswith("slimserve ") for line in stdout.queue)  # said once
+
+
+def test_the_ready_line_says_when_no_variant_is_ready(client_for, tmp_path):
+    from service.app import ready_message
+
+    app = client_for(tmp_path).app
+    assert ready_message(app, "http://127.0.0.1:8000") == (
+        "slimserve up on http://127.0.0.1:8000 but no variant is ready; see: curl -s http://127.0.0.1:8000/v1/models")
+
+
+@pytest.mark.parametrize("address, url", [
+    (("127.0.0.1", 8000), "http://127.0.0.1:8000"),
+    (("0.0.0.0", 8000), "http://127.0.0.1:8000"),
+    (("::", 8000, 0, 0), "http://[::1]:8000"),
+    (("::1", 8001, 0, 0), "http://[::1]:8001"),
+])
+def test_the_ready_line_names_an_address_a_local_client_can_reach(address, url):
+    from service.__main__ import local_url
+
+    assert local_url(address) == url
 
 
 @pytest.mark.parametrize("args, env, message", [

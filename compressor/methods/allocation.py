@@ -17,6 +17,8 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from compressor.progress import progress_options
+
 from compressor.calibration import batches
 from compressor.checkpoint import Classifier
 from compressor.methods.linears import encoder_linears, replace_module, two_linears
@@ -41,7 +43,7 @@ def sensitivities(classifier: Classifier, texts: list[str],
 
     result: dict[str, dict[float, float]] = {}
     for name, linear in tqdm(encoder_linears(model).items(), desc="allocation", unit="layer",
-                             file=sys.stderr, leave=False):
+                             **progress_options(), leave=False):
         rows, cols = linear.weight.shape
         result[name] = {1.0: 0.0}
         for candidate in CANDIDATES:

@@ -39,6 +39,8 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from compressor.progress import progress_options
+
 from compressor.checkpoint import Classifier
 from compressor.methods.linears import FactorPair, GeneratedLinear, encoder_linears, replace_module
 
@@ -133,7 +135,7 @@ def fit(rows: torch.Tensor, k: int, linear: bool, epochs: int | None = None, see
     optimizer = torch.optim.Adam([*enc.parameters(), *dec.parameters(), norms], lr=LR)
     schedule = torch.optim.lr_scheduler.StepLR(optimizer, max(1, epochs // LR_DECAYS), LR_GAMMA)
     best, best_loss = None, float("inf")
-    for _ in tqdm(range(epochs), desc="ae", unit="epoch", file=sys.stderr, leave=False):
+    for _ in tqdm(range(epochs), desc="ae", unit="epoch", **progress_options(), leave=False):
         for batch in torch.randperm(len(rows), generator=generator).split(BATCH):
             loss = loss_of(rescaled(dec(enc(rows[batch])), norms[batch]), rows[batch])
             optimizer.zero_grad()
@@ -236,7 +238,7 @@ def compress(classifier: Classifier, ratio: float, calibration: list[str] | None
     model = classifier.model
     linears = encoder_linears(model)
     latents, cosines, epochs, kept_dense = [], [], [], []
-    for key, names in tqdm(groups(linears, shared).items(), desc="ae groups", file=sys.stderr, leave=False):
+    for key, names in tqdm(groups(linears, shared).items(), desc="ae groups", **progress_options(), leave=False):
         weights = [linears[n].weight.detach() for n in names]
         transposed = orientation([tuple(w.shape) for w in weights])
         if transposed is None:  # e.g. pruned differently per layer on both sides

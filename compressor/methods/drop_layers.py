@@ -51,15 +51,16 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 from tqdm import tqdm
+
+from compressor.progress import progress_options
 from transformers import PreTrainedModel
 
 from compressor.calibration import batches, sample
 from compressor.checkpoint import Classifier
 from compressor.errors import InputError
+from compressor.recipe import DEFAULT_REPAIR, REPAIRS
 
 SAMPLE = 512  # calibration texts; while choosing, every other batch fits the repairs and the rest score them
-REPAIRS = ("auto", "inputs", "inputs+norm", "none")  # auto picks among the rest, gap by gap
-DEFAULT_REPAIR = "auto"
 RIDGE = 1e-3  # relative to the inputs' mean second moment (variance, per channel): well posed on few texts
 
 
@@ -100,18 +101,6 @@ def stack(model: PreTrainedModel) -> Stack:
 
 def kept_count(ratio: float, layers: int) -> int:
     return max(1, int(ratio * layers + 0.5))
-
-
-def parse_layers(text: str) -> tuple[int, ...]:
-    """`--drop-layers 1,3` → (1, 3); checked against the model's depth once it is loaded."""
-    try:
-        layers = tuple(int(part) for part in text.split(","))
-    except ValueError:
-        raise InputError(f"--drop-layers {text!r} must be layer numbers counted from 0, comma-separated, "
-                         "e.g. 1,3") from None
-    if any(i < 0 for i in layers) or len(set(layers)) < len(layers):
-        raise InputError(f"--drop-layers {text!r} must name distinct layers counted from 0")
-    return tuple(sorted(layers))
 
 
 def runs(dropped: list[int]) -> list[tuple[int, int]]:
@@ -244,7 +233,7 @@ def choose(reference: PreTrainedModel, keep: int, fit: list[dict], score: tuple[
     used: list[str] = []
     steps: list[dict[str, float]] = []
     progress = tqdm(total=sum(layers - k for k in range(layers - keep)), desc="drop-layers: sensitivity",
-                    unit="trial", file=sys.stderr, leave=False)
+                    unit="trial", **progress_options(), leave=False)
     for _ in range(layers - keep):
         costs, repairs = {}, {}
         for i in (i for i in range(layers) if i not in dropped):

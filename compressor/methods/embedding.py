@@ -27,6 +27,8 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from compressor.progress import progress_options
+
 from compressor.calibration import sample
 from compressor.checkpoint import Classifier
 
@@ -77,7 +79,7 @@ def fit_autoencoder(matrix: torch.Tensor, k: int, weight: torch.Tensor | None = 
     params = list(encoder.parameters()) + list(decoder.parameters())
     optimizer = torch.optim.Adam(params, lr=LR)
     schedule = torch.optim.lr_scheduler.StepLR(optimizer, step_size=max(1, epochs // 3), gamma=0.5)
-    for epoch in tqdm(range(epochs), desc="embed-ae", unit="epoch", file=sys.stderr, leave=False):
+    for epoch in tqdm(range(epochs), desc="embed-ae", unit="epoch", **progress_options(), leave=False):
         alpha = ALPHA_START - (ALPHA_START - ALPHA_END) * epoch / max(1, epochs - 1)
         for batch in torch.randperm(rows, generator=order).split(BATCH):
             target = matrix[batch]

@@ -24,59 +24,17 @@ Serving needs onnxruntime >= 1.23 (GatherBlockQuantized's `bits`); `emb32` runs 
 from __future__ import annotations
 
 import logging
-import re
 from collections import Counter
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from types import ModuleType
 
 import onnx
 from onnx import helper, numpy_helper
 
-from compressor.errors import InputError
 from compressor.methods.quantize import keep_generators_fp32, store_factors_int8
 from compressor.methods.quantized_tables import quantize_tables
-
-INT4 = "int4"
-BLOCK_SIZES = (16, 32, 64, 128, 256)  # MatMulNBits takes powers of two from 16
-ACCURACY_LEVELS = (1, 2, 3, 4)  # compute type of the activations: fp32, fp16, bf16, int8
-EMBEDDING_BITS = (4, 8, 32)  # 32: the tables stay fp32
-NUMBERED = {"b": ("block_size", BLOCK_SIZES), "acc": ("accuracy_level", ACCURACY_LEVELS),
-            "emb": ("embedding_bits", EMBEDDING_BITS)}
-OPTIONS_HELP = ("b16|b32|b64|b128|b256 (block size), sym (MatMul weights without zero points), "
-                "acc1..acc4 (accuracy level), emb4|emb8|emb32 (embedding bits)")
-
-
-@dataclass(frozen=True)
-class Int4Options:
-    block_size: int = 32
-    symmetric: bool = False
-    accuracy_level: int = 4
-    embedding_bits: int = 8
-
-
-def is_int4(spec: str | None) -> bool:
-    return spec is not None and spec.split("-")[0] == INT4
-
-
-def parse(spec: str) -> Int4Options:
-    """`int4` or `int4-OPTION-OPTION...`; a bad or repeated option is an InputError."""
-    fields: dict = {}
-    for option in spec.split("-")[1:]:
-        numbered = re.fullmatch(r"(b|acc|emb)(\d+)", option)
-        if option == "sym":
-            key, value = "symmetric", True
-        elif numbered:
-            key, allowed = NUMBERED[numbered.group(1)]
-            value = int(numbered.group(2))
-            if value not in allowed:
-                raise InputError(f"--quantize {spec}: {option!r} is out of range; int4 takes {OPTIONS_HELP}")
-        else:
-            raise InputError(f"--quantize {spec}: unknown option {option!r}; int4 takes {OPTIONS_HELP}")
-        if key in fields:
-            raise InputError(f"--quantize {spec}: the {key.replace('_', ' ')} is given twice")
-        fields[key] = value
-    return Int4Options(**fields)
+from compressor.recipe import INT4, Int4Options, parse_int4
 
 
 def recipe(options: Int4Options) -> str:
@@ -102,7 +60,7 @@ def nbits_quantizer() -> ModuleType:
 
 
 def quantize_int4(source: Path, target: Path, spec: str) -> dict:
-    options = parse(spec)
+    options = parse_int4(spec)
     nbits = nbits_quantizer()
     config = nbits.DefaultWeightOnlyQuantConfig(block_size=options.block_size, is_symmetric=options.symmetric,
                                                accuracy_level=options.accuracy_level,

@@ -33,6 +33,8 @@ from typing import Iterator
 import torch
 from torch import nn
 from tqdm import tqdm
+
+from compressor.progress import progress_options
 from transformers import PreTrainedModel
 from transformers.pytorch_utils import prune_linear_layer
 
@@ -99,7 +101,7 @@ def mask_gradients(classifier: Classifier, texts: list[str]) -> tuple[torch.Tens
     head_grads, neuron_grads = [], []
     with masked(model, head_mask, neuron_mask):
         for batch in tqdm(list(batches(classifier.tokenizer, texts, classifier.max_length, GRAD_BATCH)),
-                          desc="prune: gradients", unit="batch", file=sys.stderr, leave=False):
+                          desc="prune: gradients", unit="batch", **progress_options(), leave=False):
             gh, gn = torch.autograd.grad(self_predicted_loss(model(**batch).logits), [head_mask, neuron_mask])
             head_grads.append(gh)
             neuron_grads.append(gn)

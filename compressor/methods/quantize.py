@@ -36,7 +36,6 @@ from onnxruntime.quantization import (
     quantize_static,
 )
 
-QUANTIZATIONS = ("int8", "int8-static", "int4")  # int4 takes options: compressor.methods.int4
 OPERATORS = ["MatMul", "Attention", "Gather", "Transpose", "EmbedLayerNormalization"]
 
 

@@ -50,9 +50,6 @@ def factorize(weight: torch.Tensor, rank: int, scale: torch.Tensor | None = None
     return down.float(), (u[:, :rank] * root).float()
 
 
-ALLOCATIONS = ("uniform", "sensitivity")
-
-
 def factorize_linears(classifier: Classifier, ratio: float, scales: dict[str, torch.Tensor] | None = None,
                       allocation: str = "uniform", calibration: list[str] | None = None) -> dict:
     """Replace every encoder Linear by its rank-r factor pair; `scales` maps a layer's name

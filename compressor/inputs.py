@@ -1,0 +1,47 @@
+"""The user's model folder and output folder, checked without torch.
+
+Importing torch and transformers takes seconds, so the command line runs these checks
+(and the recipe's, compressor.recipe) before it imports them: a wrong path fails at once.
+The library functions run the same checks for callers that skip the command line.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from compressor.errors import InputError
+from compressor.recipe import Recipe, check_calibration, check_recipe
+
+DEFAULT = "default"  # the embedded model, named instead of a checkpoint folder
+
+
+def check_checkpoint(spec: str) -> None:
+    """`default`, or a folder whose config.json declares a sequence classifier."""
+    if spec == DEFAULT:
+        return
+    config_file = Path(spec) / "config.json"
+    if not config_file.is_file():
+        raise InputError(f"{spec} is not a checkpoint folder (no config.json); use a local folder or 'default'")
+    try:
+        config = json.loads(config_file.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise InputError(f"{config_file} is not valid JSON: {exc}") from exc
+    architectures = config.get("architectures") or []
+    if not any(a.endswith("ForSequenceClassification") for a in architectures):
+        # Loading it anyway would bolt a random head onto the encoder and export nonsense.
+        found = ", ".join(architectures) or "none"
+        raise InputError(f"{spec} is not a sequence classifier (architectures: {found})")
+
+
+def check_out(out: Path) -> None:
+    if out.exists() and not out.is_dir():
+        raise InputError(f"--out {out} is a file, not a folder")
+
+
+def check_compress(model: str, recipe: Recipe, out: Path, calibration: list[str] | None) -> None:
+    """Everything `compressor compress` can refuse before loading the model."""
+    check_recipe(recipe)
+    check_out(out)
+    check_calibration(recipe, calibration)
+    check_checkpoint(model)

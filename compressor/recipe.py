@@ -1,0 +1,214 @@
+"""What a compression recipe may say, checked without torch.
+
+A recipe is a `+`-joined pipeline of methods, each with an optional budget, then an
+optional quantization, and the options some methods take. Every name and rule the
+command line checks before it loads a model lives here, in a module that imports neither
+torch nor transformers: importing them takes seconds, and a mistyped flag should fail at
+once. The torch modules import these names from here; a method's implementation is
+imported by its module's name only when a recipe runs (`Method.implementation`).
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from compressor.errors import InputError
+from service.repository import VARIANT_NAME
+
+NONE = "none"  # the method of a plain export
+
+
+@dataclass(frozen=True)
+class Method:
+    """One row of the methods table: where the implementation lives, and what the checks
+    must know about it before it runs."""
+
+    module: str  # under compressor.methods
+    function: str = "compress"
+    needs_calibration: bool = False
+    factorizer: bool = False  # replaces the encoder Linears: one per pipeline, after prune
+    allocatable: bool = False  # takes --allocation uniform|sensitivity
+    options: dict[str, bool] = field(default_factory=dict)  # fixed keyword arguments
+
+    def implementation(self) -> Callable[..., dict]:
+        """`compress(classifier, ratio, calibration, **options) -> settings`; imports torch."""
+        function = getattr(importlib.import_module(f"compressor.methods.{self.module}"), self.function)
+        return functools.partial(function, **self.options) if self.options else function
+
+
+METHODS: dict[str, Method] = {
+    "svd": Method("svd", factorizer=True, allocatable=True),
+    "svd-aware": Method("aware", "compress_whitened", needs_calibration=True, factorizer=True, allocatable=True),
+    "asvd": Method("aware", "compress_scaled", needs_calibration=True, factorizer=True, allocatable=True),
+    "fwsvd": Method("fisher", needs_calibration=True, factorizer=True, allocatable=True),
+    "ae": Method("autoencoder", factorizer=True, options={"shared": False, "linear": False}),
+    "ae-shared": Method("autoencoder", factorizer=True, options={"shared": True, "linear": False}),
+    "ae-linear": Method("autoencoder", factorizer=True, options={"shared": False, "linear": True}),
+    "ae-linear-shared": Method("autoencoder", factorizer=True, options={"shared": True, "linear": True}),
+    "kronecker": Method("kronecker", factorizer=True),
+    "tucker": Method("tucker", factorizer=True),
+    "prune": Method("prune", needs_calibration=True),
+    "drop-layers": Method("drop_layers", needs_calibration=True),
+    "embed-ae": Method("embedding"),  # uses calibration text only when given
+}
+NEEDS_CALIBRATION = frozenset(name for name, m in METHODS.items() if m.needs_calibration)
+FACTORIZERS = frozenset(name for name, m in METHODS.items() if m.factorizer)
+ALLOCATABLE = frozenset(name for name, m in METHODS.items() if m.allocatable)
+
+INT4 = "int4"
+QUANTIZATIONS = ("int8", "int8-static", INT4)  # int4 takes options: parse_int4
+ALLOCATIONS = ("uniform", "sensitivity")
+REPAIRS = ("auto", "inputs", "inputs+norm", "none")  # drop-layers; auto picks among the rest, gap by gap
+DEFAULT_REPAIR = "auto"
+
+# --quantize int4's options (compressor.methods.int4 applies them).
+BLOCK_SIZES = (16, 32, 64, 128, 256)  # MatMulNBits takes powers of two from 16
+ACCURACY_LEVELS = (1, 2, 3, 4)  # compute type of the activations: fp32, fp16, bf16, int8
+EMBEDDING_BITS = (4, 8, 32)  # 32: the tables stay fp32
+NUMBERED = {"b": ("block_size", BLOCK_SIZES), "acc": ("accuracy_level", ACCURACY_LEVELS),
+            "emb": ("embedding_bits", EMBEDDING_BITS)}
+OPTIONS_HELP = ("b16|b32|b64|b128|b256 (block size), sym (MatMul weights without zero points), "
+                "acc1..acc4 (accuracy level), emb4|emb8|emb32 (embedding bits)")
+
+
+@dataclass(frozen=True)
+class Int4Options:
+    block_size: int = 32
+    symmetric: bool = False
+    accuracy_level: int = 4
+    embedding_bits: int = 8
+
+
+def is_int4(spec: str | None) -> bool:
+    return spec is not None and spec.split("-")[0] == INT4
+
+
+def parse_int4(spec: str) -> Int4Options:
+    """`int4` or `int4-OPTION-OPTION...`; a bad or repeated option is an InputError."""
+    fields: dict = {}
+    for option in spec.split("-")[1:]:
+        numbered = re.fullmatch(r"(b|acc|emb)(\d+)", option)
+        if option == "sym":
+            key, value = "symmetric", True
+        elif numbered:
+            key, allowed = NUMBERED[numbered.group(1)]
+            value = int(numbered.group(2))
+            if value not in allowed:
+                raise InputError(f"--quantize {spec}: {option!r} is out of range; int4 takes {OPTIONS_HELP}")
+        else:
+            raise InputError(f"--quantize {spec}: unknown option {option!r}; int4 takes {OPTIONS_HELP}")
+        if key in fields:
+            raise InputError(f"--quantize {spec}: the {key.replace('_', ' ')} is given twice")
+        fields[key] = value
+    return Int4Options(**fields)
+
+
+def parse_layers(text: str) -> tuple[int, ...]:
+    """`--drop-layers 1,3` → (1, 3); checked against the model's depth once it is loaded."""
+    try:
+        layers = tuple(int(part) for part in text.split(","))
+    except ValueError:
+        raise InputError(f"--drop-layers {text!r} must be layer numbers counted from 0, comma-separated, "
+                         "e.g. 1,3") from None
+    if any(i < 0 for i in layers) or len(set(layers)) < len(layers):
+        raise InputError(f"--drop-layers {text!r} must name distinct layers counted from 0")
+    return tuple(sorted(layers))
+
+
+@dataclass(frozen=True)
+class Recipe:
+    name: str
+    method: str = NONE
+    ratio: float = 1.0
+    quantize: str | None = None
+    allocation: str = "uniform"
+    layer_repair: str = DEFAULT_REPAIR
+    drop_layers: tuple[int, ...] | None = None  # drop-layers: these layers instead of a budget
+
+
+def parse_method(method: str) -> list[tuple[str, float | None]]:
+    """`svd`, `prune+svd-aware`, or with a budget per step: `prune@0.7+embed-ae@0.5`.
+    A step without `@R` takes `--ratio`."""
+    if method == NONE:
+        return []
+    steps = []
+    for part in method.split("+"):
+        name, _, ratio = part.partition("@")
+        if name not in METHODS:
+            known = ", ".join([NONE, *METHODS])
+            raise InputError(f"unknown method {name!r}; choose from {known}, or join several with '+'")
+        try:
+            value = float(ratio) if ratio else None
+        except ValueError:
+            raise InputError(f"step {part!r}: the budget after '@' must be a number in (0, 1]") from None
+        if value is not None and not 0 < value <= 1:
+            raise InputError(f"step {part!r}: the budget after '@' must be in (0, 1]")
+        steps.append((name, value))
+    names = [name for name, _ in steps]
+    if len(set(names)) < len(names):
+        raise InputError(f"method {method!r} repeats a step; each method may appear once")
+    factorizers = [n for n in names if n in FACTORIZERS]
+    if len(factorizers) > 1:
+        raise InputError(f"method {method!r} joins {' and '.join(factorizers)}; "
+                         "use one method that replaces the encoder Linears per pipeline")
+    if "prune" in names and factorizers and names.index(factorizers[0]) < names.index("prune"):
+        raise InputError(f"method {method!r}: prune must come before {factorizers[0]} (it needs whole layers)")
+    if "drop-layers" in names:
+        # Layers go first: prune would spend its budget on them, and the repair refits dense Q, K, V.
+        before = [n for n in names[:names.index("drop-layers")] if n == "prune" or n in FACTORIZERS]
+        if before:
+            raise InputError(f"method {method!r}: drop-layers must come before {before[0]}")
+    return steps
+
+
+def pipeline_name(steps: list[tuple[str, float | None]], quantize: str | None) -> str:
+    """What the manifest and metrics call a recipe: `svd+int8`, `prune@0.7+embed-ae@0.5`, `int8`, `none`."""
+    parts = [name if ratio is None else f"{name}@{ratio:g}" for name, ratio in steps]
+    return "+".join(parts + ([quantize] if quantize else [])) or NONE
+
+
+def check_recipe(recipe: Recipe) -> list[tuple[str, float | None]]:
+    if not VARIANT_NAME.fullmatch(recipe.name):
+        raise InputError(f"variant name {recipe.name!r} must be letters, digits, '.', '_' or '-', "
+                         "starting with a letter or digit")
+    if not 0 < recipe.ratio <= 1:
+        raise InputError(f"--ratio must be in (0, 1], got {recipe.ratio}")
+    if is_int4(recipe.quantize):
+        parse_int4(recipe.quantize)
+    elif recipe.quantize is not None and recipe.quantize not in QUANTIZATIONS:
+        raise InputError(f"unknown --quantize {recipe.quantize!r}; choose from {', '.join(QUANTIZATIONS)}"
+                         " (int4 takes options, e.g. int4-emb4)")
+    if recipe.allocation not in ALLOCATIONS:
+        raise InputError(f"unknown --allocation {recipe.allocation!r}; choose from {', '.join(ALLOCATIONS)}")
+    steps = parse_method(recipe.method)
+    if recipe.allocation != "uniform" and not any(name in ALLOCATABLE for name, _ in steps):
+        raise InputError(f"--allocation {recipe.allocation} applies to {', '.join(sorted(ALLOCATABLE))}")
+    dropping = [ratio for name, ratio in steps if name == "drop-layers"]
+    if (recipe.drop_layers is not None or recipe.layer_repair != DEFAULT_REPAIR) and not dropping:
+        raise InputError("--drop-layers and --layer-repair apply to method drop-layers")
+    if recipe.drop_layers is not None and dropping[0] is not None:
+        raise InputError("drop-layers takes a budget (drop-layers@R) or --drop-layers, not both")
+    if recipe.layer_repair not in REPAIRS:
+        raise InputError(f"unknown --layer-repair {recipe.layer_repair!r}; choose from {', '.join(REPAIRS)}")
+    return steps
+
+
+def missing_calibration(user: str) -> InputError:
+    """`user`: a method name, or an option such as `--allocation sensitivity`."""
+    who = user if user.startswith("--") else f"method {user}"
+    return InputError(f"{who} needs --calibration (unlabeled text, one per line or a .tsv column)")
+
+
+def check_calibration(recipe: Recipe, calibration: list[str] | None) -> None:
+    """Refuse a recipe whose methods or options need calibration text when there is none."""
+    if calibration:
+        return
+    users = [name for name, _ in parse_method(recipe.method) if name in NEEDS_CALIBRATION]
+    users += [option for option, wanted in (("--allocation sensitivity", recipe.allocation == "sensitivity"),
+                                            ("--quantize int8-static", recipe.quantize == "int8-static")) if wanted]
+    if users:
+        raise missing_calibration(users[0])
