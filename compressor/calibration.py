@@ -10,17 +10,15 @@
 from __future__ import annotations
 
 import random
-import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Iterator
 
 import torch
 from torch import nn
 from tqdm import tqdm
-
-from compressor.progress import progress_options
 from transformers import PreTrainedModel, PreTrainedTokenizerFast
 
+from compressor.progress import progress_options
 from compressor.recipe import missing_calibration
 
 SAMPLE = 1024  # texts drawn from the calibration file; SST-2 sentences give ~20k tokens

@@ -2,9 +2,9 @@
 
 Examples:
     compressor build-default --out models
-    compressor compress default --method svd --ratio 0.5 --quantize int8 --name svd-50-int8
+    compressor compress default --method prune --ratio 0.75 --quantize int8 --calibration texts.txt --name prune75-int8
     compressor compress ./my-bert-sst2 --method none --name original
-    compressor evaluate models/svd-50 --data sst2/dev.tsv --reference models/original --json svd-50.json
+    compressor evaluate models/prune75-int8 --data sst2/dev.tsv --reference models/original --json prune75-int8.json
     compressor report models --data sst2/dev.tsv --out reports
     compressor smallest ./my-bert-sst2 --max-drop 1.5 --data sst2/dev.tsv --calibration sst2/train.tsv --name small
     compressor train-default --train sst2/train.tsv --dev sst2/dev.tsv
@@ -54,7 +54,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     c.add_argument("--out", type=Path, default=Path("models"))
 
     e = commands.add_parser("evaluate", help="accuracy, agreement, latency and size of variants")
-    e.add_argument("variants", nargs="+", type=Path, help="variant folders, e.g. models/svd-50")
+    e.add_argument("variants", nargs="+", type=Path, help="variant folders, e.g. models/int8")
     e.add_argument("--data", type=Path, help="labelled TSV with a header (GLUE style)")
     e.add_argument("--reference", type=Path, help="variant folder to measure agreement against")
     e.add_argument("--text-col")
@@ -89,8 +89,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     f = commands.add_parser("train-default", help="retrain the default model's adapter and head (developers)")
     f.add_argument("--train", type=Path, required=True, help="SST-2 train.tsv")
     f.add_argument("--dev", type=Path, required=True, help="SST-2 dev.tsv (reported, never used to choose)")
-    f.add_argument("--epochs", type=float, default=3.0)
-    f.add_argument("--seed", type=int, default=0)
+    f.add_argument("--epochs", type=float, help="passes over train (default: the committed adapter's 3)")
+    f.add_argument("--seed", type=int, help="default: the committed adapter's 0")
     return parser.parse_args(argv)
 
 
@@ -157,9 +157,12 @@ def run(args: argparse.Namespace) -> str:
         for path in (args.train, args.dev):
             if not path.is_file():
                 raise InputError(f"{path} does not exist")
+        if args.epochs is not None and args.epochs <= 0:
+            raise InputError(f"--epochs must be positive, got {args.epochs:g}")
         from compressor.default_model import ADAPTER_FILE, TrainSettings, train_adapter
 
-        figures = train_adapter(args.train, args.dev, TrainSettings(epochs=args.epochs, seed=args.seed))
+        given = {k: v for k, v in (("epochs", args.epochs), ("seed", args.seed)) if v is not None}
+        figures = train_adapter(args.train, args.dev, TrainSettings(**given))
         return (f"wrote {ADAPTER_FILE}: SST-2 dev accuracy {figures['dev_accuracy']:.4f} "
                 f"after {figures['steps']} steps in {figures['wall_seconds'] / 60:.0f} min")
     raise AssertionError(args.command)

@@ -13,12 +13,20 @@ from __future__ import annotations
 import hashlib
 import statistics
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
 from compressor.data import PARITY_SENTENCES, Examples, label_ids, read_tsv
 from compressor.errors import InputError
+from service.cascade import (
+    CASCADE_FILE,
+    CascadeSpec,
+    read_cascade_file,
+    softmax,
+    unsure,
+)
 from service.manifest import Evaluation, timestamp, write_manifest
 from service.repository import Variant, load_variant
 from service.tokenization import TextInput, encode
@@ -44,29 +52,41 @@ def open_variant(folder: Path, threads: int) -> Variant:
     return variant
 
 
-def predict(variant: Variant, inputs: list[TextInput]) -> np.ndarray:
-    """Top-1 class ids, batched by length so padding stays small."""
+def scores(variant: Variant, inputs: list[TextInput]) -> np.ndarray:
+    """Class probabilities [inputs, labels], batched by length so padding stays small."""
     order = sorted(range(len(inputs)), key=lambda i: len(str(inputs[i])))
-    out = np.empty(len(inputs), dtype=np.int64)
+    out = np.empty((len(inputs), len(variant.manifest.labels)))
     for start in range(0, len(inputs), BATCH):
         idx = order[start:start + BATCH]
         batch = encode(variant.tokenizer, [inputs[i] for i in idx])
-        out[idx] = variant.backend.run(batch.arrays).argmax(-1)
+        out[idx] = softmax(variant.backend.run(batch.arrays).astype(np.float64))
     return out
 
 
-def latency_ms(variant: Variant, inputs: list[TextInput], batch_size: int, runs: int) -> dict[str, float]:
+def predict(variant: Variant, inputs: list[TextInput]) -> np.ndarray:
+    """Top-1 class ids."""
+    return scores(variant, inputs).argmax(-1)
+
+
+def latency_ms(run: Callable[[dict[str, np.ndarray]], object], variant: Variant, inputs: list[TextInput],
+               batch_size: int, runs: int) -> dict[str, float]:
+    """p50/p95 of `run` on batches of `batch_size` inputs, encoded by `variant`'s tokenizer."""
     batches = [encode(variant.tokenizer, [inputs[(i * batch_size + j) % len(inputs)] for j in range(batch_size)])
                for i in range(runs)]
     for batch in batches[:3]:  # warm up the arena and kernels
-        variant.backend.run(batch.arrays)
+        run(batch.arrays)
     times = []
     for batch in batches:
         start = time.perf_counter()
-        variant.backend.run(batch.arrays)
+        run(batch.arrays)
         times.append((time.perf_counter() - start) * 1000)
     quantiles = statistics.quantiles(times, n=20)
     return {"p50": round(statistics.median(times), 3), "p95": round(quantiles[18], 3)}
+
+
+def latencies(run: Callable[[dict[str, np.ndarray]], object], variant: Variant,
+              inputs: list[TextInput]) -> dict[str, dict[str, float]]:
+    return {f"batch_{b}": latency_ms(run, variant, inputs, b, runs) for b, runs in LATENCY_RUNS.items()}
 
 
 def evaluate(folder: Path, data: Examples | None, dataset: Path | None, reference: np.ndarray | None,
@@ -86,7 +106,7 @@ def evaluate(folder: Path, data: Examples | None, dataset: Path | None, referenc
             result["accuracy"] = round(float((predicted == np.array(label_ids(data.labels, manifest.labels))).mean()), 4)
         if reference is not None:
             result.update(reference=reference_name, agreement=round(float((predicted == reference).mean()), 4))
-    result["latency_ms"] = {f"batch_{b}": latency_ms(variant, texts, b, runs) for b, runs in LATENCY_RUNS.items()}
+    result["latency_ms"] = latencies(variant.backend.run, variant, texts)
     if data is not None:
         manifest.evaluations[dataset_key(dataset)] = Evaluation(
             dataset=dataset.name, rows=len(texts), labelled=data.labels is not None, date=timestamp(),
@@ -103,20 +123,77 @@ def evaluate_all(folders: list[Path], data_path: Path | None, reference: Path | 
         if data is None:
             raise InputError("--reference needs --data: agreement is measured on its texts")
         reference_ids = predict(open_variant(reference, threads), data.inputs())
-    return [evaluate(f, data, data_path, reference_ids, reference.name if reference else None, threads) for f in folders]
+    results = [evaluate(f, data, data_path, reference_ids, reference.name if reference else None, threads)
+               for f in folders]
+    if data is not None:
+        results += [evaluate_cascade(name, spec, folders, data, data_path, reference_ids, reference, threads)
+                    for name, spec in cascades_over(folders).items()]
+    return results
+
+
+def cascades_over(folders: list[Path]) -> dict[str, CascadeSpec]:
+    """The cascades declared beside the evaluated folders whose two ends were evaluated too."""
+    names = {f.resolve().name for f in folders}
+    found: dict[str, CascadeSpec] = {}
+    for models in {f.resolve().parent for f in folders}:
+        try:
+            specs = read_cascade_file(models)
+        except (OSError, ValueError) as exc:
+            raise InputError(f"{models / CASCADE_FILE}: {str(exc).splitlines()[0]}") from None
+        found.update({n: s for n, s in specs.items() if {s.fast, s.reference} <= names})
+    return found
+
+
+def evaluate_cascade(name: str, spec: CascadeSpec, folders: list[Path], data: Examples, dataset: Path,
+                     reference_ids: np.ndarray | None, reference: Path | None, threads: int) -> dict:
+    """A cascade scored as the service runs it: the fast variant answers, and the inputs
+    whose top-1 probability is under the threshold are answered by the reference. Its
+    latency is measured the same way, so it includes the share that falls back."""
+    by_name = {f.resolve().name: f for f in folders}
+    fast, slow = open_variant(by_name[spec.fast], threads), open_variant(by_name[spec.reference], threads)
+    texts = data.inputs()
+    probabilities = scores(fast, texts)
+    fallback = unsure(probabilities, spec.threshold)
+    predicted = probabilities.argmax(-1)
+    predicted[fallback] = predict(slow, [texts[i] for i in fallback])
+
+    def run(arrays: dict[str, np.ndarray]) -> None:
+        rows = unsure(softmax(fast.backend.run(arrays).astype(np.float64)), spec.threshold)
+        if rows.size:
+            slow.backend.run({k: v[rows] for k, v in arrays.items()})
+
+    result: dict = {"variant": name, "method": f"cascade {spec.fast} → {spec.reference} < {spec.threshold:g}",
+                    "quantize": None, "parameters": fast.manifest.parameters + slow.manifest.parameters,
+                    "parameters_original": slow.manifest.parameters_original,
+                    "onnx_bytes": sum((by_name[n] / "model.onnx").stat().st_size for n in (spec.fast, spec.reference)),
+                    "dataset": dataset.name, "examples": len(texts), "fallback": round(fallback.size / len(texts), 4)}
+    if data.labels is not None:
+        result["accuracy"] = round(float((predicted == np.array(label_ids(data.labels, fast.manifest.labels))).mean()), 4)
+    if reference_ids is not None:
+        result.update(reference=reference.name, agreement=round(float((predicted == reference_ids).mean()), 4))
+    result["latency_ms"] = latencies(run, fast, texts)
+    return result
 
 
 def table(results: list[dict]) -> str:
-    """A fixed-width table, one row per variant."""
-    head = ["variant", "method", "quant", "accuracy", "agreement", "b1 p50 ms", "b1 p95 ms",
-            "b32 p50 ms", "b32 p95 ms", "params", "MB"]
+    """A fixed-width table, one row per variant (and cascade). With the reference among
+    the results, each row also says how it compares: accuracy points, times smaller, times
+    faster at batch 1 and at batch 32 (p50 against p50)."""
+    base = next((r for r in results if r["variant"] == r.get("reference")), None)
+    head = ["variant", "method", "accuracy", "agreement", "params", "MB", "b1 p50 ms", f"b{BATCH} p50 ms"]
+    if base:
+        head += ["Δ points", "smaller", "faster b1", f"faster b{BATCH}"]
+    fmt = lambda v: "-" if v is None else f"{v:.4f}"
     rows = [head]
     for r in results:
-        lat = r["latency_ms"]
-        fmt = lambda v: "-" if v is None else f"{v:.4f}"  # noqa: E731
-        rows.append([r["variant"], r["method"], r["quantize"] or "-", fmt(r.get("accuracy")), fmt(r.get("agreement")),
-                     f"{lat['batch_1']['p50']:.2f}", f"{lat['batch_1']['p95']:.2f}",
-                     f"{lat[f'batch_{BATCH}']['p50']:.1f}", f"{lat[f'batch_{BATCH}']['p95']:.1f}",
-                     f"{r['parameters'] / 1e6:.2f}M", f"{r['onnx_bytes'] / 1e6:.1f}"])
+        b1, bn = r["latency_ms"]["batch_1"]["p50"], r["latency_ms"][f"batch_{BATCH}"]["p50"]
+        row = [r["variant"], r["method"], fmt(r.get("accuracy")), fmt(r.get("agreement")),
+               f"{r['parameters'] / 1e6:.2f}M", f"{r['onnx_bytes'] / 1e6:.1f}", f"{b1:.2f}", f"{bn:.1f}"]
+        if base:
+            delta = (r["accuracy"] - base["accuracy"]) * 100 if "accuracy" in r and "accuracy" in base else None
+            row += ["-" if delta is None else f"{delta:+.2f}", f"{base['onnx_bytes'] / r['onnx_bytes']:.2f}x",
+                    f"{base['latency_ms']['batch_1']['p50'] / b1:.2f}x",
+                    f"{base['latency_ms'][f'batch_{BATCH}']['p50'] / bn:.2f}x"]
+        rows.append(row)
     widths = [max(len(row[i]) for row in rows) for i in range(len(head))]
     return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows)

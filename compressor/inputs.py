@@ -14,6 +14,9 @@ from compressor.errors import InputError
 from compressor.recipe import Recipe, check_calibration, check_recipe
 
 DEFAULT = "default"  # the embedded model, named instead of a checkpoint folder
+# Files from which transformers builds a fast tokenizer (tokenizer.json, or a vocabulary it converts).
+TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "vocab.json", "spiece.model", "sentencepiece.bpe.model",
+                   "tokenizer.model")
 
 
 def check_checkpoint(spec: str) -> None:
@@ -32,6 +35,9 @@ def check_checkpoint(spec: str) -> None:
         # Loading it anyway would bolt a random head onto the encoder and export nonsense.
         found = ", ".join(architectures) or "none"
         raise InputError(f"{spec} is not a sequence classifier (architectures: {found})")
+    if not any((Path(spec) / name).is_file() for name in TOKENIZER_FILES):
+        raise InputError(f"{spec} has no tokenizer (none of {', '.join(TOKENIZER_FILES)}); "
+                         "save it beside the model with tokenizer.save_pretrained")
 
 
 def check_out(out: Path) -> None:

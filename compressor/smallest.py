@@ -32,7 +32,13 @@ from compressor.data import Examples, label_ids
 from compressor.errors import InputError
 from compressor.evaluate import open_variant, predict
 from compressor.inputs import check_checkpoint, check_out
-from compressor.recipe import NEEDS_CALIBRATION, Recipe, check_recipe, parse_method, pipeline_name
+from compressor.recipe import (
+    NEEDS_CALIBRATION,
+    Recipe,
+    check_recipe,
+    parse_method,
+    pipeline_name,
+)
 from service.manifest import Manifest
 
 # (method, quantize), smallest file first on BERT-family classifiers: 4-bit weights and

@@ -8,9 +8,25 @@ from typing import Annotated, Any, Literal
 
 import numpy as np
 from fastapi import APIRouter, Request, Response
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, StrictInt, StrictStr
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictInt,
+    StrictStr,
+)
 
-from service.errors import MODEL_ERRORS, EmptyInput, Malformed, ModelNotFound, PayloadTooLarge, documented
+from service.errors import (
+    MODEL_ERRORS,
+    EmptyInput,
+    Malformed,
+    ModelNotFound,
+    PayloadTooLarge,
+    documented,
+)
 from service.inference import Outcome, check_servable, classify, run_variant
 from service.runtime import Runtime
 from service.tokenization import TextInput

@@ -17,10 +17,10 @@ from dataclasses import dataclass
 import numpy as np
 from starlette.concurrency import run_in_threadpool
 
+from service.cascade import CascadeSpec, softmax, unsure
 from service.errors import BackendFailure, ModelNotFound, NotReady, ServiceError
 from service.metrics import Metrics
 from service.runtime import Runtime
-from service.settings import CascadeSpec
 from service.tokenization import TextInput, tokenize
 
 log = logging.getLogger("slimserve.inference")
@@ -34,12 +34,6 @@ class Outcome:
     queue_seconds: float
     inference_seconds: float
     digest: str  # manifest digest(s) of the variant(s) that answered
-
-
-def softmax(logits: np.ndarray) -> np.ndarray:
-    shifted = logits - logits.max(axis=-1, keepdims=True)
-    exp = np.exp(shifted)
-    return exp / exp.sum(axis=-1, keepdims=True)
 
 
 def labels_of(runtime: Runtime, name: str) -> list[str]:
@@ -83,14 +77,14 @@ async def run_variant(runtime: Runtime, name: str, inputs: list[TextInput], trun
 async def run_cascade(runtime: Runtime, name: str, spec: CascadeSpec, inputs: list[TextInput], truncate: bool,
                       metrics: Metrics) -> Outcome:
     fast = await run_variant(runtime, spec.fast, inputs, truncate)
-    unsure = np.flatnonzero(fast.probabilities.max(axis=1) < spec.threshold)
+    unsure_rows = unsure(fast.probabilities, spec.threshold)
     metrics.cascade_inputs.labels(name).inc(len(inputs))
-    if unsure.size == 0:
+    if unsure_rows.size == 0:
         return fast
-    metrics.cascade_fallbacks.labels(name).inc(unsure.size)
-    reference = await run_variant(runtime, spec.reference, [inputs[i] for i in unsure], truncate)
+    metrics.cascade_fallbacks.labels(name).inc(unsure_rows.size)
+    reference = await run_variant(runtime, spec.reference, [inputs[i] for i in unsure_rows], truncate)
     logits, probabilities = fast.logits.copy(), fast.probabilities.copy()
-    logits[unsure], probabilities[unsure] = reference.logits, reference.probabilities
+    logits[unsure_rows], probabilities[unsure_rows] = reference.logits, reference.probabilities
     return Outcome(logits, probabilities, fast.labels, fast.queue_seconds + reference.queue_seconds,
                    fast.inference_seconds + reference.inference_seconds, f"{fast.digest},{reference.digest}")
 

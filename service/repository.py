@@ -24,7 +24,13 @@ import numpy as np
 from tokenizers import Tokenizer
 
 from service.backend import OrtBackend
-from service.manifest import MANIFEST_FILE, ONNX_FILE, TOKENIZER_FILE, Manifest, read_manifest
+from service.manifest import (
+    MANIFEST_FILE,
+    ONNX_FILE,
+    TOKENIZER_FILE,
+    Manifest,
+    read_manifest,
+)
 from service.tokenization import load_tokenizer
 
 log = logging.getLogger("slimserve.repository")

@@ -9,23 +9,22 @@ what they hold. A request that found the old runtime completes on it.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import threading
 from dataclasses import dataclass, field
 
-from pydantic import TypeAdapter, ValidationError
+from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 
 from service.batching import Batcher, Limits, buckets
+from service.cascade import CASCADE_FILE, CascadeSpec, read_cascade_file
 from service.metrics import Metrics
 from service.repository import Variant, load_repository, missing_files
-from service.settings import CascadeSpec, Settings
+from service.settings import Settings
 from service.tokenization import pad_id
 
 log = logging.getLogger("slimserve.runtime")
 
-CASCADE_FILE = "cascades.json"  # in the models folder, beside the variant folders
 # The manifest method of a plain, uncompressed export (the compressor's `recipe.NONE`;
 # the service never imports the compressor). Quantized-only variants say `int8` etc.
 UNCOMPRESSED = "none"
@@ -103,12 +102,10 @@ def warmup_shapes(settings: Settings):
 def read_cascades(settings: Settings) -> dict[str, CascadeSpec]:
     """Cascades from the settings and from models/cascades.json (the file wins on a clash)."""
     specs = dict(settings.cascades)
-    path = settings.models / CASCADE_FILE
-    if path.is_file():
-        try:
-            specs.update(TypeAdapter(dict[str, CascadeSpec]).validate_python(json.loads(path.read_text("utf-8"))))
-        except (OSError, ValueError, ValidationError) as exc:
-            log.warning("ignoring %s: %s", path, str(exc).splitlines()[0])
+    try:
+        specs.update(read_cascade_file(settings.models))
+    except (OSError, ValueError, ValidationError) as exc:
+        log.warning("ignoring %s: %s", settings.models / CASCADE_FILE, str(exc).splitlines()[0])
     return specs
 
 

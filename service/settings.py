@@ -6,18 +6,10 @@ import os
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-
-class CascadeSpec(BaseModel):
-    """A virtual model: answer with `fast`; inputs whose top-1 probability is under
-    `threshold` are answered by `reference` instead."""
-
-    model_config = ConfigDict(extra="forbid")
-    fast: str
-    reference: str
-    threshold: float = Field(ge=0, le=1)
+from service.cascade import CascadeSpec
 
 
 class Settings(BaseSettings):

@@ -91,6 +91,7 @@ finally:
     (["compress", "default", "--method", "svd", "--calibration", "{missing}", "--name", "x"], "does not exist"),
     (["compress", "default", "--method", "prune", "--name", "x"], "method prune needs --calibration"),
     (["compress", "{folder}", "--method", "none", "--name", "x"], "no config.json"),
+    (["compress", "{untokenized}", "--method", "none", "--name", "x"], "has no tokenizer"),
     (["compress", "default", "--method", "none", "--name", "a/b"], "variant name"),
     (["compress", "default", "--method", "none", "--name", "x", "--out", "{text}"], "is a file, not a folder"),
     (["smallest", "default", "--max-drop", "1", "--data", "{missing}", "--name", "x"], "does not exist"),
@@ -98,7 +99,10 @@ finally:
 ])
 def test_bad_input_is_refused_before_torch_loads(tmp_path, args, message):
     (tmp_path / "text.txt").write_text("some text\nmore text\n")
-    places = {"folder": str(tmp_path), "missing": str(tmp_path / "missing"), "text": str(tmp_path / "text.txt")}
+    (tmp_path / "untokenized").mkdir()
+    (tmp_path / "untokenized" / "config.json").write_text('{"architectures": ["BertForSequenceClassification"]}')
+    places = {"folder": str(tmp_path), "missing": str(tmp_path / "missing"), "text": str(tmp_path / "text.txt"),
+              "untokenized": str(tmp_path / "untokenized")}
     result = subprocess.run([sys.executable, "-c", FRESH_RUN, *[a.format(**places) for a in args]],
                             capture_output=True, text=True, timeout=120, cwd=tmp_path, check=False)
     lines = result.stderr.strip().splitlines()

@@ -99,3 +99,33 @@ def test_unknown_labels_and_missing_columns_are_input_errors(models_dir, tmp_pat
         evaluate_all([models_dir / "tiny-bert"], bad, None, threads=1)
     with pytest.raises(InputError, match="no column 'review'"):
         evaluate_all([models_dir / "tiny-bert"], bad, None, threads=1, text_col="review")
+
+
+@pytest.mark.parametrize("threshold, fallback", [(0.0, 0.0), (1.0, 1.0)])
+def test_a_cascade_beside_its_variants_is_scored_as_the_service_runs_it(models_dir, data, tmp_path, capsys,
+                                                                         threshold, fallback):
+    folder = tmp_path / "models"
+    for name in ("tiny-bert", "tiny-bert-svd"):
+        shutil.copytree(models_dir / name, folder / name)
+    (folder / "cascades.json").write_text(json.dumps(
+        {"svd-first": {"fast": "tiny-bert-svd", "reference": "tiny-bert", "threshold": threshold},
+         "elsewhere": {"fast": "tiny-bert-svd", "reference": "not-evaluated", "threshold": 0.5}}))
+    results = {r["variant"]: r for r in evaluate_all(
+        [folder / "tiny-bert-svd", folder / "tiny-bert"], data, folder / "tiny-bert", 1)}
+    assert set(results) == {"tiny-bert", "tiny-bert-svd", "svd-first"}  # a cascade needs both ends evaluated
+    cascade = results["svd-first"]
+    assert cascade["fallback"] == fallback
+    # Under 0 nothing falls back (the fast variant's answers); under 1 everything does.
+    answered_by = results["tiny-bert"] if fallback else results["tiny-bert-svd"]
+    assert cascade["accuracy"] == answered_by["accuracy"] and cascade["agreement"] == answered_by["agreement"]
+    assert cascade["onnx_bytes"] == results["tiny-bert"]["onnx_bytes"] + results["tiny-bert-svd"]["onnx_bytes"]
+    assert 0 < cascade["latency_ms"]["batch_1"]["p50"]
+
+
+def test_the_table_compares_every_row_with_the_reference(models_dir, data, capsys):
+    main(["evaluate", str(models_dir / "tiny-bert"), str(models_dir / "tiny-bert-svd"), "--data", str(data),
+          "--reference", str(models_dir / "tiny-bert"), "--threads", "1"])
+    head, base, svd = capsys.readouterr().out.splitlines()[:3]
+    assert "Δ points" in head and head.endswith("faster b32")
+    assert base.split()[-4:] == ["+0.00", "1.00x", "1.00x", "1.00x"]
+    assert float(svd.split()[-3].rstrip("x")) > 1  # the SVD variant's file is smaller

@@ -11,18 +11,15 @@ under it, and the threshold is the lowest at which the total meets the global `r
 
 from __future__ import annotations
 
-import sys
-
 import torch
 from torch import nn
 from tqdm import tqdm
-
-from compressor.progress import progress_options
 
 from compressor.calibration import batches
 from compressor.checkpoint import Classifier
 from compressor.methods.linears import encoder_linears, replace_module, two_linears
 from compressor.methods.svd import factorize, rank_for, stored
+from compressor.progress import progress_options
 
 CANDIDATES = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)  # a layer may also stay dense (1.0)
 TEXTS = 128  # calibration texts scored per trial

@@ -32,17 +32,20 @@ from __future__ import annotations
 import copy
 import itertools
 import re
-import sys
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 from tqdm import tqdm
 
-from compressor.progress import progress_options
-
 from compressor.checkpoint import Classifier
-from compressor.methods.linears import FactorPair, GeneratedLinear, encoder_linears, replace_module
+from compressor.methods.linears import (
+    FactorPair,
+    GeneratedLinear,
+    encoder_linears,
+    replace_module,
+)
+from compressor.progress import progress_options
 
 DECODER_WIDTHS = (2, 4)  # hidden layers of the non-linear decoder, in multiples of k (paper default)
 ENCODER_WIDTHS = (8, 4)

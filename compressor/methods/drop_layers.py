@@ -45,19 +45,17 @@ Cost: each dropped layer takes its whole share of the encoder's weights and mult
 from __future__ import annotations
 
 import copy
-import sys
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 from tqdm import tqdm
-
-from compressor.progress import progress_options
 from transformers import PreTrainedModel
 
 from compressor.calibration import batches, sample
 from compressor.checkpoint import Classifier
 from compressor.errors import InputError
+from compressor.progress import progress_options
 from compressor.recipe import DEFAULT_REPAIR, REPAIRS
 
 SAMPLE = 512  # calibration texts; while choosing, every other batch fits the repairs and the rest score them

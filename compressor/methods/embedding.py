@@ -21,16 +21,13 @@ k = ⌊(ratio·V·H − H) / (V + H)⌋.
 
 from __future__ import annotations
 
-import sys
-
 import torch
 from torch import nn
 from tqdm import tqdm
 
-from compressor.progress import progress_options
-
 from compressor.calibration import sample
 from compressor.checkpoint import Classifier
+from compressor.progress import progress_options
 
 EPOCHS = 12  # the direction loss moves little past the PCA start; more epochs gain nothing measurable
 BATCH = 256

@@ -25,16 +25,13 @@ kept fraction of their multiply-adds per token.
 
 from __future__ import annotations
 
-import sys
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Iterator
 
 import torch
 from torch import nn
 from tqdm import tqdm
-
-from compressor.progress import progress_options
 from transformers import PreTrainedModel
 from transformers.pytorch_utils import prune_linear_layer
 
@@ -42,6 +39,7 @@ from compressor.calibration import batches, sample, self_predicted_loss
 from compressor.checkpoint import Classifier
 from compressor.errors import InputError
 from compressor.methods.linears import replace_module
+from compressor.progress import progress_options
 
 SAMPLE = 512  # calibration texts for gradients and rescaling
 GRAD_BATCH = 16  # texts per mini-batch gradient: the rearrangement's sample vectors

@@ -59,7 +59,9 @@ def factorize_linears(classifier: Classifier, ratio: float, scales: dict[str, to
     linears = encoder_linears(model)
     budgets = {name: ratio for name in linears}
     if allocation == "sensitivity":
-        from compressor.methods import allocation as search  # imports this module: load lazily
+        from compressor.methods import (
+            allocation as search,  # imports this module: load lazily
+        )
 
         sens = search.sensitivities(classifier, sample(calibration, search.TEXTS, "--allocation sensitivity"), scales)
         budgets = search.allocate(sens, {n: tuple(l.weight.shape) for n, l in linears.items()}, ratio)
