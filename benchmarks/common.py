@@ -26,7 +26,7 @@ import httpx
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from service.manifest import ONNX_FILE, read_manifest, write_manifest  # noqa: E402
+from service.manifest import ONNX_FILE, read_manifest, write_manifest
 
 BASELINE = "optimum-int8"
 SHARED = ROOT.parent / "shared"
@@ -90,7 +90,7 @@ class Service:
 def server(command: list[str], env: dict[str, str], port: int) -> Iterator[Service]:
     """Start a server process, wait until /health/ready answers 200, stop it afterwards."""
     # Its log goes to a file: a pipe nobody reads would block a chatty server once full.
-    log = tempfile.TemporaryFile("w+")
+    log = tempfile.TemporaryFile("w+")  # noqa: SIM115 — closed in the finally below
     process = subprocess.Popen(command, env={**os.environ, **env}, cwd=ROOT, stdout=subprocess.DEVNULL,
                                stderr=log, text=True)
     url = f"http://127.0.0.1:{port}"

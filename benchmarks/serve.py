@@ -165,7 +165,7 @@ def main() -> None:
                             ("2 threads per run, two at once (oversubscribed)", {"threads": 4, "intra_op_threads": 2})):
         with slimserve(models, **settings) as service:
             url = service.url
-            async def both():
+            async def both(url=url):
                 return await asyncio.gather(*(drive(url, [n], texts, 8, args.requests) for n in ("original", "int8")))
 
             asyncio.run(drive(url, ["int8"], texts, 8, 40))

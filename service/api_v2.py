@@ -178,7 +178,7 @@ def inputs_of(parsed: InferRequest, binaries: dict[str, bytes]) -> list[TextInpu
     tensors = {t.name: t for t in parsed.inputs}
     unknown = set(tensors) - {"text", "text_pair"}
     if unknown:
-        raise Malformed(f"inputs: unknown input {sorted(unknown)[0]!r}; this model takes 'text' and 'text_pair'")
+        raise Malformed(f"inputs: unknown input {min(unknown)!r}; this model takes 'text' and 'text_pair'")
     if "text" not in tensors:
         raise Malformed("inputs: the BYTES input 'text' is required")
     texts = texts_of(tensors["text"], binaries.get("text"))

@@ -183,7 +183,7 @@ class Batcher:
             logits = await asyncio.to_thread(self.backend.run, padded.arrays)
             if logits.shape[0] != len(rows):
                 raise ValueError(f"{logits.shape[0]} rows of logits for {len(rows)} inputs")
-        except Exception as exc:  # a model fault fails this batch's requests only
+        except Exception as exc:  # noqa: BLE001 — a model fault fails this batch's requests only
             log.warning("model %s failed on a batch of %d: %s", self.name, len(rows), exc)
             failure = BackendFailure(f"model {self.name!r} failed on this batch: {exc}")
             for job in batch:

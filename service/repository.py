@@ -123,7 +123,7 @@ def load_variant(folder: Path, intra_op: int, limiter: threading.Semaphore | Non
         check_labels(backend, manifest)
         loaded = time.perf_counter()
         warm_up(backend, warmup(manifest.max_length) if warmup else [])
-    except Exception as exc:  # any fault of one variant must not stop the others
+    except Exception as exc:  # noqa: BLE001 — any fault of one variant must not stop the others
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         log.warning("variant %s failed to load: %s", name, reason)
         return Variant(name, folder, "failed", reason)

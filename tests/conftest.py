@@ -14,7 +14,15 @@ from pathlib import Path
 import httpx
 import pytest
 import torch
-from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+from tokenizers import (
+    Tokenizer,
+    decoders,
+    models,
+    normalizers,
+    pre_tokenizers,
+    processors,
+    trainers,
+)
 from transformers import (
     BertConfig,
     BertForSequenceClassification,
@@ -34,7 +42,7 @@ CORPUS = [
     "an engrossing, funny and surprisingly tender portrait of a family",
 ] * 4
 LABELS = {0: "negative", 1: "positive"}
-TINY = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64)
+TINY = {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 4, "intermediate_size": 64}
 ARCHITECTURES = ("bert", "distilbert", "roberta")
 
 
@@ -68,7 +76,7 @@ def bpe_tokenizer() -> PreTrainedTokenizerFast:
 
 def tiny_classifier(arch: str) -> tuple[torch.nn.Module, PreTrainedTokenizerFast]:
     torch.manual_seed(0)
-    common = dict(id2label=LABELS, label2id={v: k for k, v in LABELS.items()})
+    common = {"id2label": LABELS, "label2id": {v: k for k, v in LABELS.items()}}
     if arch == "bert":
         tokenizer = wordpiece_tokenizer(with_types=True)
         config = BertConfig(vocab_size=len(tokenizer), max_position_embeddings=64, **TINY, **common)
@@ -168,7 +176,7 @@ def client(client_for):
 
 def metric_value(text: str, name: str, **labels) -> float:
     for line in text.splitlines():
-        if line.startswith(name + "{") or line.startswith(name + " "):
+        if line.startswith((name + "{", name + " ")):
             found = dict(re.findall(r'(\w+)="([^"]*)"', line))
             if all(found.get(k) == v for k, v in labels.items()):
                 return float(line.rsplit(" ", 1)[1])

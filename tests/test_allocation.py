@@ -1,6 +1,7 @@
 """Sensitivity-based rank allocation for the SVD family."""
 
 import pytest
+from conftest import CORPUS
 
 from compressor.checkpoint import load_classifier
 from compressor.errors import InputError
@@ -8,7 +9,6 @@ from compressor.methods import allocation
 from compressor.methods.linears import encoder_linears
 from compressor.methods.svd import stored
 from compressor.pipeline import Recipe, compress
-from conftest import CORPUS
 
 
 def test_allocation_meets_the_budget_and_spares_sensitive_layers():

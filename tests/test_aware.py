@@ -4,6 +4,7 @@ import copy
 
 import pytest
 import torch
+from conftest import CORPUS
 
 from compressor.calibration import fisher_diagonal, input_statistics
 from compressor.checkpoint import Classifier, load_classifier
@@ -12,7 +13,6 @@ from compressor.methods import aware, svd
 from compressor.methods.linears import encoder_linears
 from compressor.pipeline import Recipe, compress
 from compressor.recipe import METHODS
-from conftest import CORPUS
 
 
 def fresh(checkpoints, arch="bert") -> Classifier:
@@ -30,7 +30,7 @@ def test_whitened_factors_minimise_the_error_on_calibration_inputs():
     for rank in (2, 4, 8):
         plain_down, plain_up = svd.factorize(weight, rank)
         white_down, white_up = svd.factorize(weight, rank, s)
-        out_error = lambda down, up: torch.linalg.norm(x @ weight.T - x @ (up @ down).T)  # noqa: E731
+        out_error = lambda down, up: torch.linalg.norm(x @ weight.T - x @ (up @ down).T)
         assert out_error(white_down, white_up) < out_error(plain_down, plain_up)
         assert torch.linalg.norm(weight - plain_up @ plain_down) <= torch.linalg.norm(weight - white_up @ white_down)
 
@@ -73,7 +73,7 @@ def test_budget_matches_plain_svd(checkpoints, method):
     plain, aware_model = fresh(checkpoints), fresh(checkpoints)
     svd.compress(plain, 0.5)
     settings = METHODS[method].implementation()(aware_model, 0.5, CORPUS)
-    count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
+    count = lambda m: sum(p.numel() for p in m.parameters())
     assert count(aware_model.model) == count(plain.model)
     assert settings["calibration_texts"] == len(CORPUS) and settings["ratio"] == 0.5
 
@@ -89,7 +89,7 @@ def test_aware_methods_stay_closer_to_the_original_than_plain_svd(checkpoints, m
     batch = original.tokenizer(CORPUS, padding=True, return_tensors="pt")
     with torch.no_grad():
         reference = original.model(**batch).logits
-        drift = lambda c: (c.model(**batch).logits - reference).norm()  # noqa: E731
+        drift = lambda c: (c.model(**batch).logits - reference).norm()
         assert drift(informed) < drift(plain)
 
 

@@ -3,6 +3,7 @@ adapter and head): the adapter merges into exactly the Linears it names, the res
 ordinary HF classifier that gets obvious sentences right, and it exports and serves."""
 
 import asyncio
+import json
 
 import httpx
 import pytest
@@ -12,8 +13,9 @@ from transformers import BertForSequenceClassification
 
 from compressor import default_model
 from compressor.checkpoint import load_classifier
-from compressor.pipeline import Recipe, build
+from compressor.pipeline import DEFAULT_CASCADES, Recipe, build
 from service.app import create_app
+from service.cascade import CASCADE_FILE
 from service.settings import Settings
 
 # Sentences of our own (none is in SST-2), five each way.
@@ -64,16 +66,20 @@ def test_default_is_an_ordinary_sequence_classifier(default):
     assert [default.labels[i] for i in predicted] == list(OBVIOUS.values())
 
 
-def test_default_exports_and_serves(default, tmp_path):
+def test_default_exports_and_serves_with_its_int8_cascade(default, tmp_path):
     manifest = build(default, Recipe("original"), tmp_path)
     assert manifest.parity < 1e-4 and manifest.base_model == "default"
+    build(default, Recipe("int8", quantize="int8"), tmp_path)
+    (tmp_path / CASCADE_FILE).write_text(json.dumps(DEFAULT_CASCADES))
+    [cascade] = DEFAULT_CASCADES
 
-    async def ask() -> dict:
+    async def ask(name: str) -> dict:
         app = create_app(Settings(models=tmp_path, threads=2))
-        async with app.router.lifespan_context(app):
-            async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client:
-                response = await client.post("/v1/models/original/classify", json={"inputs": list(OBVIOUS)})
-                return response.json()
+        async with (app.router.lifespan_context(app),
+                    httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client):
+            response = await client.post(f"/v1/models/{name}/classify", json={"inputs": list(OBVIOUS)})
+            return response.json()
 
-    labels = [p["label"] for p in asyncio.run(ask())["predictions"]]
-    assert labels == list(OBVIOUS.values())
+    for name in ("original", "int8", cascade):
+        labels = [p["label"] for p in asyncio.run(ask(name))["predictions"]]
+        assert labels == list(OBVIOUS.values()), name

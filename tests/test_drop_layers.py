@@ -6,13 +6,13 @@ from pathlib import Path
 import onnx
 import pytest
 import torch
+from conftest import ARCHITECTURES, CORPUS, tiny_classifier
 
 from compressor.calibration import batches
 from compressor.checkpoint import load_classifier, parameter_count
 from compressor.cli import main
 from compressor.methods import drop_layers
 from compressor.pipeline import Recipe, compress
-from conftest import ARCHITECTURES, CORPUS, tiny_classifier
 
 LAYERS = 4
 

@@ -2,12 +2,12 @@
 
 import pytest
 import torch
+from conftest import CORPUS
 from torch import nn
 
 from compressor.checkpoint import load_classifier, parameter_count
 from compressor.methods import embedding
 from compressor.pipeline import Recipe, compress
-from conftest import CORPUS
 
 
 @pytest.mark.parametrize("arch", ["bert", "distilbert", "roberta"])

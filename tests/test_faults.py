@@ -10,7 +10,6 @@ import asyncio
 import shutil
 
 import pytest
-
 from conftest import toy_graph
 
 TEXT = "a quietly devastating film"

@@ -4,10 +4,13 @@ response may be a 5xx, and every response must match what the schema documents."
 
 from collections import Counter
 
+import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from schemathesis.specs.openapi.checks import positive_data_acceptance
+
+pytestmark = pytest.mark.slow  # a live server and about 640 generated requests
 
 EXAMPLES = 40  # per operation: 16 operations, about 640 requests in all, seconds on tiny variants
 NAMES = ["tiny-bert", "tiny-bert-svd", "tiny-roberta-int8"]
@@ -27,20 +30,20 @@ def test_no_server_errors_and_responses_match_the_schema(live_server, models_dir
 
         @given(pair=cases)
         @settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck), database=None)
-        def call(pair):
+        def call(pair):  # called at once below, so the loop variable cannot move under it
             case, name, texts = pair
             if name and case.path_parameters and "name" in case.path_parameters:
                 case.path_parameters["name"] = name
-            if texts and operation.label.endswith("/infer"):
+            if texts and operation.label.endswith("/infer"):  # noqa: B023
                 case.body = {"inputs": [{"name": "text", "datatype": "BYTES", "shape": [len(texts)], "data": texts}]}
             # Schema-valid requests may still be refused by design, by limits the schema
             # cannot know (max_inputs, a queue bound) or names that do not exist (404).
             response = case.call_and_validate(excluded_checks=[positive_data_acceptance])
-            statuses[operation.label, response.status_code // 100] += 1
+            statuses[operation.label, response.status_code // 100] += 1  # noqa: B023
 
         try:
             call()
-        except Exception as exc:  # gather every operation's failures, then report them together
+        except Exception as exc:  # noqa: BLE001 — gather every operation's failures, then report them together
             failures[operation.label] = str(exc)[:2000]
     assert not failures, "\n\n".join(f"{label}:\n{text}" for label, text in failures.items())
     # The fuzzing reached the models: answers as well as refusals on every model route.

@@ -5,6 +5,7 @@ import onnx
 import onnxruntime as ort
 import pytest
 import torch
+from conftest import CORPUS, TINY
 from onnx import helper, numpy_helper
 
 from compressor import recipe
@@ -13,7 +14,6 @@ from compressor.cli import main
 from compressor.methods.quantized_tables import quantize_tables
 from compressor.pipeline import Recipe, compress
 from compressor.report import weight_flops_per_token
-from conftest import CORPUS, TINY
 
 WORD_TABLE = "model.bert.embeddings.word_embeddings.weight"
 ENCODER_MATMULS = TINY["num_hidden_layers"] * 6  # Q, K, V, attention output, FFN in and out

@@ -51,6 +51,7 @@ def test_dashboard_queries_use_only_exported_metrics(client):
             assert family(name) in families, f"{title}: {name} is not exported"
 
 
+@pytest.mark.slow  # a real Prometheus scraping a live server
 @pytest.mark.skipif(PROMETHEUS is None, reason="the prometheus binary is not installed (Debian package 'prometheus')")
 def test_every_dashboard_query_returns_series_for_its_variants(live_server, models_dir, tmp_path):
     from conftest import CORPUS

@@ -4,11 +4,11 @@ import copy
 
 import pytest
 import torch
+from conftest import CORPUS
 
 from compressor.checkpoint import load_classifier, parameter_count
 from compressor.methods import prune
 from compressor.pipeline import Recipe, compress
-from conftest import CORPUS
 
 
 def test_search_fills_the_budget_and_keeps_every_layer_alive():

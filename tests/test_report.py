@@ -3,10 +3,10 @@
 import json
 
 import onnx
+from conftest import TINY
 
 from compressor.cli import main
 from compressor.report import pareto_front, weight_flops_per_token
-from conftest import TINY
 
 
 def test_flops_count_every_weight_matmul(models_dir):

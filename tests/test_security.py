@@ -7,9 +7,9 @@ import pickle
 import shutil
 
 import pytest
+from conftest import save_checkpoint
 
 from compressor.cli import main as compressor_main
-from conftest import save_checkpoint
 
 TEXT = "my card number is 4111 1111 1111 1111"
 

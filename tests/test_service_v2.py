@@ -108,7 +108,7 @@ def test_tritonclient_round_trip(live_server, models_dir):
         top = result.as_numpy("probabilities")
         assert top.shape == (2, 1)
         entry = top[0, 0].decode() if isinstance(top[0, 0], bytes) else top[0, 0]  # bytes when binary
-        score, index, label = entry.split(":")
+        _score, index, label = entry.split(":")
         assert int(index) == int(logits[0].argmax()) and label in ("negative", "positive")
     default = client.infer("tiny-bert", [text])  # no outputs named: all of them, as JSON
     assert default.as_numpy("logits").shape == (2, 2) and default.as_numpy("probabilities").shape == (2, 2)

@@ -2,12 +2,12 @@
 what was tried, and nothing else left on disk."""
 
 import pytest
+from conftest import CORPUS
 
 from compressor import smallest as smallest_module
 from compressor.cli import main
 from compressor.data import Examples
 from compressor.smallest import smallest
-from conftest import CORPUS
 from service.manifest import read_manifest
 
 LADDER = (("svd@0.2", "int8"), ("prune@0.5", "int8"), ("none", "int8"), ("none", None))
