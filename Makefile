@@ -12,7 +12,7 @@ SHARED ?= ../shared
 # takes torch from the other indexes it is configured with.
 TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
 
-.PHONY: demo test test-all venv variants evaluate bench default-model clean
+.PHONY: demo test test-all check venv variants evaluate bench default-model clean
 
 $(VENV)/.torch:
 	$(PYTHON) -m venv $(VENV)
@@ -47,6 +47,10 @@ test: $(VENV)/.dev
 # Also the slow integration tests (processes, fuzzing, Prometheus, compose); CI runs this.
 test-all: $(VENV)/.dev
 	$(PY) -m pytest -q
+
+# The lint step CI runs (ruff is pinned in the [dev] extra).
+check: $(VENV)/.dev
+	$(VENV)/bin/ruff check .
 
 # The README's table: every variant under $(MODELS) (and its cascades) on the shipped SST-2 dev set.
 evaluate: variants
