@@ -24,7 +24,7 @@ from pathlib import Path
 from compressor.data import read_calibration, read_tsv
 from compressor.errors import InputError, ParityError
 from compressor.inputs import check_compress, check_out
-from compressor.recipe import Recipe, parse_layers
+from compressor.recipe import QUANTIZERS, Recipe, parse_layers
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -40,8 +40,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     c.add_argument("--ratio", type=float, default=0.5, help="kept fraction of the compressed parameters, 0 < R <= 1")
     c.add_argument("--calibration", type=Path, help="unlabeled text: one per line, or a .tsv column")
     c.add_argument("--text-col", help="text column of a .tsv calibration file (default: sentence)")
-    c.add_argument("--quantize", help="int8 (dynamic), int8-static (QDQ, needs --calibration) or int4 (4-bit MatMuls, "
-                                      "int8 embeddings; options such as int4-emb4-b64-sym, see the README), applied last")
+    c.add_argument("--quantize", help=", ".join(
+        f"{name} ({q.summary}{', needs --calibration' if q.needs_calibration else ''})"
+        for name, q in QUANTIZERS.items()) + "; applied last")
     c.add_argument("--allocation", default="uniform",
                    help="uniform, or sensitivity: per-layer budgets searched on calibration text (SVD family)")
     c.add_argument("--drop-layers", help="drop-layers: remove these layers (counted from 0, e.g. 1,3) "

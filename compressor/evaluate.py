@@ -14,12 +14,14 @@ import hashlib
 import statistics
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 
 from compressor.data import PARITY_SENTENCES, Examples, label_ids, read_tsv
 from compressor.errors import InputError
+from service.backend import OrtBackend
 from service.cascade import (
     CASCADE_FILE,
     CascadeSpec,
@@ -46,7 +48,7 @@ def dataset_key(path: Path) -> str:
 def open_variant(folder: Path, threads: int) -> Variant:
     if not folder.is_dir():
         raise InputError(f"variant folder {folder} does not exist")
-    variant = load_variant(folder, intra_op=threads, limiter=None)
+    variant = load_variant(folder, partial(OrtBackend, intra_op=threads))
     if variant.state != "ready":
         raise InputError(f"cannot load variant {folder}: {variant.reason}")
     return variant

@@ -26,15 +26,19 @@ from torch import nn
 
 from compressor.checkpoint import Classifier, parameter_count
 from compressor.errors import ParityError
-from compressor.methods.int4 import quantize_int4
-from compressor.methods.quantize import quantize_int8, quantize_static_int8
-from compressor.recipe import NONE, is_int4
+from compressor.recipe import NONE, quantizer
 from service.backend import OrtBackend
-from service.manifest import ONNX_FILE, TOKENIZER_FILE, Manifest, write_manifest
+from service.manifest import (
+    ONNX_FILE,
+    TOKENIZER_FILE,
+    Manifest,
+    files_digest,
+    write_manifest,
+)
 from service.tokenization import encode, load_tokenizer
 
 OPSET = 17  # first opset with LayerNormalization as one op
-PARITY_LIMIT = 1e-4  # max |Δlogit| an uncompressed fp32 export may show
+PARITY_LIMIT = 1e-4  # max |Δlogit| an fp32 export may show against the PyTorch model it was exported from
 
 
 class LogitsOnly(nn.Module):
@@ -90,9 +94,15 @@ def measure_parity(classifier: Classifier, folder: Path, sentences: list[str]) -
     return float(np.abs(actual - expected.numpy()).max())
 
 
-def parity_limit(method: str, quantize: str | None) -> float | None:
-    """The parity an export must keep to be written: only the uncompressed fp32 export is held to one."""
-    return PARITY_LIMIT if method == NONE and quantize is None else None
+def parity_limit(quantize: str | None) -> float | None:
+    """The parity an export must keep to be written. Every fp32 export, compressed or not,
+    computes what its PyTorch model computes, so it differs by float rounding only; a
+    quantized one rounds its weights on purpose and is held to none."""
+    return PARITY_LIMIT if quantize is None else None
+
+
+def parity_against(method: str) -> str:
+    return "PyTorch" if method == NONE else "the compressed PyTorch model"
 
 
 def parity_summary(method: str, quantize: str | None, parity: float) -> str:
@@ -101,13 +111,11 @@ def parity_summary(method: str, quantize: str | None, parity: float) -> str:
     graph differs by float rounding only. A quantized graph rounds its weights on purpose
     and drifts by orders of magnitude more, which is expected and no failure; only
     `compressor evaluate` can say what that costs in accuracy."""
-    if quantize is not None:
+    limit = parity_limit(quantize)
+    if limit is None:
         return (f"logit drift {parity:.1e} vs fp32 ({quantize} rounding, expected; "
                 "accuracy is what `compressor evaluate` measures)")
-    limit = parity_limit(method, quantize)
-    if limit is None:
-        return f"parity {parity:.1e} (max logit difference, fp32 export vs the compressed PyTorch model)"
-    return f"parity {parity:.1e} (max logit difference, fp32 export vs PyTorch, limit {limit:.0e})"
+    return f"parity {parity:.1e} (max logit difference, fp32 export vs {parity_against(method)}, limit {limit:.0e})"
 
 
 def replace_folder(source: Path, target: Path) -> None:
@@ -123,7 +131,7 @@ def replace_folder(source: Path, target: Path) -> None:
 
 def calibration_feeds(folder: Path, classifier: Classifier, texts: list[str], input_names: tuple[str, ...],
                       batch: int = 8) -> list[dict[str, np.ndarray]]:
-    """Batches for static quantization, tokenized exactly as the service will."""
+    """Batches for a quantizer that needs calibration, tokenized exactly as the service will."""
     tokenizer = load_tokenizer(folder / TOKENIZER_FILE, classifier.max_length)
     feeds = []
     for start in range(0, len(texts), batch):
@@ -144,25 +152,22 @@ def write_variant(classifier: Classifier, name: str, out: Path, method: str, set
         save_tokenizer(classifier, work)
         export_onnx(classifier, work / ONNX_FILE, sentences)
         if quantize is not None:
+            row = quantizer(quantize)
             fp32 = work / "model.fp32.onnx"
             (work / ONNX_FILE).rename(fp32)
-            if quantize == "int8":
-                settings = {**settings, **quantize_int8(fp32, work / ONNX_FILE)}
-            elif is_int4(quantize):
-                settings = {**settings, **quantize_int4(fp32, work / ONNX_FILE, quantize)}
-            else:
-                feeds = calibration_feeds(work, classifier, calibration or sentences, tuple(input_names(classifier)))
-                settings = {**settings, **quantize_static_int8(fp32, work / ONNX_FILE, feeds)}
+            feeds = calibration_feeds(work, classifier, calibration or sentences, tuple(input_names(classifier))) \
+                if row.needs_calibration else None
+            settings = {**settings, **row.implementation()(fp32, work / ONNX_FILE, quantize, feeds)}
             fp32.unlink()
         parity = measure_parity(classifier, work, sentences)
-        limit = parity_limit(method, quantize)
+        limit = parity_limit(quantize)
         if limit is not None and parity > limit:
-            raise ParityError(f"ONNX export differs from PyTorch by {parity:.2e} (limit {limit:.0e})")
+            raise ParityError(f"ONNX export differs from {parity_against(method)} by {parity:.2e} (limit {limit:.0e})")
         manifest = Manifest(
             name=name, base_model=classifier.base_model, labels=classifier.labels,
             max_length=classifier.max_length, method=method, settings=settings,
-            parameters=parameter_count(classifier.model),
-            parameters_original=parameters_original, onnx_bytes=(work / ONNX_FILE).stat().st_size, parity=parity,
+            parameters=parameter_count(classifier.model), parameters_original=parameters_original,
+            onnx_bytes=(work / ONNX_FILE).stat().st_size, parity=parity, digest=files_digest(work),
         )
         write_manifest(work, manifest)
         replace_folder(work, out / name)

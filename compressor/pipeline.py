@@ -14,17 +14,17 @@ from compressor.data import PARITY_SENTENCES, read_calibration
 from compressor.export import write_variant
 from compressor.inputs import DEFAULT, check_compress, check_out
 from compressor.recipe import (
-    ALLOCATABLE,
     METHODS,
     Recipe,
     check_recipe,
     parse_method,
     pipeline_name,
+    quantizer,
 )
 from service.cascade import CASCADE_FILE
 from service.manifest import Manifest
 
-STATIC_SAMPLE = 256  # calibration texts that fix int8-static's activation ranges
+QUANTIZE_SAMPLE = 256  # calibration texts that fix a calibrated quantizer's activation ranges (int8-static)
 
 # `compressor build-default`: the embedded model plus the recipes the benchmarks recommend
 # (docs/benchmarks.md), each within 1.5 points of it on SST-2 dev.
@@ -48,11 +48,10 @@ def apply_methods(classifier: Classifier, recipe: Recipe, calibration: list[str]
     start = time.perf_counter()
     settings: dict = {}
     for name, ratio in steps:
-        options = {"allocation": recipe.allocation} if name in ALLOCATABLE else {}
-        if name == "drop-layers":
-            options = {"layers": recipe.drop_layers, "repair_with": recipe.layer_repair}
-        compress_step = METHODS[name].implementation()
-        settings[name] = compress_step(compressed, recipe.ratio if ratio is None else ratio, calibration, **options)
+        method = METHODS[name]
+        options = {keyword: getattr(recipe, field) for keyword, field in method.recipe_options.items()}
+        settings[name] = method.implementation()(compressed, recipe.ratio if ratio is None else ratio, calibration,
+                                                 **options)
     settings["compress_seconds"] = round(time.perf_counter() - start, 1)
     return compressed, settings
 
@@ -61,9 +60,10 @@ def export(original: Classifier, compressed: Classifier, settings: dict, recipe:
            calibration: list[str] | None = None) -> Manifest:
     sentences = PARITY_SENTENCES + (calibration or [])[:32]
     method = pipeline_name(parse_method(recipe.method), recipe.quantize)
-    static_texts = sample(calibration, STATIC_SAMPLE, "--quantize int8-static") if recipe.quantize == "int8-static" else None
+    calibrated = recipe.quantize is not None and quantizer(recipe.quantize).needs_calibration
+    texts = sample(calibration, QUANTIZE_SAMPLE, f"--quantize {recipe.quantize}") if calibrated else None
     return write_variant(compressed, recipe.name, out, method, settings, parameter_count(original.model),
-                         recipe.quantize, sentences, static_texts)
+                         recipe.quantize, sentences, texts)
 
 
 def build(classifier: Classifier, recipe: Recipe, out: Path, calibration: list[str] | None = None) -> Manifest:

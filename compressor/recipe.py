@@ -4,8 +4,10 @@ A recipe is a `+`-joined pipeline of methods, each with an optional budget, then
 optional quantization, and the options some methods take. Every name and rule the
 command line checks before it loads a model lives here, in a module that imports neither
 torch nor transformers: importing them takes seconds, and a mistyped flag should fail at
-once. The torch modules import these names from here; a method's implementation is
-imported by its module's name only when a recipe runs (`Method.implementation`).
+once. The torch modules import these names from here. Methods and quantizers are one
+table each (`METHODS`, `QUANTIZERS`), a row per name: the command line, the checks, the
+pipeline and the export all read the rows, and a row's implementation is imported by its
+module's name only when a recipe runs (`Method.implementation`, `Quantizer.implementation`).
 """
 
 from __future__ import annotations
@@ -22,6 +24,11 @@ from service.repository import VARIANT_NAME
 NONE = "none"  # the method of a plain export
 
 
+def implementation_of(module: str, function: str) -> Callable[..., dict]:
+    """`compressor.methods.MODULE.FUNCTION`, imported only now: it imports torch or onnxruntime."""
+    return getattr(importlib.import_module(f"compressor.methods.{module}"), function)
+
+
 @dataclass(frozen=True)
 class Method:
     """One row of the methods table: where the implementation lives, and what the checks
@@ -31,20 +38,22 @@ class Method:
     function: str = "compress"
     needs_calibration: bool = False
     factorizer: bool = False  # replaces the encoder Linears: one per pipeline, after prune
-    allocatable: bool = False  # takes --allocation uniform|sensitivity
     options: dict[str, bool] = field(default_factory=dict)  # fixed keyword arguments
+    recipe_options: dict[str, str] = field(default_factory=dict)  # keyword argument → the Recipe field it takes
 
     def implementation(self) -> Callable[..., dict]:
         """`compress(classifier, ratio, calibration, **options) -> settings`; imports torch."""
-        function = getattr(importlib.import_module(f"compressor.methods.{self.module}"), self.function)
+        function = implementation_of(self.module, self.function)
         return functools.partial(function, **self.options) if self.options else function
 
 
+ALLOCATION = {"allocation": "allocation"}  # --allocation uniform|sensitivity
 METHODS: dict[str, Method] = {
-    "svd": Method("svd", factorizer=True, allocatable=True),
-    "svd-aware": Method("aware", "compress_whitened", needs_calibration=True, factorizer=True, allocatable=True),
-    "asvd": Method("aware", "compress_scaled", needs_calibration=True, factorizer=True, allocatable=True),
-    "fwsvd": Method("fisher", needs_calibration=True, factorizer=True, allocatable=True),
+    "svd": Method("svd", factorizer=True, recipe_options=ALLOCATION),
+    "svd-aware": Method("aware", "compress_whitened", needs_calibration=True, factorizer=True,
+                        recipe_options=ALLOCATION),
+    "asvd": Method("aware", "compress_scaled", needs_calibration=True, factorizer=True, recipe_options=ALLOCATION),
+    "fwsvd": Method("fisher", needs_calibration=True, factorizer=True, recipe_options=ALLOCATION),
     "ae": Method("autoencoder", factorizer=True, options={"shared": False, "linear": False}),
     "ae-shared": Method("autoencoder", factorizer=True, options={"shared": True, "linear": False}),
     "ae-linear": Method("autoencoder", factorizer=True, options={"shared": False, "linear": True}),
@@ -52,20 +61,20 @@ METHODS: dict[str, Method] = {
     "kronecker": Method("kronecker", factorizer=True),
     "tucker": Method("tucker", factorizer=True),
     "prune": Method("prune", needs_calibration=True),
-    "drop-layers": Method("drop_layers", needs_calibration=True),
+    "drop-layers": Method("drop_layers", needs_calibration=True,
+                          recipe_options={"layers": "drop_layers", "repair_with": "layer_repair"}),
     "embed-ae": Method("embedding"),  # uses calibration text only when given
 }
 NEEDS_CALIBRATION = frozenset(name for name, m in METHODS.items() if m.needs_calibration)
 FACTORIZERS = frozenset(name for name, m in METHODS.items() if m.factorizer)
-ALLOCATABLE = frozenset(name for name, m in METHODS.items() if m.allocatable)
+ALLOCATABLE = frozenset(name for name, m in METHODS.items() if "allocation" in m.recipe_options.values())
 
-INT4 = "int4"
-QUANTIZATIONS = ("int8", "int8-static", INT4)  # int4 takes options: parse_int4
 ALLOCATIONS = ("uniform", "sensitivity")
 REPAIRS = ("auto", "inputs", "inputs+norm", "none")  # drop-layers; auto picks among the rest, gap by gap
 DEFAULT_REPAIR = "auto"
 
 # --quantize int4's options (compressor.methods.int4 applies them).
+INT4 = "int4"
 BLOCK_SIZES = (16, 32, 64, 128, 256)  # MatMulNBits takes powers of two from 16
 ACCURACY_LEVELS = (1, 2, 3, 4)  # compute type of the activations: fp32, fp16, bf16, int8
 EMBEDDING_BITS = (4, 8, 32)  # 32: the tables stay fp32
@@ -81,10 +90,6 @@ class Int4Options:
     symmetric: bool = False
     accuracy_level: int = 4
     embedding_bits: int = 8
-
-
-def is_int4(spec: str | None) -> bool:
-    return spec is not None and spec.split("-")[0] == INT4
 
 
 def parse_int4(spec: str) -> Int4Options:
@@ -105,6 +110,44 @@ def parse_int4(spec: str) -> Int4Options:
             raise InputError(f"--quantize {spec}: the {key.replace('_', ' ')} is given twice")
         fields[key] = value
     return Int4Options(**fields)
+
+
+@dataclass(frozen=True)
+class Quantizer:
+    """One row of the quantizers table: `--quantize NAME`, applied last, to the exported
+    fp32 graph. Its implementation is `quantize(source, target, spec, feeds) -> settings`:
+    the fp32 file, the file to write, the whole `--quantize` text (`int4-emb4`), and
+    calibration batches tokenized as the service will (None unless `needs_calibration`)."""
+
+    module: str  # under compressor.methods
+    function: str
+    summary: str  # what `--quantize`'s help says of it
+    needs_calibration: bool = False
+    parse: Callable[[str], object] | None = None  # the whole text → its options; None: it takes no options
+
+    def implementation(self) -> Callable[..., dict]:
+        """Imports onnxruntime's quantizer."""
+        return implementation_of(self.module, self.function)
+
+
+QUANTIZERS: dict[str, Quantizer] = {
+    "int8": Quantizer("quantize", "quantize_int8", "dynamic"),
+    "int8-static": Quantizer("quantize", "quantize_static_int8", "QDQ", needs_calibration=True),
+    INT4: Quantizer("int4", "quantize_int4", "4-bit MatMuls, int8 embeddings; options such as int4-emb4-b64-sym, "
+                    "see the README", parse=parse_int4),
+}
+
+
+def quantizer(spec: str) -> Quantizer:
+    """The row of `--quantize SPEC`, its options checked: a name, or the name of a
+    quantizer that takes options followed by them, joined by '-' (`int4-emb4-sym`)."""
+    row = QUANTIZERS.get(spec) or QUANTIZERS.get(spec.split("-")[0])
+    if row is None or (spec not in QUANTIZERS and row.parse is None):
+        names = ", ".join(name + ("[-OPTION...]" if q.parse else "") for name, q in QUANTIZERS.items())
+        raise InputError(f"unknown --quantize {spec!r}; choose from {names}")
+    if row.parse is not None:
+        row.parse(spec)
+    return row
 
 
 def parse_layers(text: str) -> tuple[int, ...]:
@@ -177,11 +220,8 @@ def check_recipe(recipe: Recipe) -> list[tuple[str, float | None]]:
                          "starting with a letter or digit")
     if not 0 < recipe.ratio <= 1:
         raise InputError(f"--ratio must be in (0, 1], got {recipe.ratio}")
-    if is_int4(recipe.quantize):
-        parse_int4(recipe.quantize)
-    elif recipe.quantize is not None and recipe.quantize not in QUANTIZATIONS:
-        raise InputError(f"unknown --quantize {recipe.quantize!r}; choose from {', '.join(QUANTIZATIONS)}"
-                         " (int4 takes options, e.g. int4-emb4)")
+    if recipe.quantize is not None:
+        quantizer(recipe.quantize)
     if recipe.allocation not in ALLOCATIONS:
         raise InputError(f"unknown --allocation {recipe.allocation!r}; choose from {', '.join(ALLOCATIONS)}")
     steps = parse_method(recipe.method)
@@ -208,7 +248,9 @@ def check_calibration(recipe: Recipe, calibration: list[str] | None) -> None:
     if calibration:
         return
     users = [name for name, _ in parse_method(recipe.method) if name in NEEDS_CALIBRATION]
-    users += [option for option, wanted in (("--allocation sensitivity", recipe.allocation == "sensitivity"),
-                                            ("--quantize int8-static", recipe.quantize == "int8-static")) if wanted]
+    users += [option for option, wanted in (
+        ("--allocation sensitivity", recipe.allocation == "sensitivity"),
+        (f"--quantize {recipe.quantize}", recipe.quantize is not None and quantizer(recipe.quantize).needs_calibration),
+    ) if wanted]
     if users:
         raise missing_calibration(users[0])

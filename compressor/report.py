@@ -32,9 +32,10 @@ WEIGHT_MATMULS = ("MatMul", "MatMulInteger", "MatMulNBits")
 RSS_PROBE = """
 import sys
 from pathlib import Path
+from service.backend import OrtBackend
 from service.repository import load_variant, resident_bytes
 from service.tokenization import encode
-v = load_variant(Path(sys.argv[1]), 1, None)
+v = load_variant(Path(sys.argv[1]), OrtBackend)
 v.backend.run(encode(v.tokenizer, ["a short sentence to run once"]).arrays)
 print(resident_bytes())
 """

@@ -9,7 +9,6 @@ from typing import Annotated, Any, Literal
 import numpy as np
 from fastapi import APIRouter, Request, Response
 from pydantic import (
-    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -19,42 +18,15 @@ from pydantic import (
     StrictStr,
 )
 
-from service.errors import (
-    MODEL_ERRORS,
-    EmptyInput,
-    Malformed,
-    ModelNotFound,
-    PayloadTooLarge,
-    documented,
-)
-from service.inference import Outcome, check_servable, classify, run_variant
-from service.runtime import Runtime
+from service.api import Text, check_inputs, integral, serving_of, set_timing_headers
+from service.errors import MODEL_ERRORS, Malformed, NotFound, documented
+from service.inference import Outcome, classify, run_variant
+from service.serving import ReadyVariant, Serving
 from service.tokenization import TextInput
 
 router = APIRouter(prefix="/v1", tags=["v1"])
 REFUSALS = documented(*MODEL_ERRORS)
 
-
-def encodable(text: str) -> str:
-    # JSON may carry lone surrogates ("\ud800"), which are no text a tokenizer can read.
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        raise ValueError("text is not valid Unicode (lone surrogate)") from None
-    return text
-
-
-Text = Annotated[StrictStr, AfterValidator(encodable)]
-
-
-def integral(value: object) -> object:
-    # JSON has one number type: 3.0 is the integer 3 (as JSON Schema says), true is not.
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    return value
-
-
-Count = Annotated[StrictInt, BeforeValidator(integral)]
 # The bound goes before the validator, or the OpenAPI schema loses it.
 PositiveCount = Annotated[StrictInt, Field(ge=1), BeforeValidator(integral)]
 
@@ -123,29 +95,6 @@ class CompareResponse(BaseModel):
     results: list[Comparison]
 
 
-def runtime_of(request: Request) -> Runtime:
-    return request.app.state.runtime
-
-
-def check_inputs(request: Request, inputs: list[TextInput]) -> None:
-    if not inputs:
-        raise EmptyInput("inputs must hold at least one text")
-    limit = request.app.state.settings.max_inputs
-    if len(inputs) > limit:
-        raise PayloadTooLarge(f"inputs holds {len(inputs)} texts; the limit is {limit}")
-    chars = request.app.state.settings.max_input_chars
-    for i, item in enumerate(inputs):
-        size = len(item) if isinstance(item, str) else sum(map(len, item))
-        if size > chars:
-            raise PayloadTooLarge(f"inputs[{i}] holds {size} characters; the limit is {chars} characters")
-
-
-def set_timing_headers(response: Response, outcome: Outcome) -> None:
-    response.headers["x-queue-time"] = f"{outcome.queue_seconds * 1000:.3f}"
-    response.headers["x-inference-time"] = f"{outcome.inference_seconds * 1000:.3f}"
-    response.headers["x-model-digest"] = outcome.digest
-
-
 def predictions_of(outcome: Outcome, top_k: int | None) -> list[Prediction]:
     labels = outcome.labels
     top_k = min(top_k or len(labels), len(labels))
@@ -163,77 +112,75 @@ def as_text_inputs(inputs: list[str | TextPair]) -> list[TextInput]:
     return [x if isinstance(x, str) else (x.text if x.text_pair is None else (x.text, x.text_pair)) for x in inputs]
 
 
-def model_entries(runtime: Runtime) -> list[ModelEntry]:
-    """What GET /v1/models lists and GET /v1/models/{name} shows one of: every variant,
-    every served cascade, and every cascade that could not be served."""
+def model_entries(serving: Serving) -> list[ModelEntry]:
+    """What GET /v1/models lists and GET /v1/models/{name} shows one of: every variant and
+    every declared cascade, each ready or failed with the reason."""
     entries = [
         ModelEntry(name=v.name, state=v.state, reason=v.reason,
                    manifest=v.manifest.model_dump(mode="json", exclude_none=True) if v.manifest else None)
-        for v in runtime.variants.values()
+        for v in serving.variants.values()
     ]
-    for n, spec in runtime.cascades.items():
-        problem = runtime.cascade_problem(n)
-        entries.append(ModelEntry(name=n, state="failed" if problem else "ready", reason=problem,
+    for name, spec in serving.cascades.items():
+        problem = serving.cascade_problem(name)
+        entries.append(ModelEntry(name=name, state="failed" if problem else "ready", reason=problem,
                                   cascade=spec.model_dump()))
-    entries += [ModelEntry(name=n, state="failed", reason=why) for n, why in runtime.cascade_errors.items()]
     return entries
 
 
 @router.get("/models", response_model=ModelList)
 async def list_models(request: Request) -> ModelList:
-    return ModelList(models=model_entries(runtime_of(request)))
+    return ModelList(models=model_entries(serving_of(request)))
 
 
-@router.get("/models/{name}", response_model=ModelEntry, responses=documented(ModelNotFound))
+@router.get("/models/{name}", response_model=ModelEntry, responses=documented(NotFound))
 async def get_model(name: str, request: Request) -> ModelEntry:
     """One model, exactly as GET /v1/models lists it."""
-    # A cascade refused for having a variant's name is listed beside that variant; the
+    # A cascade refused for having a variant's name is listed after that variant; the
     # first match is the variant, which is what the name means when classifying too.
-    entry = next((e for e in model_entries(runtime_of(request)) if e.name == name), None)
+    entry = next((e for e in model_entries(serving_of(request)) if e.name == name), None)
     if entry is None:
-        raise ModelNotFound(f"model {name!r} not found")
+        raise NotFound(f"model {name!r} not found")
     return entry
 
 
 @router.post("/models/{name}/classify", response_model=ClassifyResponse, responses=REFUSALS)
 async def classify_texts(name: str, body: ClassifyRequest, request: Request, response: Response) -> ClassifyResponse:
-    runtime = runtime_of(request)
-    check_servable(runtime, name)
+    serving = serving_of(request)
+    target = serving.lookup(name)
     inputs = as_text_inputs(body.inputs)
     check_inputs(request, inputs)
     state = request.app.state
-    outcome = await classify(runtime, name, inputs, body.truncate, state.metrics, state.shadow)
+    outcome = await classify(serving, target, inputs, body.truncate, state.metrics, state.shadow)
     set_timing_headers(response, outcome)
     return ClassifyResponse(model=name, predictions=predictions_of(outcome, body.top_k))
 
 
-async def timed(runtime: Runtime, name: str, inputs: list[TextInput], truncate: bool) -> tuple[Outcome, float]:
+async def timed(ready: ReadyVariant, inputs: list[TextInput], truncate: bool) -> tuple[Outcome, float]:
     start = time.perf_counter()
-    outcome = await run_variant(runtime, name, inputs, truncate)
+    outcome = await run_variant(ready, inputs, truncate)
     return outcome, time.perf_counter() - start
 
 
 @router.post("/compare", response_model=CompareResponse, responses=REFUSALS)
 async def compare(body: CompareRequest, request: Request) -> CompareResponse:
     """Every chosen variant on the same inputs: predictions, agreement with the reference, latency."""
-    runtime = runtime_of(request)
+    serving = serving_of(request)
     inputs = as_text_inputs(body.inputs)
     check_inputs(request, inputs)
-    names = body.models if body.models is not None else [n for n in runtime.variants if n in runtime.batchers]
+    names = body.models if body.models is not None else serving.ready_variants()
     if not names:
         raise Malformed("models: name at least one variant")
-    reference = body.reference or runtime.reference(request.app.state.settings.reference)
+    reference = body.reference or serving.reference(request.app.state.settings.reference)
     if reference is None:
         raise Malformed("reference: no variant is an uncompressed export (method 'none') to compare against; "
                         "name one in `reference` or set SLIMSERVE_REFERENCE")
+    targets = {}
     for name in dict.fromkeys([*names, reference]):
-        if name in runtime.cascades:
+        if name in serving.cascades and name not in serving.variants:
             raise Malformed(f"models: {name!r} is a cascade; compare variants")
-        if name not in runtime.variants:
-            raise ModelNotFound(f"model {name!r} not found")
-        check_servable(runtime, name)
+        targets[name] = serving.variant(name)
     order = list(dict.fromkeys([reference, *names]))
-    outcomes = dict(zip(order, await asyncio.gather(*(timed(runtime, n, inputs, body.truncate) for n in order))))
+    outcomes = dict(zip(order, await asyncio.gather(*(timed(targets[n], inputs, body.truncate) for n in order))))
     ref_outcome = outcomes[reference][0]
     ref_labels = [ref_outcome.labels[i] for i in ref_outcome.probabilities.argmax(axis=1)]
     results = []

@@ -28,14 +28,29 @@ from pydantic import (
 )
 
 from service import __version__
-from service.api_v1 import Count, check_inputs, runtime_of, set_timing_headers
-from service.errors import MODEL_ERRORS, Malformed, ModelNotFound, NotReady, documented
-from service.inference import Outcome, check_servable, classify, labels_of
-from service.runtime import Runtime
+from service.api import (
+    V2_PREFIX,
+    Count,
+    check_inputs,
+    encodable,
+    serving_of,
+    set_timing_headers,
+)
+from service.cascade import Cascade
+from service.errors import (
+    MODEL_ERRORS,
+    Malformed,
+    NotFound,
+    NotReady,
+    documented,
+    first_error,
+)
+from service.inference import Outcome, classify
+from service.serving import ReadyVariant
 from service.tokenization import TextInput
 
-router = APIRouter(prefix="/v2", tags=["v2"])
-LOOKUP_ERRORS = documented(ModelNotFound, Malformed, NotReady, v2=True)
+router = APIRouter(prefix=V2_PREFIX, tags=["v2"])
+LOOKUP_ERRORS = documented(NotFound, Malformed, NotReady, v2=True)
 INFER_ERRORS = documented(*MODEL_ERRORS, v2=True)
 
 HEADER_LENGTH = "inference-header-content-length"
@@ -136,10 +151,9 @@ def texts_of(tensor: Tensor, binary: bytes | None) -> list[str]:
         if not isinstance(value, str):
             raise Malformed(f"inputs.{tensor.name}.{i}: must be a string")
         try:
-            value.encode("utf-8")
-        except UnicodeEncodeError:
-            raise Malformed(f"inputs.{tensor.name}.{i}: text is not valid Unicode (lone surrogate)") from None
-        texts.append(value)
+            texts.append(encodable(value))
+        except ValueError as exc:
+            raise Malformed(f"inputs.{tensor.name}.{i}: {exc}") from None
     return texts
 
 
@@ -159,9 +173,7 @@ async def parse_request(request: Request) -> tuple[InferRequest, dict[str, bytes
     try:
         parsed = InferRequest.model_validate_json(header)
     except ValidationError as exc:
-        error = exc.errors()[0]
-        where = ".".join(str(p) for p in error.get("loc", ())) or "body"
-        raise Malformed(f"{where}: {error.get('msg', 'invalid')}") from None
+        raise Malformed(first_error(exc.errors())) from None
     binaries, at = {}, 0
     for tensor in parsed.inputs:
         size = tensor.parameters.get("binary_data_size")
@@ -238,17 +250,11 @@ def output_tensors(parsed: InferRequest, outcome: Outcome, options: RequestOptio
     return tensors, blobs
 
 
-def check_version(version: str | None) -> None:
+def lookup(request: Request, name: str, version: str | None) -> ReadyVariant | Cascade:
+    """The model a request names, or 404 (unknown model or version) / 503 (not ready)."""
     if version is not None and version != VERSION:
-        raise ModelNotFound(f"version {version!r} not found; every model has version {VERSION}")
-
-
-def known(request: Request, name: str, version: str | None) -> Runtime:
-    check_version(version)
-    runtime = runtime_of(request)
-    if not runtime.knows(name):
-        raise ModelNotFound(f"model {name!r} not found")
-    return runtime
+        raise NotFound(f"version {version!r} not found; every model has version {VERSION}")
+    return serving_of(request).lookup(name)
 
 
 @router.get("")
@@ -263,8 +269,7 @@ async def server_live() -> dict[str, bool]:
 
 @router.get("/health/ready", responses=documented(NotReady, v2=True))
 async def server_ready(request: Request) -> dict[str, bool]:
-    runtime = runtime_of(request)
-    if not runtime.batchers:
+    if not serving_of(request).ready_variants():
         raise NotReady("no model is ready")
     return {"ready": True}
 
@@ -272,9 +277,9 @@ async def server_ready(request: Request) -> dict[str, bool]:
 @router.get("/models/{name}", responses=LOOKUP_ERRORS)
 @router.get("/models/{name}/versions/{version}", responses=LOOKUP_ERRORS)
 async def model_metadata(name: str, request: Request, version: str | None = None) -> dict[str, Any]:
-    runtime = known(request, name, version)
-    labels = labels_of(runtime, name)
-    platform = "slimserve_cascade" if name in runtime.cascades else "onnxruntime_onnx"
+    target = lookup(request, name, version)
+    labels = target.labels
+    platform = "slimserve_cascade" if isinstance(target, Cascade) else "onnxruntime_onnx"
     text = {"datatype": "BYTES", "shape": [-1]}
     return {
         "name": name, "versions": [VERSION], "platform": platform,
@@ -287,26 +292,23 @@ async def model_metadata(name: str, request: Request, version: str | None = None
 @router.get("/models/{name}/ready", responses=LOOKUP_ERRORS)
 @router.get("/models/{name}/versions/{version}/ready", responses=LOOKUP_ERRORS)
 async def model_ready(name: str, request: Request, version: str | None = None) -> dict[str, Any]:
-    runtime = known(request, name, version)
-    check_servable(runtime, name)  # 503 with the reason when it is not
+    lookup(request, name, version)  # 404, or 503 with the reason, when it is not ready
     return {"name": name, "ready": True}
 
 
 @router.post("/models/{name}/infer", responses=INFER_ERRORS, openapi_extra=INFER_BODY)
 @router.post("/models/{name}/versions/{version}/infer", responses=INFER_ERRORS, openapi_extra=INFER_BODY)
 async def infer(name: str, request: Request, version: str | None = None) -> Response:
-    check_version(version)
-    runtime = runtime_of(request)
-    check_servable(runtime, name)
+    target = lookup(request, name, version)
     parsed, binaries = await parse_request(request)
     try:
         options = RequestOptions.model_validate(parsed.parameters)
     except ValidationError as exc:
-        raise Malformed(f"parameters.{exc.errors()[0]['loc'][0]}: {exc.errors()[0]['msg']}") from None
+        raise Malformed(f"parameters.{first_error(exc.errors())}") from None
     inputs = inputs_of(parsed, binaries)
     check_inputs(request, inputs)
     state = request.app.state
-    outcome = await classify(runtime, name, inputs, options.truncate, state.metrics, state.shadow)
+    outcome = await classify(serving_of(request), target, inputs, options.truncate, state.metrics, state.shadow)
     tensors, blobs = output_tensors(parsed, outcome, options)
     header = {"model_name": name, "model_version": VERSION, "outputs": tensors}
     if parsed.id is not None:

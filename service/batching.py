@@ -26,8 +26,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from service.backend import OrtBackend
-from service.errors import BackendFailure, Overloaded
+from service.backend import Backend
+from service.errors import BackendFailure, Overloaded, redact
 from service.metrics import Metrics
 from service.tokenization import Row, pad
 
@@ -73,7 +73,7 @@ class Job:
 
 
 class Batcher:
-    def __init__(self, name: str, backend: OrtBackend, pad_token: int, max_length: int, limits: Limits,
+    def __init__(self, name: str, backend: Backend, pad_token: int, max_length: int, limits: Limits,
                  metrics: Metrics) -> None:
         self.name, self.backend, self.pad_token, self.max_length = name, backend, pad_token, max_length
         self.limits, self.metrics = limits, metrics
@@ -185,7 +185,7 @@ class Batcher:
                 raise ValueError(f"{logits.shape[0]} rows of logits for {len(rows)} inputs")
         except Exception as exc:  # noqa: BLE001 — a model fault fails this batch's requests only
             log.warning("model %s failed on a batch of %d: %s", self.name, len(rows), exc)
-            failure = BackendFailure(f"model {self.name!r} failed on this batch: {exc}")
+            failure = BackendFailure(f"model {self.name!r} failed on this batch: {redact(str(exc))}")
             for job in batch:
                 if not job.future.done():
                     job.future.set_exception(failure)

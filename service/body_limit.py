@@ -1,11 +1,11 @@
-"""Refuse request bodies over `max_bytes` with 413 before any route parses them."""
+"""Refuse request bodies over `max_bytes` with 413 before any route parses them, in the
+error shape of the API the request addressed."""
 
 from __future__ import annotations
 
-import json
-
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from service.api import error_response
 from service.errors import PayloadTooLarge
 
 
@@ -13,12 +13,9 @@ class BodyLimitMiddleware:
     def __init__(self, app: ASGIApp, max_bytes: int) -> None:
         self.app, self.max_bytes = app, max_bytes
 
-    async def refuse(self, send: Send, size: str) -> None:
+    async def refuse(self, scope: Scope, receive: Receive, send: Send, size: str) -> None:
         error = PayloadTooLarge(f"request body is {size} bytes; the limit is {self.max_bytes}")
-        body = json.dumps(error.body()).encode()
-        await send({"type": "http.response.start", "status": error.status,
-                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
-        await send({"type": "http.response.body", "body": body})
+        await error_response(error, scope["path"])(scope, receive, send)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -26,7 +23,7 @@ class BodyLimitMiddleware:
             return
         declared = dict(scope.get("headers", [])).get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
-            await self.refuse(send, declared.decode())
+            await self.refuse(scope, receive, send, declared.decode())
             return
         # Read the whole body here (it is at most max_bytes), so a client that sends more
         # than it declared, or declares nothing, is refused the same way.
@@ -38,7 +35,7 @@ class BodyLimitMiddleware:
             chunks.append(message.get("body", b""))
             size += len(chunks[-1])
             if size > self.max_bytes:
-                await self.refuse(send, f"over {size}")
+                await self.refuse(scope, receive, send, f"over {size}")
                 return
             if not message.get("more_body", False):
                 break

@@ -3,7 +3,7 @@
     ServiceError                 (status, error_type)
     ├── EmptyInput               400 empty
     ├── Unauthorized             401 unauthorized
-    ├── ModelNotFound            404 not_found
+    ├── NotFound                 404 not_found
     ├── MethodNotAllowed         405 method_not_allowed
     ├── PayloadTooLarge          413 too_large
     ├── Malformed                422 validation
@@ -11,11 +11,18 @@
     ├── NotReady                 503 unavailable
     └── BackendFailure           424 backend
 
-Every error leaves the service as JSON `{"error": message, "error_type": kind}`.
+Every error leaves the service as JSON `{"error": message, "error_type": kind}`, or
+`{"error": message}` under /v2 (api.error_response renders both). What a client reads
+never shows the server's file paths: `redact` is applied where server-side text (an ONNX
+Runtime or OS error) becomes a client-facing message, and the full text is logged.
 """
 
 from __future__ import annotations
 
+import os
+import re
+from collections.abc import Collection, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel
@@ -28,9 +35,6 @@ class ServiceError(Exception):
     def __init__(self, message: str) -> None:
         super().__init__(message)
         self.message = message
-
-    def body(self) -> dict[str, str]:
-        return {"error": self.message, "error_type": self.error_type}
 
     def headers(self) -> dict[str, str] | None:
         return None
@@ -53,7 +57,7 @@ class Unauthorized(ServiceError):
         return {"www-authenticate": "Bearer"}
 
 
-class ModelNotFound(ServiceError):
+class NotFound(ServiceError):
     """No such variant (or route) here."""
 
     status = 404
@@ -106,7 +110,7 @@ class BackendFailure(ServiceError):
 
 
 # What a request that asks a model for an answer may be refused with.
-MODEL_ERRORS = (EmptyInput, ModelNotFound, PayloadTooLarge, Malformed, BackendFailure, Overloaded, NotReady)
+MODEL_ERRORS = (EmptyInput, NotFound, PayloadTooLarge, Malformed, BackendFailure, Overloaded, NotReady)
 
 
 class ErrorBody(BaseModel):
@@ -125,3 +129,27 @@ def documented(*errors: type[ServiceError], v2: bool = False) -> dict[int | str,
     checkers know every status it may return."""
     model = V2ErrorBody if v2 else ErrorBody
     return {e.status: {"model": model, "description": e.__doc__ or e.error_type} for e in errors}
+
+
+def first_error(errors: Sequence[Mapping[str, Any]], skip: Collection[str] = ()) -> str:
+    """A validation failure as one line naming the field: `inputs.0: Input should be a valid string`.
+
+    A union reports one error per branch, each under the branch's name (`skip` lists those
+    names); the deepest error is the branch the client meant."""
+    deepest = max(errors, key=lambda e: len(e.get("loc", ())))
+    parts = [str(p) for p in deepest.get("loc", ()) if p != "body" and p not in skip]
+    message = deepest.get("msg", "invalid value").removeprefix("Value error, ")
+    return f"{'.'.join(parts) or 'body'}: {message}"
+
+
+# A path that starts at the root: not preceded by a word character or another path character.
+ABSOLUTE_PATH = re.compile(r"(?<![\w.~/-])/[^\s'\"`,;:()<>\[\]{}]+")
+
+
+def redact(text: str, models: Path | None = None) -> str:
+    """`text` with no server path left: a path under the models folder becomes relative to
+    it (`broken/model.onnx`), any other absolute path keeps only its last part."""
+    if models is not None:
+        for root in {str(models.absolute()), str(models.resolve())}:
+            text = text.replace(root + os.sep, "")
+    return ABSOLUTE_PATH.sub(lambda m: "…/" + m.group(0).rstrip("/").rsplit("/", 1)[-1], text)

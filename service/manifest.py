@@ -6,6 +6,7 @@ imports this module; the service never imports the compressor, so serving needs 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import tempfile
@@ -18,6 +19,21 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 MANIFEST_FILE = "variant.json"
 ONNX_FILE = "model.onnx"
 TOKENIZER_FILE = "tokenizer.json"
+DIGEST_FILES = (ONNX_FILE, TOKENIZER_FILE)  # the files that decide a variant's answers
+
+
+def files_digest(folder: Path) -> str:
+    """A variant's identity, `sha256:HEX`: the sha256 of one line `NAME SHA256` per file of
+    DIGEST_FILES. variant.json is not among them: `compressor evaluate` rewrites it, and
+    the answers stay the same."""
+    lines = []
+    for name in DIGEST_FILES:
+        file_hash = hashlib.sha256()
+        with open(folder / name, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):  # model.onnx can be hundreds of MB
+                file_hash.update(chunk)
+        lines.append(f"{name} {file_hash.hexdigest()}\n")
+    return f"sha256:{hashlib.sha256(''.join(lines).encode()).hexdigest()}"
 
 
 def timestamp() -> str:
@@ -55,6 +71,7 @@ class Manifest(BaseModel):
     onnx_bytes: int = Field(ge=0)
     created: str = Field(default_factory=timestamp)
     parity: float | None = None
+    digest: str | None = None  # files_digest at export; absent from manifests written before it was recorded
     # By dataset key, `NAME@HASH` (compressor.evaluate.dataset_key): a new evaluation
     # replaces only the one on the same data.
     evaluations: dict[str, Evaluation] = Field(default_factory=dict)

@@ -8,7 +8,7 @@ model, so handlers never repeat that bookkeeping.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from prometheus_client import (
     CollectorRegistry,
@@ -17,6 +17,7 @@ from prometheus_client import (
     Histogram,
     ProcessCollector,
 )
+from starlette.routing import BaseRoute, Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.manifest import Manifest
@@ -108,12 +109,24 @@ class Metrics:
 
 
 class MetricsMiddleware:
-    """Times every request that asks a model for an answer (a POST to a route with a
-    `{name}` path parameter: classify, infer) and counts its status. Probes and metadata
-    reads are left out, so they do not dilute the latency a client sees."""
+    """Times every request that asks a model for an answer (`routes`: the POST routes with
+    a `{name}` path parameter, classify and infer) and counts its status, refusals before
+    the route runs (the body limit's 413) included. Probes and metadata reads are left
+    out, so they do not dilute the latency a client sees."""
 
-    def __init__(self, app: ASGIApp, metrics: Metrics, is_known: Callable[[str], bool]) -> None:
-        self.app, self.metrics, self.is_known = app, metrics, is_known
+    def __init__(self, app: ASGIApp, metrics: Metrics, routes: Sequence[BaseRoute],
+                 is_known: Callable[[str], bool]) -> None:
+        self.app, self.metrics, self.routes, self.is_known = app, metrics, routes, is_known
+
+    def model_named(self, scope: Scope) -> str | None:
+        """The `{name}` a request for a model answer addresses, else None. Matched here, not
+        read from what the router leaves in the scope: a request refused before routing
+        names one too."""
+        for route in self.routes:
+            match, child = route.matches(scope)
+            if match is Match.FULL:
+                return child["path_params"]["name"]
+        return None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -130,9 +143,8 @@ class MetricsMiddleware:
         try:
             await self.app(scope, receive, send_and_record)
         finally:
-            # The router fills path_params into this same scope while routing.
-            name = scope.get("path_params", {}).get("name")
-            if name is not None and scope.get("method") == "POST":
+            name = self.model_named(scope)
+            if name is not None:
                 model = name if self.is_known(name) else UNKNOWN_MODEL
                 self.metrics.request_duration.labels(model).observe(time.perf_counter() - start)
                 self.metrics.requests.labels(model, str(status)).inc()

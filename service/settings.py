@@ -10,6 +10,10 @@ from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from service.cascade import CascadeSpec
+from service.providers import EXECUTION_PROVIDERS
+
+# The table's names, so a new row is a valid setting with no edit here.
+ProviderName = Literal[tuple(EXECUTION_PROVIDERS)]
 
 
 class Settings(BaseSettings):
@@ -23,7 +27,7 @@ class Settings(BaseSettings):
     # variants never oversubscribe the cores between them.
     threads: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1)
     intra_op_threads: int | None = Field(None, ge=1, description="Default: all of `threads`.")
-    execution_provider: Literal["cpu", "cuda"] = "cpu"
+    execution_provider: ProviderName = "cpu"
     max_inputs: int = Field(64, ge=1, description="Most texts one request may carry.")
     # Tokenizing costs time in proportion to the characters, even when the tokens are then
     # truncated to max_length: a 2 MiB text would hold a worker thread for a while.

@@ -3,6 +3,10 @@
 Each architecture gets a tokenizer trained on a few sentences with the `tokenizers`
 library (WordPiece for BERT and DistilBERT, byte-level BPE for RoBERTa), so the
 checkpoint folders look exactly like a user's.
+
+torch and transformers are imported only by the fixtures that build checkpoints (and
+skip without torch), so the service tests over `fake_client` (tests/fakes.py) or a toy
+graph run where only the serving side is installed.
 """
 
 from __future__ import annotations
@@ -10,10 +14,11 @@ from __future__ import annotations
 import asyncio
 import re
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import httpx
 import pytest
-import torch
+from fakes import FakeBackend
 from tokenizers import (
     Tokenizer,
     decoders,
@@ -23,15 +28,10 @@ from tokenizers import (
     processors,
     trainers,
 )
-from transformers import (
-    BertConfig,
-    BertForSequenceClassification,
-    DistilBertConfig,
-    DistilBertForSequenceClassification,
-    PreTrainedTokenizerFast,
-    RobertaConfig,
-    RobertaForSequenceClassification,
-)
+
+if TYPE_CHECKING:
+    import torch
+    from transformers import PreTrainedTokenizerFast
 
 CORPUS = [
     "it's a charming and often affecting journey.",
@@ -46,7 +46,8 @@ TINY = {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 4, "in
 ARCHITECTURES = ("bert", "distilbert", "roberta")
 
 
-def wordpiece_tokenizer(with_types: bool) -> PreTrainedTokenizerFast:
+def wordpiece() -> Tokenizer:
+    """A BERT-style WordPiece tokenizer trained on CORPUS, with the `tokenizers` library alone."""
     tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
     tok.normalizer = normalizers.BertNormalizer(lowercase=True)
     tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
@@ -56,12 +57,21 @@ def wordpiece_tokenizer(with_types: bool) -> PreTrainedTokenizerFast:
     tok.post_processor = processors.TemplateProcessing(
         single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1", special_tokens=[("[CLS]", cls), ("[SEP]", sep)])
     tok.decoder = decoders.WordPiece()
+    return tok
+
+
+def wordpiece_tokenizer(with_types: bool) -> PreTrainedTokenizerFast:
+    from transformers import PreTrainedTokenizerFast
+
+    tok = wordpiece()
     names = ["input_ids", "token_type_ids", "attention_mask"] if with_types else ["input_ids", "attention_mask"]
     return PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]", pad_token="[PAD]", cls_token="[CLS]",
                                    sep_token="[SEP]", mask_token="[MASK]", model_input_names=names)
 
 
 def bpe_tokenizer() -> PreTrainedTokenizerFast:
+    from transformers import PreTrainedTokenizerFast
+
     tok = Tokenizer(models.BPE(unk_token="<unk>"))
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     specials = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]
@@ -75,6 +85,16 @@ def bpe_tokenizer() -> PreTrainedTokenizerFast:
 
 
 def tiny_classifier(arch: str) -> tuple[torch.nn.Module, PreTrainedTokenizerFast]:
+    import torch
+    from transformers import (
+        BertConfig,
+        BertForSequenceClassification,
+        DistilBertConfig,
+        DistilBertForSequenceClassification,
+        RobertaConfig,
+        RobertaForSequenceClassification,
+    )
+
     torch.manual_seed(0)
     common = {"id2label": LABELS, "label2id": {v: k for k, v in LABELS.items()}}
     if arch == "bert":
@@ -103,6 +123,7 @@ def save_checkpoint(arch: str, folder: Path) -> Path:
 
 @pytest.fixture(scope="session")
 def checkpoints(tmp_path_factory) -> dict[str, Path]:
+    pytest.importorskip("torch", reason="building checkpoints needs torch (the [compress] extra)")
     root = tmp_path_factory.mktemp("checkpoints")
     return {arch: save_checkpoint(arch, root / arch) for arch in ARCHITECTURES}
 
@@ -119,21 +140,42 @@ def models_dir(tmp_path_factory, checkpoints) -> Path:
     return out
 
 
+@pytest.fixture(scope="session")
+def fake_models_dir(tmp_path_factory) -> Path:
+    """A models folder for FakeBackend, built without torch or onnx: each variant has a
+    manifest and a real tokenizer; its model.onnx is a placeholder the fake never reads.
+    `plain` is an uncompressed export (the reference), `svd` and `int8` are not."""
+    from service.manifest import ONNX_FILE, TOKENIZER_FILE, Manifest, write_manifest
+
+    out = tmp_path_factory.mktemp("fake-models")
+    tokenizer = wordpiece()
+    for name, method, quantize in (("plain", "none", None), ("svd", "svd", None), ("int8", "int8", "int8")):
+        folder = out / name
+        folder.mkdir()
+        tokenizer.save(str(folder / TOKENIZER_FILE))
+        (folder / ONNX_FILE).write_bytes(b"read by no one: FakeBackend computes the logits")
+        write_manifest(folder, Manifest(
+            name=name, base_model="fake", labels=list(LABELS.values()), max_length=64, method=method,
+            settings={"quantize": quantize} if quantize else {}, parameters=1000, parameters_original=1000,
+            onnx_bytes=0))
+    return out
+
+
 # --- the service over an in-process ASGI client ---------------------------------------
 
 @pytest.fixture
-def client_for(models_dir):
-    """Build an app over a models folder (default: the tiny variants), run its lifespan,
-    and hand back an httpx client; everything is torn down after the test."""
+def make_client():
+    """Build an app over a models folder, run its lifespan, and hand back an httpx client;
+    everything is torn down after the test. `backend_of` defaults to ONNX Runtime."""
     loop = asyncio.new_event_loop()
     stacks = []
 
     from service.app import create_app
     from service.settings import Settings
 
-    def make(folder=None, **settings):
+    def make(folder: Path, backend_of=None, **settings):
         settings.setdefault("warmup", False)  # seconds per app; test_service_lifecycle covers it
-        app = create_app(Settings(models=folder or models_dir, **settings))
+        app = create_app(Settings(models=folder, **settings), backend_of)
         lifespan = app.router.lifespan_context(app)
         loop.run_until_complete(lifespan.__aenter__())
         client = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test")
@@ -170,8 +212,25 @@ class SyncClient:
 
 
 @pytest.fixture
+def client_for(make_client, models_dir):
+    """Clients over a models folder, by default the tiny exported variants (needs torch)."""
+    return lambda folder=None, **settings: make_client(folder or models_dir, **settings)
+
+
+@pytest.fixture
 def client(client_for):
     return client_for()
+
+
+@pytest.fixture
+def fake_client_for(make_client, fake_models_dir):
+    """Clients serving on FakeBackend, by default over `fake_models_dir` (no torch, no onnx)."""
+    return lambda folder=None, **settings: make_client(folder or fake_models_dir, FakeBackend, **settings)
+
+
+@pytest.fixture
+def fake_client(fake_client_for):
+    return fake_client_for()
 
 
 def metric_value(text: str, name: str, **labels) -> float:
@@ -256,3 +315,54 @@ def toy_graph(path: Path, inputs=("input_ids", "attention_mask"), width: int = 2
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
     model.ir_version = 8
     onnx.save(model, str(path))
+
+
+# --- waiting on events, not time; private copies of shared fixtures --------------------
+
+def give_up_after(timeout: float, what):
+    """A check to call between polls: past `timeout` seconds it fails naming `what` was
+    awaited (`what` may be a callable, for a message built at that moment)."""
+    import time
+
+    deadline = time.monotonic() + timeout
+
+    def check() -> None:
+        if time.monotonic() > deadline:
+            raise AssertionError(f"waited {timeout} s for {what() if callable(what) else what}")
+    return check
+
+
+def wait_until(predicate, what, timeout: float = 10.0, interval: float = 0.02) -> None:
+    """Poll `predicate` until it returns true, or fail after `timeout` seconds naming `what`."""
+    import time
+
+    check = give_up_after(timeout, what)
+    while not predicate():
+        check()
+        time.sleep(interval)
+
+
+async def wait_until_async(predicate, what, timeout: float = 10.0, interval: float = 0.01) -> None:
+    """`wait_until` inside an event loop: the loop runs the tasks under test between polls.
+    `predicate` may be a coroutine function (to poll over the app's own client)."""
+    import inspect
+
+    check = give_up_after(timeout, what)
+    while True:
+        found = predicate()
+        if inspect.isawaitable(found):
+            found = await found
+        if found:
+            return
+        check()
+        await asyncio.sleep(interval)
+
+
+@pytest.fixture
+def models_copy(models_dir, tmp_path) -> Path:
+    """A private copy of the session's models folder, for a test that writes into it
+    (`compressor evaluate` rewrites variant.json; a report or a new variant lands there):
+    `models_dir` is shared by the whole session and must stay as it was built."""
+    import shutil
+
+    return Path(shutil.copytree(models_dir, tmp_path / "models"))

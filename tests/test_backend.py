@@ -5,8 +5,10 @@ import time
 
 import numpy as np
 import pytest
+from conftest import toy_graph
 
 from service.backend import OrtBackend
+from service.providers import EXECUTION_PROVIDERS, ExecutionProvider
 from service.settings import Settings
 
 
@@ -40,6 +42,26 @@ def test_the_shared_limiter_bounds_concurrent_runs_across_variants(models_dir, s
     for t in threads:
         t.join()
     assert counter["most"] == slots
+
+
+def test_a_provider_off_the_thread_budget_runs_without_a_slot(tmp_path, monkeypatch):
+    # A new provider is one row; a row whose runs leave the CPU (a GPU's) takes no slot.
+    monkeypatch.setitem(EXECUTION_PROVIDERS, "offload",
+                        ExecutionProvider(("CPUExecutionProvider",), thread_budget=False))
+    toy_graph(tmp_path / "m.onnx")
+    limiter = threading.BoundedSemaphore(1)
+    limiter.acquire()  # the budget is spent: a run that needed a slot would wait
+    backend = OrtBackend(tmp_path / "m.onnx", 1, limiter, provider="offload")
+    ones = np.ones((1, 4), dtype=np.int64)
+    finished = threading.Event()
+    threading.Thread(target=lambda: (backend.run({"input_ids": ones, "attention_mask": ones}), finished.set()),
+                     daemon=True).start()
+    assert finished.wait(30)
+
+
+def test_every_row_of_the_provider_table_is_a_setting():
+    for name in EXECUTION_PROVIDERS:
+        assert Settings(execution_provider=name).execution_provider == name
 
 
 @pytest.mark.parametrize("threads, intra_op, runs, per_session", [

@@ -1,35 +1,17 @@
-"""The per-variant batcher, driven directly with a fake backend."""
+"""The per-variant batcher, driven directly with a fake backend (tests/fakes.py) whose
+events say when the model is busy: the tests wait on those, never on the clock."""
 
 import asyncio
-import threading
 
 import numpy as np
 import pytest
+from conftest import wait_until_async
+from fakes import FakeBackend
 
 from service.batching import LENGTH_BUCKETS, Batcher, Limits, bucket, buckets
 from service.errors import BackendFailure, Overloaded
 from service.metrics import Metrics
 from service.tokenization import Row
-
-
-class FakeBackend:
-    """Logits = [sum of ids, number of real tokens] per row; records every run's shape.
-    `fault`: "raise" fails every run, "short" returns one row too few."""
-
-    def __init__(self, fault: str | None = None) -> None:
-        self.shapes: list[tuple[int, int]] = []
-        self.fault = fault
-        self.gate = threading.Event()
-        self.gate.set()
-
-    def run(self, arrays):
-        self.gate.wait(5)
-        ids, mask = arrays["input_ids"], arrays["attention_mask"]
-        self.shapes.append(ids.shape)
-        if self.fault == "raise":
-            raise RuntimeError("boom")
-        logits = np.stack([(ids * mask).sum(1), mask.sum(1)], axis=1).astype(np.float32)
-        return logits[:-1] if self.fault == "short" else logits
 
 
 def row(*ids: int) -> Row:
@@ -107,16 +89,27 @@ def test_one_text_over_the_token_budget_still_runs():
     assert shapes == [(1, 112)] and result.logits.shape == (1, 2)
 
 
+async def busy(backend, batcher) -> asyncio.Future:
+    """Hold the model inside a run of one job; returns that job's future."""
+    backend.gate.clear()
+    first = asyncio.ensure_future(batcher.submit([row(1)]))
+    await wait_until_async(backend.running.is_set, "the owner to take the first job and start its run")
+    return first
+
+
+def queued(batcher, jobs: int):
+    """A predicate: `jobs` wait in the batcher's queue."""
+    return lambda: round(batcher.load() * batcher.limits.max_queue) == jobs
+
+
 def test_a_full_queue_answers_overloaded():
     async def scenario():
         backend = FakeBackend()
-        backend.gate.clear()  # the model is busy
         batcher = await started(backend, max_queue=2)
-        first = asyncio.ensure_future(batcher.submit([row(1)]))
-        await asyncio.sleep(0.05)  # the owner took it and is blocked inside the run
+        first = await busy(backend, batcher)
         waiting = [asyncio.ensure_future(batcher.submit([row(2)])) for _ in range(2)]
-        await asyncio.sleep(0)
-        with pytest.raises(Overloaded):
+        await wait_until_async(queued(batcher, 2), "two jobs to fill the queue")
+        with pytest.raises(Overloaded, match="'m' has 2 requests waiting"):
             await batcher.submit([row(3)])
         backend.gate.set()
         await asyncio.gather(first, *waiting)
@@ -129,25 +122,23 @@ def test_a_full_queue_answers_overloaded():
 def test_cancelled_jobs_are_not_run():
     async def scenario():
         backend = FakeBackend()
-        backend.gate.clear()
         batcher = await started(backend)
-        first = asyncio.ensure_future(batcher.submit([row(1)]))
-        await asyncio.sleep(0.05)
+        first = await busy(backend, batcher)
         gone = asyncio.ensure_future(batcher.submit([row(7, 7, 7)]))
-        await asyncio.sleep(0)
+        await wait_until_async(queued(batcher, 1), "the job to be queued behind the run")
         gone.cancel()  # its client disconnected while it waited
         backend.gate.set()
         await first
         await batcher.stop()
-        return backend.shapes
+        return backend.shapes, gone.cancelled()
 
-    assert run(scenario()) == [(1, 16)]
+    assert run(scenario()) == ([(1, 16)], True)
 
 
 @pytest.mark.parametrize("fault, message", [("raise", "boom"), ("short", "rows of logits")])
 def test_a_model_fault_fails_its_batch_and_the_owner_keeps_serving(fault, message):
     async def scenario():
-        backend = FakeBackend(fault)
+        backend = FakeBackend(fault=fault)
         batcher = await started(backend)
         with pytest.raises(BackendFailure, match=message):
             await batcher.submit([row(1), row(2)])
@@ -163,11 +154,16 @@ def test_stop_finishes_queued_work_and_late_jobs_run_alone():
     async def scenario():
         backend = FakeBackend()
         batcher = await started(backend, max_delay=0.05)
-        queued = [asyncio.ensure_future(batcher.submit([row(i)])) for i in range(3)]
-        await asyncio.sleep(0)
-        await batcher.stop()
+        first = await busy(backend, batcher)
+        queued_jobs = [asyncio.ensure_future(batcher.submit([row(i)])) for i in range(3)]
+        await wait_until_async(queued(batcher, 3), "three jobs queued behind the run")
+        stopping = asyncio.ensure_future(batcher.stop())
+        backend.gate.set()
+        await stopping
+        assert first.done() and all(q.done() for q in queued_jobs)  # stop returned only once they ran
         late = await batcher.submit([row(9)])
-        return [q.result().logits.tolist() for q in queued], late.logits.tolist()
+        return backend.shapes, [q.result().logits.tolist() for q in queued_jobs], late.logits.tolist()
 
-    queued, late = run(scenario())
-    assert queued == [[[0, 1]], [[1, 1]], [[2, 1]]] and late == [[9, 1]]
+    shapes, queued_logits, late = run(scenario())
+    assert queued_logits == [[[0, 1]], [[1, 1]], [[2, 1]]] and late == [[9, 1]]
+    assert shapes == [(1, 16), (3, 16), (1, 16)]  # the three queued ran as one batch; the late one alone

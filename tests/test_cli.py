@@ -20,7 +20,7 @@ def test_compress_prints_one_summary_line(checkpoints, tmp_path, capsys):
           "--name", "small", "--out", str(tmp_path)])
     lines = capsys.readouterr().out.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"wrote {tmp_path / 'small'}: svd")
-    assert lines[0].endswith("(max logit difference, fp32 export vs the compressed PyTorch model)")
+    assert lines[0].endswith("(max logit difference, fp32 export vs the compressed PyTorch model, limit 1e-04)")
     assert json.loads((tmp_path / "small" / "variant.json").read_text())["settings"]["svd"]["ratio"] == 0.4
 
 

@@ -7,7 +7,7 @@ from conftest import metric_value
 from compressor.cli import main
 from compressor.errors import InputError
 from compressor.evaluate import dataset_key, evaluate_all
-from service.manifest import MANIFEST_FILE, Evaluation, read_manifest
+from service.manifest import MANIFEST_FILE, Evaluation, files_digest, read_manifest
 
 ROWS = [("a charming and often affecting journey", "1"), ("the plot is thin", "negative"),
         ("wooden acting and a dull script", "0"), ("funny and tender", "positive")] * 3
@@ -20,13 +20,17 @@ def data(tmp_path):
     return path
 
 
-def test_evaluate_reports_every_figure(models_dir, data, tmp_path, capsys):
+def test_evaluate_reports_every_figure(models_copy, data, tmp_path, capsys):
     out = tmp_path / "results.json"
-    main(["evaluate", str(models_dir / "tiny-bert-svd"), str(models_dir / "tiny-bert"), "--data", str(data),
-          "--reference", str(models_dir / "tiny-bert"), "--json", str(out), "--threads", "1"])
-    printed = capsys.readouterr().out
-    assert "accuracy" in printed and "tiny-bert-svd" in printed and printed.strip().splitlines()[-1].startswith("evaluated 2")
+    main(["evaluate", str(models_copy / "tiny-bert-svd"), str(models_copy / "tiny-bert"), "--data", str(data),
+          "--reference", str(models_copy / "tiny-bert"), "--json", str(out), "--threads", "1"])
+    head, *rows, summary = capsys.readouterr().out.strip().splitlines()
     results = {r["variant"]: r for r in json.loads(out.read_text())}
+    assert head.split()[:3] == ["variant", "method", "accuracy"]
+    printed = {cells[0]: float(cells[2]) for cells in map(str.split, rows)}
+    assert printed == {name: r["accuracy"] for name, r in results.items()}  # one row a variant, as saved
+    best = max(r["accuracy"] for r in results.values())
+    assert summary.startswith(f"evaluated 2 variant(s); best accuracy {best:.4f} (")
     assert results["tiny-bert"]["agreement"] == 1.0  # the reference agrees with itself
     for r in results.values():
         assert 0 <= r["accuracy"] <= 1 and r["examples"] == len(ROWS)
@@ -34,9 +38,38 @@ def test_evaluate_reports_every_figure(models_dir, data, tmp_path, capsys):
         for batch in ("batch_1", "batch_32"):
             assert 0 < r["latency_ms"][batch]["p50"] <= r["latency_ms"][batch]["p95"]
     assert results["tiny-bert-svd"]["parameters"] < results["tiny-bert"]["parameters"]
-    saved = read_manifest(models_dir / "tiny-bert-svd").evaluations[dataset_key(data)]
+    saved = read_manifest(models_copy / "tiny-bert-svd").evaluations[dataset_key(data)]
     assert saved.dataset == "dev.tsv" and saved.rows == len(ROWS) and saved.labelled
     assert saved.accuracy == results["tiny-bert-svd"]["accuracy"] and saved.reference == "tiny-bert"
+
+
+def served_digest(client_for, folder) -> str:
+    response = client_for(folder).post("/v1/models/tiny-bert/classify", json={"inputs": ["fine"]})
+    assert response.status_code == 200, response.text
+    return response.headers["x-model-digest"]
+
+
+def test_evaluating_a_variant_keeps_its_digest(models_dir, data, tmp_path, client_for):
+    """`compressor evaluate` rewrites variant.json; the variant's identity is its model and
+    tokenizer files, so neither the recorded digest nor the one the service sends moves."""
+    folder = tmp_path / "models"
+    shutil.copytree(models_dir / "tiny-bert", folder / "tiny-bert")
+    before = served_digest(client_for, folder)
+    manifest_bytes = (folder / "tiny-bert" / MANIFEST_FILE).read_bytes()
+    main(["evaluate", str(folder / "tiny-bert"), "--data", str(data), "--threads", "1"])
+    assert (folder / "tiny-bert" / MANIFEST_FILE).read_bytes() != manifest_bytes  # the evaluation was recorded
+    assert served_digest(client_for, folder) == before == read_manifest(folder / "tiny-bert").digest
+    assert before == files_digest(folder / "tiny-bert")
+
+
+def test_a_manifest_without_a_digest_is_served_with_one_from_its_files(models_dir, tmp_path, client_for):
+    folder = tmp_path / "models"
+    shutil.copytree(models_dir / "tiny-bert", folder / "tiny-bert")
+    recorded = read_manifest(folder / "tiny-bert").digest
+    manifest = json.loads((folder / "tiny-bert" / MANIFEST_FILE).read_text())
+    del manifest["digest"]  # as written before the digest was recorded
+    (folder / "tiny-bert" / MANIFEST_FILE).write_text(json.dumps(manifest))
+    assert served_digest(client_for, folder) == recorded
 
 
 def test_each_dataset_keeps_its_own_evaluation_and_only_labelled_ones_reach_the_gauge(
@@ -78,17 +111,17 @@ def test_a_manifest_with_the_old_single_evaluation_loads(models_dir, tmp_path):
     assert not read_manifest(folder).evaluations["made-up.tsv"].labelled
 
 
-def test_accuracy_counts_label_names_and_ids(models_dir, tmp_path):
+def test_accuracy_counts_label_names_and_ids(models_copy, tmp_path):
     """Accuracy against labels that are the variant's own predictions must be 1.0."""
     from compressor.evaluate import open_variant, predict
 
     texts = [t for t, _ in ROWS]
-    predicted = predict(open_variant(models_dir / "tiny-bert", 1), texts)
+    predicted = predict(open_variant(models_copy / "tiny-bert", 1), texts)
     names = ["negative", "positive"]
     path = tmp_path / "own.tsv"
     path.write_text("sentence\tlabel\n" + "".join(
         f"{t}\t{names[p] if i % 2 else p}\n" for i, (t, p) in enumerate(zip(texts, predicted))))
-    [result] = evaluate_all([models_dir / "tiny-bert"], path, None, threads=1)
+    [result] = evaluate_all([models_copy / "tiny-bert"], path, None, threads=1)
     assert result["accuracy"] == 1.0
 
 
@@ -122,9 +155,9 @@ def test_a_cascade_beside_its_variants_is_scored_as_the_service_runs_it(models_d
     assert 0 < cascade["latency_ms"]["batch_1"]["p50"]
 
 
-def test_the_table_compares_every_row_with_the_reference(models_dir, data, capsys):
-    main(["evaluate", str(models_dir / "tiny-bert"), str(models_dir / "tiny-bert-svd"), "--data", str(data),
-          "--reference", str(models_dir / "tiny-bert"), "--threads", "1"])
+def test_the_table_compares_every_row_with_the_reference(models_copy, data, capsys):
+    main(["evaluate", str(models_copy / "tiny-bert"), str(models_copy / "tiny-bert-svd"), "--data", str(data),
+          "--reference", str(models_copy / "tiny-bert"), "--threads", "1"])
     head, base, svd = capsys.readouterr().out.splitlines()[:3]
     assert "Δ points" in head and head.endswith("faster b32")
     assert base.split()[-4:] == ["+0.00", "1.00x", "1.00x", "1.00x"]

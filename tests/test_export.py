@@ -10,7 +10,7 @@ from compressor.checkpoint import load_classifier
 from compressor.errors import InputError, ParityError
 from compressor.pipeline import Recipe, build, compress
 from service.backend import OrtBackend
-from service.manifest import read_manifest
+from service.manifest import files_digest, read_manifest
 from service.tokenization import encode, load_tokenizer
 
 MANIFEST_KEYS = {"name", "base_model", "task", "labels", "max_length", "method", "settings", "parameters",
@@ -114,6 +114,32 @@ def test_failed_parity_leaves_nothing_behind(checkpoints, tmp_path, monkeypatch)
     with pytest.raises(ParityError, match="limit"):
         compress(str(checkpoints["bert"]), Recipe("broken"), tmp_path)
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("recipe", [Recipe("pruned", "prune", 0.5), Recipe("factorized", "svd", 0.5)])
+def test_a_compressed_fp32_export_off_parity_fails_and_leaves_nothing(checkpoints, tmp_path, monkeypatch, recipe):
+    """Held to the same limit as a plain export, against the compressed model."""
+    from conftest import CORPUS
+
+    real = export.export_onnx
+
+    def then_drift(classifier, path, sentences):
+        real(classifier, path, sentences)
+        with torch.no_grad():  # the graph was written; the compressed model it is checked against moves on
+            classifier.model.classifier.bias += 1e-2
+
+    monkeypatch.setattr(export, "export_onnx", then_drift)
+    with pytest.raises(ParityError, match=r"differs from the compressed PyTorch model by 1\.0\de-02 \(limit 1e-04\)"):
+        compress(str(checkpoints["bert"]), recipe, tmp_path, CORPUS)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_the_digest_is_of_the_model_and_tokenizer_files(checkpoints, tmp_path):
+    manifest = compress(str(checkpoints["bert"]), Recipe("v"), tmp_path)
+    assert manifest.digest == read_manifest(tmp_path / "v").digest == files_digest(tmp_path / "v")
+    assert manifest.digest.startswith("sha256:") and len(manifest.digest) == len("sha256:") + 64
+    other = compress(str(checkpoints["bert"]), Recipe("w", "svd", 0.5), tmp_path)
+    assert other.digest != manifest.digest
 
 
 def test_interrupted_export_keeps_the_previous_variant(checkpoints, tmp_path, monkeypatch):

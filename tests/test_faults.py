@@ -6,11 +6,11 @@ reasons; `/v2/models/{name}/ready` and requests to a failed variant answer 503 w
 reason; `GET /v1/models` shows state "failed" and the reason.
 """
 
-import asyncio
 import shutil
+import threading
 
 import pytest
-from conftest import toy_graph
+from conftest import toy_graph, wait_until_async
 
 TEXT = "a quietly devastating film"
 
@@ -68,7 +68,11 @@ def test_a_variant_folder_deleted_while_serving_is_retired(client_for, models_di
     client = client_for(tmp_path, watch_seconds=0.05)
     assert client.post("/v1/models/doomed/classify", json={"inputs": [TEXT]}).status_code == 200
     shutil.rmtree(tmp_path / "doomed")
-    client.wait(asyncio.sleep(0.3))
+
+    async def retired_and_published():  # the folder watcher's last step: the gauge goes to 0
+        return 'slimserve_model_ready{model="doomed"} 0.0' in (await client.client.get("/metrics")).text
+
+    client.wait(wait_until_async(retired_and_published, "the folder watcher to retire doomed"))
     listed = {m["name"]: m for m in client.get("/v1/models").json()["models"]}
     assert listed["doomed"]["state"] == "failed" and "removed from disk" in listed["doomed"]["reason"]
     refused = client.post("/v1/models/doomed/classify", json={"inputs": [TEXT]})
@@ -80,7 +84,7 @@ def test_a_variant_folder_deleted_while_serving_is_retired(client_for, models_di
 
 
 def test_a_model_that_raises_fails_only_its_own_requests(client):
-    batcher = client.app.state.runtime.batchers["tiny-bert"]
+    batcher = client.app.state.serving.batchers["tiny-bert"]
     real = batcher.backend.run
 
     def explode(arrays):
@@ -97,28 +101,30 @@ def test_a_model_that_raises_fails_only_its_own_requests(client):
 
 
 def test_a_request_in_flight_when_its_variant_is_retired_still_completes(client_for, models_dir, tmp_path, monkeypatch):
-    import time
-
     from service import inference
 
     shutil.copytree(models_dir / "tiny-bert", tmp_path / "doomed")
     client = client_for(tmp_path, watch_seconds=0)  # retired by hand below, at a known moment
     real = inference.tokenize
+    tokenizing, retired = threading.Event(), threading.Event()
 
-    def slow(*args):
-        time.sleep(0.3)
+    def held(*args):  # the request has found its variant and waits here until it is retired
+        tokenizing.set()
+        assert retired.wait(10), "the variant was not retired"
         return real(*args)
 
-    monkeypatch.setattr(inference, "tokenize", slow)
+    monkeypatch.setattr(inference, "tokenize", held)
 
     async def retire_meanwhile():
-        await asyncio.sleep(0.1)
+        await wait_until_async(tokenizing.is_set, "the request to reach tokenization")
         shutil.rmtree(tmp_path / "doomed")
-        return await client.app.state.runtime.retire_vanished()
+        gone = await client.app.state.serving.retire_vanished()
+        retired.set()
+        return gone
 
-    response, retired = client.gather(client.client.post("/v1/models/doomed/classify", json={"inputs": [TEXT]}),
-                                      retire_meanwhile())
-    assert retired == ["doomed"] and response.status_code == 200, response.text
+    response, gone = client.gather(client.client.post("/v1/models/doomed/classify", json={"inputs": [TEXT]}),
+                                   retire_meanwhile())
+    assert gone == ["doomed"] and response.status_code == 200, response.text
 
 
 def test_a_cascade_over_a_retired_variant_is_not_ready(client_for, models_dir, tmp_path):
@@ -128,7 +134,7 @@ def test_a_cascade_over_a_retired_variant_is_not_ready(client_for, models_dir, t
     client = client_for(tmp_path, watch_seconds=0, cascades=cascades)
     assert client.post("/v1/models/both/classify", json={"inputs": [TEXT]}).status_code == 200
     shutil.rmtree(tmp_path / "fast")
-    client.wait(client.app.state.runtime.retire_vanished())
+    client.wait(client.app.state.serving.retire_vanished())
     listed = {m["name"]: m for m in client.get("/v1/models").json()["models"]}
     assert listed["both"]["state"] == "failed" and "needs fast" in listed["both"]["reason"]
     assert client.get("/v2/models/both/ready").status_code == 503

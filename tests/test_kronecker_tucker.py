@@ -117,5 +117,12 @@ def test_one_factorization_per_pipeline(checkpoints, tmp_path):
     from compressor.errors import InputError
 
     for method in ("svd+tucker", "ae+kronecker", "tucker+prune"):
-        with pytest.raises(InputError):
+        with pytest.raises(InputError, match="use one method that replaces the encoder Linears|prune must come before"):
             compress(str(checkpoints["bert"]), Recipe("bad", method, 0.5), tmp_path)
+
+
+def test_a_generated_weight_of_the_wrong_shape_is_refused():
+    a, b = kronecker.nearest_kronecker(torch.randn(6, 8), 2)
+    assert GeneratedLinear(kronecker.KroneckerSum(a, b), torch.nn.Linear(8, 6)).bias is not None
+    with pytest.raises(AssertionError, match=r"a generated \(6, 8\) weight in place of a \(8, 6\) Linear"):
+        GeneratedLinear(kronecker.KroneckerSum(a, b), torch.nn.Linear(6, 8))

@@ -5,7 +5,6 @@ import json
 import re
 import shutil
 import subprocess
-import time
 from pathlib import Path
 
 import httpx
@@ -53,11 +52,10 @@ def test_dashboard_queries_use_only_exported_metrics(client):
 
 @pytest.mark.slow  # a real Prometheus scraping a live server
 @pytest.mark.skipif(PROMETHEUS is None, reason="the prometheus binary is not installed (Debian package 'prometheus')")
-def test_every_dashboard_query_returns_series_for_its_variants(live_server, models_dir, tmp_path):
-    from conftest import CORPUS
+def test_every_dashboard_query_returns_series_for_its_variants(live_server, models_copy, tmp_path):
+    from conftest import CORPUS, wait_until
 
-    folder = tmp_path / "models"
-    shutil.copytree(models_dir, folder)
+    folder = models_copy
     (folder / "cascades.json").write_text(json.dumps(
         {"cascade": {"fast": "tiny-bert-svd", "reference": "tiny-bert", "threshold": 0.9}}))
     data = tmp_path / "dev.tsv"
@@ -72,29 +70,44 @@ def test_every_dashboard_query_returns_series_for_its_variants(live_server, mode
     prometheus = subprocess.Popen([PROMETHEUS, f"--config.file={config}", f"--storage.tsdb.path={tmp_path / 'tsdb'}",
                                    f"--web.listen-address={web}"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        with httpx.Client(base_url=f"http://{address}", timeout=10) as service:
-            for _ in range(8):  # traffic over several scrapes, so every rate() has two samples
+        with httpx.Client(base_url=f"http://{address}", timeout=10) as service, \
+                httpx.Client(base_url=f"http://{web}", timeout=10) as api:
+            missing = ["(not asked yet)"]
+
+            def every_query_has_its_series() -> bool:
+                # Traffic keeps flowing across scrapes, so every rate() gets samples that differ.
                 for model in [*VARIANTS, "cascade"]:
                     assert service.post(f"/v1/models/{model}/classify", json={"inputs": CORPUS[:3]}).status_code == 200
                     assert service.post(f"/v1/models/{model}/classify", json={"inputs": []}).status_code == 400
-                time.sleep(1)
-        time.sleep(2)
-        failures = []
-        with httpx.Client(base_url=f"http://{web}", timeout=10) as api:
-            for title, expr in dashboard_queries():
-                query = expr.replace("$model", ".*").replace("$__rate_interval", "30s")
-                result = api.get("/api/v1/query", params={"query": query}).json()
-                assert result["status"] == "success", f"{title}: {result}"
-                series = result["data"]["result"]
-                found = {s["metric"].get("model") for s in series}
-                wanted = expected_models(expr)
-                if not series or not wanted <= found:
-                    got = sorted(m for m in found if m)
-                    failures.append(f"{title}: {query} → models {got}, wanted {sorted(wanted)}")
-        assert not failures, "\n".join(failures)
+                try:
+                    missing[:] = queries_missing_series(api)
+                except httpx.TransportError as exc:  # Prometheus is still starting
+                    missing[:] = [f"Prometheus at {web} does not answer: {exc!r}"]
+                return not missing
+
+            wait_until(every_query_has_its_series, lambda: "every dashboard query to return series for its "
+                       "variants; still failing:\n" + "\n".join(missing), timeout=60, interval=0.5)
     finally:
         prometheus.terminate()
         prometheus.wait(timeout=20)
+
+
+def queries_missing_series(api: httpx.Client) -> list[str]:
+    """The dashboard queries whose answer lacks a series for a model it should cover."""
+    failures = []
+    for title, expr in dashboard_queries():
+        query = expr.replace("$model", ".*").replace("$__rate_interval", "30s")
+        response = api.get("/api/v1/query", params={"query": query})
+        if response.status_code == 503:
+            return [f"Prometheus is starting: {response.text.strip()}"]
+        result = response.json()
+        assert result["status"] == "success", f"{title}: {result}"
+        series = result["data"]["result"]
+        found = {s["metric"].get("model") for s in series}
+        wanted = expected_models(expr)
+        if not series or not wanted <= found:
+            failures.append(f"{title}: {query} → models {sorted(m for m in found if m)}, wanted {sorted(wanted)}")
+    return failures
 
 
 def free_port() -> int:

@@ -8,6 +8,7 @@ from conftest import CORPUS
 
 from compressor.checkpoint import load_classifier, parameter_count
 from compressor.methods import prune
+from compressor.methods.layers import layers_of
 from compressor.pipeline import Recipe, compress
 
 
@@ -41,10 +42,10 @@ def test_rearrangement_prunes_units_whose_gradients_cancel():
 @pytest.mark.parametrize("arch", ["bert", "distilbert", "roberta"])
 def test_physical_removal_computes_what_the_masks_computed(checkpoints, arch):
     classifier = load_classifier(str(checkpoints[arch]))
-    layers = prune.blocks(classifier.model)
+    layers = layers_of(classifier.model)
     torch.manual_seed(1)
     head_mask = torch.rand(len(layers), layers[0].heads) + 0.5
-    neuron_mask = torch.rand(len(layers), layers[0].ffn1.out_features) + 0.5
+    neuron_mask = torch.rand(len(layers), layers[0].ffn_in.out_features) + 0.5
     head_mask[0, :2] = 0
     head_mask[1, 1] = 0
     neuron_mask[:, ::3] = 0
@@ -56,19 +57,19 @@ def test_physical_removal_computes_what_the_masks_computed(checkpoints, arch):
     with torch.no_grad():
         actual = classifier.model(**batch).logits
     assert torch.allclose(actual, expected, atol=1e-5)
-    after = prune.blocks(classifier.model)
+    after = layers_of(classifier.model)
     assert [b.heads for b in after] == [layers[0].heads - 2, layers[0].heads - 1]
-    assert all(b.ffn1.out_features == (neuron_mask[0] != 0).sum() for b in after)
+    assert all(b.ffn_in.out_features == (neuron_mask[0] != 0).sum() for b in after)
     assert parameter_count(classifier.model) < before
 
 
 def attention_error(model, block, batch, head_mask, neuron_mask) -> float:
     """‖pruned attention sublayer output − original‖ (before LayerNorm) on the batch."""
-    x_t, ctx_t = prune.layer_inputs(model, [block.q, block.o], batch)
+    x_t, ctx_t = prune.layer_inputs(model, [block.query, block.attention_out], batch)
     with prune.masked(model, head_mask, neuron_mask):
-        x_s, ctx_s = prune.layer_inputs(model, [block.q, block.o], batch)  # ctx already masked
+        x_s, ctx_s = prune.layer_inputs(model, [block.query, block.attention_out], batch)  # ctx already masked
     with torch.no_grad():  # outside `masked`: the hook must not scale ctx_s a second time
-        return float((block.o(ctx_s) + x_s - block.o(ctx_t) - x_t).norm())
+        return float((block.attention_out(ctx_s) + x_s - block.attention_out(ctx_t) - x_t).norm())
 
 
 def test_rescaling_never_worsens_a_sublayer(checkpoints):
@@ -77,10 +78,10 @@ def test_rescaling_never_worsens_a_sublayer(checkpoints):
     classifier = load_classifier(str(checkpoints["bert"]))
     model = classifier.model
     heads, neurons = prune.mask_gradients(classifier, CORPUS)
-    layers = prune.blocks(model)
-    hidden = layers[0].q.in_features
+    layers = layers_of(model)
+    hidden = layers[0].query.in_features
     head_cost, neuron_cost = 4 * hidden * layers[0].head_size, 2 * hidden
-    total = len(layers) * (layers[0].heads * head_cost + layers[0].ffn1.out_features * neuron_cost)
+    total = len(layers) * (layers[0].heads * head_cost + layers[0].ffn_in.out_features * neuron_cost)
     head_mask, neuron_mask = prune.search(heads.pow(2).sum(0), neurons.pow(2).sum(0), head_cost, neuron_cost, 0.4 * total)
     scaled_heads, scaled_neurons = head_mask.clone(), neuron_mask.clone()
     assert prune.rescale(classifier, scaled_heads, scaled_neurons, CORPUS) == 3  # layer 0 attention is left alone

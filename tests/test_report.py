@@ -27,11 +27,12 @@ def test_pareto_front():
     assert pareto_front(points) == [0, 1, 3]
 
 
-def test_report_writes_table_json_and_plot(models_dir, tmp_path, capsys):
+def test_report_writes_table_json_and_plot(models_copy, tmp_path, capsys):
+    # A copy: the report evaluates every variant, which records the evaluation in its variant.json.
     data = tmp_path / "dev.tsv"
     data.write_text("sentence\tlabel\n" + "".join(f"text number {i}\t{i % 2}\n" for i in range(12)))
     out = tmp_path / "report"
-    main(["report", str(models_dir), "--data", str(data), "--reference", str(models_dir / "tiny-bert"),
+    main(["report", str(models_copy), "--data", str(data), "--reference", str(models_copy / "tiny-bert"),
           "--out", str(out), "--threads", "1"])
     printed = capsys.readouterr().out
     assert printed.strip().splitlines()[-1].startswith(f"wrote {out}/report.md")

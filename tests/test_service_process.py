@@ -16,7 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
-from conftest import toy_graph
+from conftest import metric_value, toy_graph, wait_until
 
 pytestmark = pytest.mark.slow  # real `python -m service` processes
 
@@ -28,23 +28,8 @@ def free_port() -> int:
 
 
 def test_python_m_service_serves_a_variant(models_dir):
-    port = free_port()
-    env = {**os.environ, "SLIMSERVE_THREADS": "2"}
-    process = subprocess.Popen(
-        [sys.executable, "-m", "service", "--models", str(models_dir), "--port", str(port), "--host", "127.0.0.1"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
-    base = f"http://127.0.0.1:{port}"
+    process, base = start(models_dir, "--host", "127.0.0.1", SLIMSERVE_WARMUP="true")
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            assert process.poll() is None, process.stdout.read()
-            try:
-                if httpx.get(f"{base}/health/ready", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, "service did not become ready in 60 s"
-            time.sleep(0.2)
         response = httpx.post(f"{base}/v1/models/tiny-bert/classify", json={"inputs": ["a charming journey"]}, timeout=10)
         assert response.status_code == 200
         assert response.json()["predictions"][0]["label"] in ("negative", "positive")
@@ -140,49 +125,76 @@ def slow_models(models_dir, tmp_path):
     return tmp_path
 
 
-def start(models, **env):
+def start(models, *args, **env):
+    """`python -m service` on a free port with `args` and `env`; returns once it is ready."""
     port = free_port()
     variables = {**os.environ, "SLIMSERVE_THREADS": "2", "SLIMSERVE_WARMUP": "false", **env}
-    process = subprocess.Popen([sys.executable, "-m", "service", "--models", str(models), "--port", str(port)],
+    process = subprocess.Popen([sys.executable, "-m", "service", "--models", str(models), "--port", str(port), *args],
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=variables)
     base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while True:
+
+    def ready() -> bool:
         assert process.poll() is None, process.stdout.read()
         try:
-            if httpx.get(f"{base}/health/ready", timeout=1).status_code == 200:
-                return process, base
+            return httpx.get(f"{base}/health/ready", timeout=1).status_code == 200
         except httpx.TransportError:
-            pass
-        assert time.monotonic() < deadline, "service did not become ready in 60 s"
-        time.sleep(0.2)
+            return False
+
+    wait_until(ready, f"the service on {base} to answer /health/ready", timeout=60, interval=0.1)
+    return process, base
+
+
+def post_one(base, i, texts=1):
+    """One request with its own text(s) (no two batch as equal): its status and seconds."""
+    start = time.perf_counter()
+    try:
+        r = httpx.post(f"{base}/v1/models/slow/classify", json={"inputs": [f"text {i} {j}" for j in range(texts)]},
+                       timeout=60)
+        return r.status_code, time.perf_counter() - start
+    except httpx.TransportError as exc:
+        return type(exc).__name__, time.perf_counter() - start
 
 
 def post_many(base, count, texts=1):
-    """`count` concurrent requests, each its own text(s) (no two batch as equal); answers and seconds."""
-    def one(i):
-        start = time.perf_counter()
-        try:
-            r = httpx.post(f"{base}/v1/models/slow/classify", json={"inputs": [f"text {i} {j}" for j in range(texts)]},
-                           timeout=60)
-            return r.status_code, time.perf_counter() - start
-        except httpx.TransportError as exc:
-            return type(exc).__name__, time.perf_counter() - start
+    """`count` concurrent requests: their answers and seconds."""
     with ThreadPoolExecutor(count) as pool:
-        return list(pool.map(one, range(count)))
+        return list(pool.map(lambda i: post_one(base, i, texts), range(count)))
+
+
+def slow_metric(base, name) -> float:
+    """A sample of the slow variant's from /metrics; 0 before its first."""
+    text = httpx.get(f"{base}/metrics", timeout=5).text
+    try:
+        return metric_value(text, name, model="slow")
+    except AssertionError:
+        return 0.0
+
+
+def refuses_connections(base) -> bool:
+    try:
+        httpx.get(f"{base}/health/live", timeout=2)
+    except httpx.TransportError:
+        return True
+    return False
 
 
 def test_sigterm_finishes_requests_in_flight_and_exits_0(models_dir, tmp_path):
     process, base = start(slow_models(models_dir, tmp_path), SLIMSERVE_MAX_BATCH_SIZE="1")
+
+    def runs_begun() -> float:
+        return slow_metric(base, "slimserve_queue_duration_seconds_count")
+
     try:
-        with ThreadPoolExecutor(1) as pool:
-            pending = pool.submit(post_many, base, 3)  # one batch each: about 1.5 s of work
-            time.sleep(0.4)
+        with ThreadPoolExecutor(3) as pool:
+            requests = [pool.submit(post_one, base, 0)]  # one batch each: seconds of work in all
+            wait_until(lambda: runs_begun() == 1, "the first request's run to start", interval=0.05)
+            requests += [pool.submit(post_one, base, i) for i in (1, 2)]
+            wait_until(lambda: runs_begun() + slow_metric(base, "slimserve_queue_depth") >= 3,
+                       "the other two requests to queue behind the first", interval=0.05)
             process.send_signal(signal.SIGTERM)
-            time.sleep(0.2)
-            with pytest.raises(httpx.TransportError):  # no new connections once draining
-                httpx.get(f"{base}/health/live", timeout=2)
-            answers = pending.result(timeout=60)
+            wait_until(lambda: refuses_connections(base), "the draining service to refuse new connections")
+            assert not all(r.done() for r in requests)  # refused while requests were still in flight
+            answers = [r.result(timeout=60) for r in requests]
         assert [status for status, _ in answers] == [200, 200, 200]
         assert process.wait(timeout=30) == 0
     finally:

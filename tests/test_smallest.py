@@ -7,7 +7,7 @@ from conftest import CORPUS
 from compressor import smallest as smallest_module
 from compressor.cli import main
 from compressor.data import Examples
-from compressor.smallest import smallest
+from compressor.smallest import held_out_split, smallest
 from service.manifest import read_manifest
 
 LADDER = (("svd@0.2", "int8"), ("prune@0.5", "int8"), ("none", "int8"), ("none", None))
@@ -17,7 +17,8 @@ def test_a_loose_bound_takes_the_first_rung_scored_for_real(checkpoints, tmp_pat
     manifest, trail = smallest(str(checkpoints["bert"]), "small", tmp_path, 100.0, calibration=CORPUS,
                                ladder=LADDER, report=lambda line: None)
     assert manifest.method == "svd@0.2+int8" and len(trail) == 1 and trail[0].held
-    assert 0.0 <= trail[0].score <= 1.0
+    held_out = len(held_out_split(CORPUS)[1])  # agreement with the fp32 export on the held-out texts
+    assert trail[0].score * held_out == pytest.approx(round(trail[0].score * held_out)) and 0 <= trail[0].score <= 1
     assert [p.name for p in tmp_path.iterdir()] == ["small"]  # the work folder is gone
     assert read_manifest(tmp_path / "small").name == "small"
 
@@ -36,13 +37,16 @@ def test_the_first_rung_that_holds_wins_and_the_trail_shows_the_rest(checkpoints
     assert [(a.method, a.held) for a in trail] == [("svd@0.2", False), ("prune@0.5", False), ("none", True)]
     assert trail[1].onnx_bytes is None and "needs --calibration" in trail[1].note  # skipped, not failed
     assert trail[0].onnx_bytes > 0 and trail[2].onnx_bytes > 0
-    assert "misses" in lines[1] and "skipped" in lines[2] and "holds" in lines[3]
+    assert lines[0] == "fp32 export: agreement 1.0000; a rung holds at agreement >= 0.9900"
+    assert lines[1:] == [a.line("agreement") for a in trail]  # one line an attempt, as it went
+    assert "agreement 0.5000  misses" in lines[1] and "skipped: prune needs --calibration" in lines[2]
+    assert "agreement 1.0000  holds" in lines[3]
     assert [p.name for p in tmp_path.iterdir()] == ["small"]
 
 
 def test_a_search_that_fails_midway_leaves_nothing_on_disk(checkpoints, tmp_path, monkeypatch):
     monkeypatch.setattr(smallest_module, "scorer", lambda *a: ((lambda folder: 0.0), 1.0, "agreement"))
-    with pytest.raises(AssertionError):  # a ladder must end with the plain export, which always holds
+    with pytest.raises(AssertionError, match="the ladder ends with the plain export, which always holds"):
         smallest(str(checkpoints["bert"]), "small", tmp_path, 1.0, calibration=CORPUS, ladder=LADDER[:1],
                  report=lambda line: None)
     assert list(tmp_path.iterdir()) == []

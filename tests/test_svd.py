@@ -4,7 +4,7 @@ from torch import nn
 
 from compressor.checkpoint import load_classifier, parameter_count
 from compressor.methods import svd
-from compressor.methods.linears import encoder_linears
+from compressor.methods.linears import encoder_linears, two_linears
 
 
 def linear_weights(model) -> int:
@@ -77,3 +77,11 @@ def test_factors_and_embeddings_are_never_factorized_again(checkpoints):
     assert set(encoder_linears(classifier.model)) == before  # the embed-ae decoder is not an encoder Linear
     svd.compress(classifier, 0.5)
     assert encoder_linears(classifier.model) == {}  # only factor pairs are left
+
+
+def test_factors_of_the_wrong_shape_are_refused():
+    linear = nn.Linear(8, 6)
+    down, up = svd.factorize(linear.weight.detach(), 3)
+    assert two_linears(down, up, linear)[1].bias is not None
+    with pytest.raises(AssertionError, match=r"factors \(3, 8\) and \(6, 3\) in place of a \(8, 6\) Linear"):
+        two_linears(down, up, nn.Linear(6, 8))

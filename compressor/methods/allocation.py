@@ -47,7 +47,7 @@ def sensitivities(classifier: Classifier, texts: list[str],
             if stored(candidate, rows, cols) >= rows * cols:
                 continue
             down, up = factorize(linear.weight, rank_for(candidate, rows, cols), (scales or {}).get(name))
-            replace_module(model, name, two_linears(down, up, linear.bias))
+            replace_module(model, name, two_linears(down, up, linear))
             result[name][candidate] = divergence()
             replace_module(model, name, linear)
     return result

@@ -178,6 +178,9 @@ def linear_pair(fitted: Fit, rows: slice, shared: nn.Linear, transposed: bool, b
         built = fitted.decoder(z)
         scale = (fitted.norms[rows] / built.norm(dim=1).clamp_min(1e-12)).unsqueeze(1)
         codes = torch.cat([z, torch.ones(len(z), 1)], 1) * scale  # [rows, k + 1]
+    inner = shared.in_features if transposed else shared.out_features  # k + 1, between the two Linears
+    assert codes.shape == (rows.stop - rows.start, inner), \
+        f"ae: codes {tuple(codes.shape)} for rows {rows.start}:{rows.stop}, the shared side {inner} wide"
     own = nn.Linear(*((codes.shape[0], codes.shape[1]) if transposed else (codes.shape[1], codes.shape[0])),
                     bias=bias is not None and not transposed)
     with torch.no_grad():
@@ -261,12 +264,15 @@ def compress(classifier: Classifier, ratio: float, calibration: list[str] | None
         for name, weight in zip(names, weights):
             span = slice(start, start + (weight.shape[1] if transposed else weight.shape[0]))
             start = span.stop
-            bias = linears[name].bias
+            # The span must be exactly this matrix's rows among the group's: a shifted one
+            # would rebuild a neighbour's rows into this layer.
+            assert rows[span].shape == (weight.T if transposed else weight).shape, \
+                f"ae: rows {span.start}:{span.stop} of {len(rows)} for {name}, a {tuple(weight.shape)} weight"
             if linear:
-                new = linear_pair(fitted, span, side, transposed, bias)
+                new = linear_pair(fitted, span, side, transposed, linears[name].bias)
             else:
                 new = GeneratedLinear(RowsFromLatents(fitted.latents[span], fitted.norms[span], fitted.decoder,
-                                                      transposed), bias)
+                                                      transposed), linears[name])
             replace_module(model, name, new)
     return {"ratio": ratio, "sharing": "concatenated" if shared else "separated",
             "decoder": "linear" if linear else "non-linear", "latents": sorted(set(latents)),

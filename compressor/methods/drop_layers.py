@@ -45,7 +45,6 @@ Cost: each dropped layer takes its whole share of the encoder's weights and mult
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -55,46 +54,12 @@ from transformers import PreTrainedModel
 from compressor.calibration import batches, sample
 from compressor.checkpoint import Classifier
 from compressor.errors import InputError
+from compressor.methods.layers import embedding_norm, encoder_of, head_input, layers_of
 from compressor.progress import progress_options
 from compressor.recipe import DEFAULT_REPAIR, REPAIRS
 
 SAMPLE = 512  # calibration texts; while choosing, every other batch fits the repairs and the rest score them
 RIDGE = 1e-3  # relative to the inputs' mean second moment (variance, per channel): well posed on few texts
-
-
-@dataclass
-class Stack:
-    """Where one architecture keeps what layer dropping touches."""
-    owner: nn.Module  # holds the `layer` ModuleList
-    readers: list[list[nn.Linear]]  # per layer: the Linears that read its input (Q, K, V)
-    norms: list[nn.LayerNorm]  # per layer: the LayerNorm that produces its output
-    embedding_norm: nn.LayerNorm  # produces layer 0's input
-    head: nn.Linear  # the head's first Linear: reads position 0 of the last layer's output
-
-
-def stack(model: PreTrainedModel) -> Stack:
-    base = model.base_model
-    if hasattr(base, "encoder") and hasattr(base.encoder, "layer"):  # BERT, RoBERTa, MiniLM
-        layers = list(base.encoder.layer)
-        readers = [[l.attention.self.query, l.attention.self.key, l.attention.self.value] for l in layers]
-        norms = [l.output.LayerNorm for l in layers]
-        owner, embedding_norm = base.encoder, base.embeddings.LayerNorm
-    elif hasattr(base, "transformer") and hasattr(base.transformer, "layer"):  # DistilBERT
-        layers = list(base.transformer.layer)
-        readers = [[l.attention.q_lin, l.attention.k_lin, l.attention.v_lin] for l in layers]
-        norms = [l.output_layer_norm for l in layers]
-        owner, embedding_norm = base.transformer, base.embeddings.LayerNorm
-    else:
-        raise InputError(f"drop-layers does not know the layer layout of model type {model.config.model_type!r}")
-    if getattr(base, "pooler", None) is not None:  # BERT: pooler.dense reads h[:, 0]
-        head = base.pooler.dense
-    elif isinstance(getattr(model, "pre_classifier", None), nn.Linear):  # DistilBERT
-        head = model.pre_classifier
-    elif isinstance(getattr(getattr(model, "classifier", None), "dense", None), nn.Linear):  # RoBERTa
-        head = model.classifier.dense
-    else:
-        raise InputError(f"drop-layers does not know the classification head of {type(model).__name__}")
-    return Stack(owner, readers, norms, embedding_norm, head)
 
 
 def kept_count(ratio: float, layers: int) -> int:
@@ -113,9 +78,9 @@ def runs(dropped: list[int]) -> list[tuple[int, int]]:
 
 
 def remove(model: PreTrainedModel, dropped: list[int]) -> None:
-    s = stack(model)
-    s.owner.layer = nn.ModuleList([l for i, l in enumerate(s.owner.layer) if i not in dropped])
-    model.config.num_hidden_layers = len(s.owner.layer)  # DistilBERT maps it onto n_layers
+    encoder = encoder_of(model)
+    encoder.layer = nn.ModuleList([l for i, l in enumerate(encoder.layer) if i not in dropped])
+    model.config.num_hidden_layers = len(encoder.layer)  # DistilBERT maps it onto n_layers
 
 
 @torch.no_grad()
@@ -157,19 +122,28 @@ def refit(how: str, norm: nn.LayerNorm, readers: list[nn.Linear], gram: torch.Te
     """Fold one gap's repair into `norm` (what produces the gap's input) and `readers`."""
     if how == "none":
         return
+    hidden = norm.weight.shape[0]
+    assert gram.shape == (hidden + 1, hidden + 1) and cross.shape == (hidden + 1, hidden), \
+        f"drop-layers: statistics {tuple(gram.shape)} and {tuple(cross.shape)} for a gap {hidden} wide"
     if how == "inputs+norm":
         scale, shift = channel_fit(gram, cross)
+        assert scale.shape == shift.shape == norm.weight.shape, \
+            f"drop-layers: {tuple(scale.shape)} scales for a {tuple(norm.weight.shape)} LayerNorm"
         norm.weight.copy_((norm.weight.double() * scale).float())
         norm.bias.copy_((norm.bias.double() * scale + shift).float())
         # [x', 1] = [x, 1]·D: carry the statistics over to the refitted input.
         d = torch.diag(torch.cat([scale, torch.ones(1, dtype=scale.dtype)]))
         d[-1, :-1] = shift
         gram, cross = d.T @ gram @ d, d.T @ cross
-    m = affine_fit(gram, cross)
+    m = affine_fit(gram, cross)  # [H+1, H]
     for linear in readers:
         w = linear.weight.double()
-        linear.bias.copy_((linear.bias.double() + w @ m[-1]).float())
-        linear.weight.copy_((w @ m[:-1].T).float())
+        weight, bias = w @ m[:-1].T, linear.bias.double() + w @ m[-1]
+        # copy_ broadcasts: a refit of the wrong shape would be written without a word.
+        assert weight.shape == linear.weight.shape and bias.shape == linear.bias.shape, \
+            f"drop-layers: refit {tuple(weight.shape)} in place of a {tuple(linear.weight.shape)} weight"
+        linear.bias.copy_(bias.float())
+        linear.weight.copy_(weight.float())
 
 
 @torch.no_grad()
@@ -180,15 +154,15 @@ def repair(reference: PreTrainedModel, model: PreTrainedModel, dropped: list[int
     every gap, or one per gap; `auto` keeps, per gap, whichever of the others brings the
     model closest to the reference on `score` (batches and the reference's log-probs there).
     Returns the repair used per gap."""
-    s = stack(model)
-    layers = len(s.norms)
+    layers = layers_of(model)  # the original numbering: `dropped` counts in it
     remove(model, dropped)
     gaps = runs(dropped)
     used = []
     for (first, last), wanted in zip(gaps, [how] * len(gaps) if isinstance(how, str) else how):
-        norm = s.embedding_norm if first == 0 else s.norms[first - 1]
-        at_head = last == layers - 1
-        readers = [s.head] if at_head else s.readers[last + 1]
+        norm = embedding_norm(model) if first == 0 else layers[first - 1].output_norm
+        at_head = last == len(layers) - 1
+        readers = [head_input(model)] if at_head else \
+            [layers[last + 1].query, layers[last + 1].key, layers[last + 1].value]
         if wanted == "none":
             used.append(wanted)
             continue
@@ -226,7 +200,7 @@ def choose(reference: PreTrainedModel, keep: int, fit: list[dict], score: tuple[
            how: str) -> tuple[list[int], list[str], list[dict[str, float]]]:
     """Greedy: drop the layer that costs least, measure again, until `keep` are left.
     Returns the dropped layers, the repair used per gap, and per step every candidate's divergence."""
-    layers = len(stack(reference).norms)
+    layers = len(layers_of(reference))
     dropped: list[int] = []
     used: list[str] = []
     steps: list[dict[str, float]] = []
@@ -251,7 +225,7 @@ def compress(classifier: Classifier, ratio: float, calibration: list[str] | None
              layers: tuple[int, ...] | None = None, repair_with: str = DEFAULT_REPAIR) -> dict:
     texts = sample(calibration, SAMPLE, "drop-layers")
     model = classifier.model
-    depth = len(stack(model).norms)
+    depth = len(layers_of(model))
     if layers is not None and (max(layers) >= depth or len(layers) >= depth):
         raise InputError(f"--drop-layers {','.join(map(str, layers))}: the model has layers 0-{depth - 1} "
                          "and at least one must stay")

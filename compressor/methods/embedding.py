@@ -100,6 +100,9 @@ def compress(classifier: Classifier, ratio: float, calibration: list[str] | None
         return {"ratio": ratio, "latent": None, "note": "budget too large to save anything; embedding kept"}
     weight = token_weights(classifier, sample(calibration, SAMPLE_TEXTS, "embed-ae"), vocab) if calibration else None
     latents, decoder = fit_autoencoder(matrix, k, weight)
+    assert latents.shape == (vocab, k) and decoder.weight.shape == (hidden, k), \
+        f"embed-ae: latents {tuple(latents.shape)} and decoder {tuple(decoder.weight.shape)} " \
+        f"for a {(vocab, hidden)} table at k = {k}"
     table = nn.Embedding(vocab, k, padding_idx=embedding.padding_idx)
     with torch.no_grad():
         table.weight.copy_(latents)

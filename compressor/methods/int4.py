@@ -32,7 +32,7 @@ from types import ModuleType
 import onnx
 from onnx import helper, numpy_helper
 
-from compressor.methods.quantize import keep_generators_fp32, store_factors_int8
+from compressor.methods.quantize import Feeds, keep_generators_fp32, store_factors_int8
 from compressor.methods.quantized_tables import quantize_tables
 from compressor.recipe import INT4, Int4Options, parse_int4
 
@@ -59,7 +59,8 @@ def nbits_quantizer() -> ModuleType:
     return matmul_nbits_quantizer
 
 
-def quantize_int4(source: Path, target: Path, spec: str) -> dict:
+def quantize_int4(source: Path, target: Path, spec: str, feeds: Feeds | None = None) -> dict:
+    """`--quantize int4[-OPTION...]`: weight-only, so it takes no calibration batches."""
     options = parse_int4(spec)
     nbits = nbits_quantizer()
     config = nbits.DefaultWeightOnlyQuantConfig(block_size=options.block_size, is_symmetric=options.symmetric,

@@ -67,6 +67,6 @@ def compress(classifier: Classifier, ratio: float, calibration: list[str] | None
             dense += 1
             continue
         a, b = nearest_kronecker(linear.weight.detach(), r)
-        replace_module(classifier.model, name, GeneratedLinear(KroneckerSum(a, b), linear.bias))
+        replace_module(classifier.model, name, GeneratedLinear(KroneckerSum(a, b), linear))
         terms.append(r)
     return {"ratio": ratio, "terms": sorted(set(terms)), "dense_layers": dense}

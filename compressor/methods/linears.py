@@ -26,10 +26,14 @@ class GeneratedLinear(nn.Module):
     graph is a constant, so ONNX Runtime folds it into a dense weight once, when it loads the
     session: a small file, but dense memory and dense compute at run time."""
 
-    def __init__(self, generate: nn.Module, bias: torch.Tensor | None) -> None:
+    def __init__(self, generate: nn.Module, replaced: nn.Linear) -> None:
         super().__init__()
+        with torch.no_grad():
+            shape = tuple(generate().shape)
+        assert shape == tuple(replaced.weight.shape), \
+            f"a generated {shape} weight in place of a {tuple(replaced.weight.shape)} Linear"
         self.generate = generate
-        self.bias = None if bias is None else nn.Parameter(bias.detach().clone())
+        self.bias = None if replaced.bias is None else nn.Parameter(replaced.bias.detach().clone())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return nn.functional.linear(x, self.generate(), self.bias)
@@ -53,14 +57,17 @@ def replace_module(model: nn.Module, name: str, new: nn.Module) -> None:
     setattr(model.get_submodule(parent_name), attr, new)
 
 
-def two_linears(down: torch.Tensor, up: torch.Tensor, bias: torch.Tensor | None) -> FactorPair:
-    """x → up @ (down @ x) + bias as two Linears, which export as two MatMuls.
-    down: [rank, in], up: [out, rank]."""
-    first = nn.Linear(down.shape[1], down.shape[0], bias=False)
-    second = nn.Linear(up.shape[1], up.shape[0], bias=bias is not None)
+def two_linears(down: torch.Tensor, up: torch.Tensor, replaced: nn.Linear) -> FactorPair:
+    """x → up @ (down @ x) + bias as two Linears, which export as two MatMuls, in place of
+    `replaced` (whose bias the second takes). down: [rank, in], up: [out, rank]."""
+    rank, (out, inputs) = down.shape[0], replaced.weight.shape
+    assert down.shape == (rank, inputs) and up.shape == (out, rank), \
+        f"factors {tuple(down.shape)} and {tuple(up.shape)} in place of a {(out, inputs)} Linear"
+    first = nn.Linear(inputs, rank, bias=False)
+    second = nn.Linear(rank, out, bias=replaced.bias is not None)
     with torch.no_grad():
         first.weight.copy_(down)
         second.weight.copy_(up)
-        if bias is not None:
-            second.bias.copy_(bias)
+        if replaced.bias is not None:
+            second.bias.copy_(replaced.bias)
     return FactorPair(first, second)

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -38,6 +37,7 @@ from transformers.pytorch_utils import prune_linear_layer
 from compressor.calibration import batches, sample, self_predicted_loss
 from compressor.checkpoint import Classifier
 from compressor.errors import InputError
+from compressor.methods.layers import layers_of
 from compressor.methods.linears import replace_module
 from compressor.progress import progress_options
 
@@ -47,35 +47,11 @@ SCALE_LIMIT = 10.0  # a least-squares scale beyond this means an ill-posed layer
 RIDGE = 1e-3  # pull toward scale 1 (the unpruned value), relative to the mean diagonal of AᵀA
 
 
-@dataclass
-class Block:
-    """The prunable parts of one transformer layer."""
-    q: nn.Linear  # its input is the layer input (the attention residual)
-    o: nn.Linear  # its input is the per-head context, heads side by side
-    ffn1: nn.Linear  # its input is the FFN residual
-    ffn2: nn.Linear  # its input is the neuron activations
-    heads: int
-    head_size: int
-
-
-def blocks(model: PreTrainedModel) -> list[Block]:
-    base = model.base_model
-    if hasattr(base, "encoder") and hasattr(base.encoder, "layer"):  # BERT, RoBERTa, MiniLM
-        return [Block(l.attention.self.query, l.attention.output.dense, l.intermediate.dense, l.output.dense,
-                      l.attention.self.num_attention_heads, l.attention.self.attention_head_size)
-                for l in base.encoder.layer]
-    if hasattr(base, "transformer") and hasattr(base.transformer, "layer"):  # DistilBERT
-        return [Block(l.attention.q_lin, l.attention.out_lin, l.ffn.lin1, l.ffn.lin2,
-                      l.attention.n_heads, l.attention.attention_head_size)
-                for l in base.transformer.layer]
-    raise InputError(f"prune does not know the layer layout of model type {model.config.model_type!r}")
-
-
 @contextmanager
 def masked(model: PreTrainedModel, head_mask: torch.Tensor, neuron_mask: torch.Tensor) -> Iterator[None]:
     """Multiply each head's context and each neuron's activation by its mask value."""
     handles = []
-    for i, b in enumerate(blocks(model)):
+    for i, b in enumerate(layers_of(model)):
         def heads(_m, args, i=i, b=b):
             x = args[0]
             return (x.view(*x.shape[:-1], b.heads, b.head_size).mul(head_mask[i][:, None]).view(x.shape),)
@@ -83,7 +59,7 @@ def masked(model: PreTrainedModel, head_mask: torch.Tensor, neuron_mask: torch.T
         def neurons(_m, args, i=i):
             return (args[0] * neuron_mask[i],)
 
-        handles += [b.o.register_forward_pre_hook(heads), b.ffn2.register_forward_pre_hook(neurons)]
+        handles += [b.attention_out.register_forward_pre_hook(heads), b.ffn_out.register_forward_pre_hook(neurons)]
     try:
         yield
     finally:
@@ -93,9 +69,9 @@ def masked(model: PreTrainedModel, head_mask: torch.Tensor, neuron_mask: torch.T
 
 def mask_gradients(classifier: Classifier, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
     """Per mini-batch gradients of the self-predicted loss w.r.t. the masks: [batches, L, H], [batches, L, F]."""
-    model, layers = classifier.model, blocks(classifier.model)
+    model, layers = classifier.model, layers_of(classifier.model)
     head_mask = torch.ones(len(layers), layers[0].heads, requires_grad=True)
-    neuron_mask = torch.ones(len(layers), layers[0].ffn1.out_features, requires_grad=True)
+    neuron_mask = torch.ones(len(layers), layers[0].ffn_in.out_features, requires_grad=True)
     head_grads, neuron_grads = [], []
     with masked(model, head_mask, neuron_mask):
         for batch in tqdm(list(batches(classifier.tokenizer, texts, classifier.max_length, GRAD_BATCH)),
@@ -197,7 +173,7 @@ def rescale(classifier: Classifier, head_mask: torch.Tensor, neuron_mask: torch.
     them. Returns how many sublayers were rescaled."""
     model = classifier.model
     data = list(batches(classifier.tokenizer, texts, classifier.max_length))
-    layers = blocks(model)
+    layers = layers_of(model)
     done = 0
     for i, b in enumerate(layers):
         last = i == len(layers) - 1
@@ -205,15 +181,15 @@ def rescale(classifier: Classifier, head_mask: torch.Tensor, neuron_mask: torch.
         kept = head_mask[i].nonzero().flatten()
         if i > 0:
             ata, atb = torch.zeros(len(kept), len(kept), dtype=torch.float64), torch.zeros(len(kept), dtype=torch.float64)
-            w = b.o.weight.double().T.reshape(b.heads, b.head_size, -1)[kept]  # [k, d, H]
+            w = b.attention_out.weight.double().T.reshape(b.heads, b.head_size, -1)[kept]  # [k, d, H]
             for batch in data:
-                x_t, ctx_t = layer_inputs(model, [b.q, b.o], batch)
-                target = b.o(ctx_t).double() + x_t.double()
+                x_t, ctx_t = layer_inputs(model, [b.query, b.attention_out], batch)
+                target = b.attention_out(ctx_t).double() + x_t.double()
                 with masked(model, head_mask, neuron_mask):
-                    x_s, ctx_s = layer_inputs(model, [b.q, b.o], batch)
+                    x_s, ctx_s = layer_inputs(model, [b.query, b.attention_out], batch)
                 per_head = ctx_s.double().view(-1, b.heads, b.head_size)[:, kept]  # [N, k, d]
                 a = torch.einsum("nkd,kdh->nhk", per_head, w).reshape(-1, len(kept))
-                rest = (target - b.o.bias.double() - x_s.double()).reshape(-1)
+                rest = (target - b.attention_out.bias.double() - x_s.double()).reshape(-1)
                 ata += a.T @ a
                 atb += a.T @ rest
             scales = solve(ata, atb)
@@ -223,15 +199,15 @@ def rescale(classifier: Classifier, head_mask: torch.Tensor, neuron_mask: torch.
             done += 1
         # Feed-forward: for the last layer only position 0 feeds the classifier.
         kept = neuron_mask[i].nonzero().flatten()
-        w2 = b.ffn2.weight.double()[:, kept]  # [H, k]
+        w2 = b.ffn_out.weight.double()[:, kept]  # [H, k]
         ata, atb = torch.zeros(len(kept), len(kept), dtype=torch.float64), torch.zeros(len(kept), dtype=torch.float64)
         for batch in data:
-            res_t, act_t = layer_inputs(model, [b.ffn1, b.ffn2], batch, cls_only=last)
-            target = b.ffn2(act_t).double() + res_t.double()
+            res_t, act_t = layer_inputs(model, [b.ffn_in, b.ffn_out], batch, cls_only=last)
+            target = b.ffn_out(act_t).double() + res_t.double()
             with masked(model, head_mask, neuron_mask):
-                res_s, act_s = layer_inputs(model, [b.ffn1, b.ffn2], batch, cls_only=last)
+                res_s, act_s = layer_inputs(model, [b.ffn_in, b.ffn_out], batch, cls_only=last)
             act = act_s.double()[:, kept]
-            rest = target - b.ffn2.bias.double() - res_s.double()
+            rest = target - b.ffn_out.bias.double() - res_s.double()
             ata += (w2.T @ w2) * (act.T @ act)
             atb += ((rest @ w2) * act).sum(0)
         scales = solve(ata, atb)
@@ -246,23 +222,35 @@ def rescale(classifier: Classifier, head_mask: torch.Tensor, neuron_mask: torch.
 def remove_units(model: PreTrainedModel, head_mask: torch.Tensor, neuron_mask: torch.Tensor) -> None:
     """Fold the mask values into the output projections, then cut the zeroed units out."""
     names = {id(m): n for n, m in model.named_modules()}
-    for i, b in enumerate(blocks(model)):
-        b.o.weight.mul_(head_mask[i].repeat_interleave(b.head_size)[None, :])
-        b.ffn2.weight.mul_(neuron_mask[i][None, :])
+    hidden = model.config.hidden_size
+    for i, b in enumerate(layers_of(model)):
+        assert head_mask[i].shape == (b.heads,) and neuron_mask[i].shape == (b.ffn_in.out_features,), \
+            f"prune: layer {i} has {b.heads} heads and {b.ffn_in.out_features} neurons, " \
+            f"the masks {len(head_mask[i])} and {len(neuron_mask[i])}"
+        b.attention_out.weight.mul_(head_mask[i].repeat_interleave(b.head_size)[None, :])
+        b.ffn_out.weight.mul_(neuron_mask[i][None, :])
         kept = neuron_mask[i].nonzero().flatten()
-        replace_module(model, names[id(b.ffn1)], prune_linear_layer(b.ffn1, kept, dim=0))
-        replace_module(model, names[id(b.ffn2)], prune_linear_layer(b.ffn2, kept, dim=1))
+        replace_module(model, names[id(b.ffn_in)], prune_linear_layer(b.ffn_in, kept, dim=0))
+        replace_module(model, names[id(b.ffn_out)], prune_linear_layer(b.ffn_out, kept, dim=1))
     model.prune_heads({i: (head_mask[i] == 0).nonzero().flatten().tolist() for i in range(len(head_mask))})
+    # The kept units, and only they, must be left, each Linear cut on the side that indexes them.
+    for i, b in enumerate(layers_of(model)):
+        width, neurons = int((head_mask[i] != 0).sum()) * b.head_size, int((neuron_mask[i] != 0).sum())
+        shapes = {"query": (width, hidden), "key": (width, hidden), "value": (width, hidden),
+                  "attention_out": (hidden, width), "ffn_in": (neurons, hidden), "ffn_out": (hidden, neurons)}
+        for part, shape in shapes.items():
+            got = tuple(getattr(b, part).weight.shape)
+            assert got == shape, f"prune: layer {i}'s {part} is {got} after removal, expected {shape}"
 
 
 def compress(classifier: Classifier, ratio: float, calibration: list[str] | None = None) -> dict:
     texts = sample(calibration, SAMPLE, "prune")
-    layers = blocks(classifier.model)
-    if any(b.heads != layers[0].heads or b.ffn1.out_features != layers[0].ffn1.out_features for b in layers):
+    layers = layers_of(classifier.model)
+    if any(b.heads != layers[0].heads or b.ffn_in.out_features != layers[0].ffn_in.out_features for b in layers):
         raise InputError("prune needs a model whose layers are unpruned and alike (same heads and FFN width)")
-    hidden = layers[0].q.in_features
+    hidden = layers[0].query.in_features
     head_cost, neuron_cost = 4 * hidden * layers[0].head_size, 2 * hidden
-    total = len(layers) * (layers[0].heads * head_cost + layers[0].ffn1.out_features * neuron_cost)
+    total = len(layers) * (layers[0].heads * head_cost + layers[0].ffn_in.out_features * neuron_cost)
 
     head_grads, neuron_grads = mask_gradients(classifier, texts)
     head_mask, neuron_mask = search(head_grads.pow(2).sum(0), neuron_grads.pow(2).sum(0),

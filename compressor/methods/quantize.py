@@ -21,7 +21,6 @@ two activations stay fp32, since their ranges swing most from input to input.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
@@ -37,6 +36,7 @@ from onnxruntime.quantization import (
 )
 
 OPERATORS = ["MatMul", "Attention", "Gather", "Transpose", "EmbedLayerNormalization"]
+Feeds = list[dict[str, np.ndarray]]  # calibration batches, by graph input name
 
 
 class _SkipPreprocessAdvice(logging.Filter):
@@ -46,7 +46,9 @@ class _SkipPreprocessAdvice(logging.Filter):
         return "pre-processing before quantization" not in record.getMessage()
 
 
-def quantize_int8(source: Path, target: Path) -> dict:
+def quantize_int8(source: Path, target: Path, spec: str, feeds: Feeds | None = None) -> dict:
+    """`--quantize int8`; the arguments are every quantizer's (compressor.recipe.Quantizer):
+    dynamic quantization takes no options and no calibration."""
     advice = _SkipPreprocessAdvice()
     logging.getLogger().addFilter(advice)
     try:
@@ -61,12 +63,12 @@ def quantize_int8(source: Path, target: Path) -> dict:
         )
     finally:
         logging.getLogger().removeFilter(advice)
-    return {"quantize": "int8", "quantize_recipe": "dynamic, per-channel s8 weights, u8 activations",
+    return {"quantize": spec, "quantize_recipe": "dynamic, per-channel s8 weights, u8 activations",
             **store_factors_int8(target)}
 
 
-class _Feeds(CalibrationDataReader):
-    def __init__(self, feeds: Iterable[dict[str, np.ndarray]]) -> None:
+class _Reader(CalibrationDataReader):
+    def __init__(self, feeds: Feeds) -> None:
         self._feeds = iter(feeds)
 
     def get_next(self) -> dict[str, np.ndarray] | None:
@@ -96,13 +98,15 @@ def generator_nodes(graph: onnx.GraphProto) -> list[str]:
     return names
 
 
-def quantize_static_int8(source: Path, target: Path, feeds: Iterable[dict[str, np.ndarray]]) -> dict:
+def quantize_static_int8(source: Path, target: Path, spec: str, feeds: Feeds | None = None) -> dict:
+    """`--quantize int8-static`: activation ranges fixed on `feeds`, calibration batches."""
+    assert feeds, "int8-static needs calibration batches: its row says needs_calibration"
     keep_generators_fp32(source)
     advice = _SkipPreprocessAdvice()
     logging.getLogger().addFilter(advice)
     try:
         quantize_static(
-            source, target, _Feeds(feeds),
+            source, target, _Reader(feeds),
             quant_format=QuantFormat.QDQ,
             op_types_to_quantize=["MatMul"],
             nodes_to_quantize=weight_matmuls(source),
@@ -115,7 +119,7 @@ def quantize_static_int8(source: Path, target: Path, feeds: Iterable[dict[str, n
         )
     finally:
         logging.getLogger().removeFilter(advice)
-    return {"quantize": "int8-static", "quantize_recipe": "static QDQ, per-channel s8 weights, u8 activations (min-max)",
+    return {"quantize": spec, "quantize_recipe": "static QDQ, per-channel s8 weights, u8 activations (min-max)",
             **store_factors_int8(target)}
 
 

@@ -73,8 +73,7 @@ def factorize_linears(classifier: Classifier, ratio: float, scales: dict[str, to
         rank = rank_for(budgets[name], rows, cols)
         scale = scales.get(name) if scales else None
         down, up = factorize(linear.weight.detach(), rank, scale)
-        bias = linear.bias.detach() if linear.bias is not None else None
-        replace_module(model, name, two_linears(down, up, bias))
+        replace_module(model, name, two_linears(down, up, linear))
         ranks[name] = rank
     settings = {"ratio": ratio, "allocation": allocation, "ranks": sorted(set(ranks.values())),
                 "factorized_layers": len(ranks)}

@@ -101,6 +101,6 @@ def compress(classifier: Classifier, ratio: float, calibration: list[str] | None
         rows, cols = (side // hidden for side in linear.weight.shape)
         own = cores[start:start + rows * cols]
         start += rows * cols
-        replace_module(classifier.model, name, GeneratedLinear(TuckerBlocks(bases, own, (rows, cols)), linear.bias))
+        replace_module(classifier.model, name, GeneratedLinear(TuckerBlocks(bases, own, (rows, cols)), linear))
     return {"ratio": ratio, "rank": r, "blocks": len(blocks), "dense_layers": len(linears) - len(fitting),
             "iterations": ITERATIONS}

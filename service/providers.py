@@ -1,0 +1,36 @@
+"""Execution providers: the one table of where ONNX Runtime may run a variant.
+
+Each row names a setting value (`SLIMSERVE_EXECUTION_PROVIDER`) and says which ONNX
+Runtime providers a session asks for, most preferred first, with their options, and
+whether its runs compute on the CPU. CPU runs hold a slot of the process's thread budget
+(see backend.py); a GPU run does not, or every variant would queue behind the CPU slots
+while the GPU idles. Adding a provider is adding a row. Imports nothing heavy, so the
+settings can list the names.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class ExecutionProvider:
+    providers: tuple[str, ...]  # ONNX Runtime's names, most preferred first
+    options: dict[str, dict[str, str]] = field(default_factory=dict)  # by ONNX Runtime name
+    thread_budget: bool = True  # runs compute on the CPU, so they take a slot of the budget
+
+    @property
+    def preferred(self) -> str:
+        return self.providers[0]
+
+
+CPU = "cpu"
+
+EXECUTION_PROVIDERS: dict[str, ExecutionProvider] = {
+    CPU: ExecutionProvider(("CPUExecutionProvider",)),
+    # CPU stays in the list for any node CUDA cannot run. Several variants share one GPU:
+    # each session's arena grows by what it asks for, not to the next power of two.
+    "cuda": ExecutionProvider(("CUDAExecutionProvider", "CPUExecutionProvider"),
+                              {"CUDAExecutionProvider": {"arena_extend_strategy": "kSameAsRequested"}},
+                              thread_budget=False),
+}

@@ -1,0 +1,35 @@
+"""The methods and quantizers tables: every row resolves, and the checks read the rows."""
+
+import pytest
+
+from compressor.errors import InputError
+from compressor.recipe import (
+    METHODS,
+    QUANTIZERS,
+    Recipe,
+    check_calibration,
+    check_recipe,
+    quantizer,
+)
+
+
+@pytest.mark.parametrize("row", [*METHODS.values(), *QUANTIZERS.values()], ids=[*METHODS, *QUANTIZERS])
+def test_every_row_names_a_function(row):
+    assert callable(row.implementation())
+
+
+def test_a_quantizer_is_found_by_its_name_or_by_its_name_and_options():
+    assert quantizer("int8") is QUANTIZERS["int8"] and quantizer("int8-static") is QUANTIZERS["int8-static"]
+    assert quantizer("int4") is quantizer("int4-emb4-sym") is QUANTIZERS["int4"]
+    for spec in ("int8-fast", "int", "int8-static-b32", "int4b32"):
+        with pytest.raises(InputError, match=f"unknown --quantize '{spec}'; choose from int8, int8-static, int4"):
+            quantizer(spec)
+    with pytest.raises(InputError, match="'b8' is out of range"):
+        check_recipe(Recipe("x", quantize="int4-b8"))  # the row's parse checks the options
+
+
+@pytest.mark.parametrize("name", [name for name, row in QUANTIZERS.items() if row.needs_calibration])
+def test_a_quantizer_that_needs_calibration_is_refused_without_it(name):
+    with pytest.raises(InputError, match=f"--quantize {name} needs --calibration"):
+        check_calibration(Recipe("x", quantize=name), None)
+    check_calibration(Recipe("x", quantize=name), ["some text"])
