@@ -32,7 +32,7 @@ $(VENV)/.dev: pyproject.toml $(VENV)/.demo
 venv: $(VENV)/.dev
 
 # build-default writes cascades.json last, so its presence means the whole set is there.
-$(MODELS)/cascades.json: $(VENV)/.demo
+$(MODELS)/cascades.json: $(VENV)/.demo compressor/default/adapter.safetensors
 	$(VENV)/bin/compressor build-default --out $(MODELS)
 
 variants: $(MODELS)/cascades.json
@@ -64,7 +64,7 @@ bench: $(VENV)/.dev
 	$(PY) benchmarks/serve.py
 
 # Retrain the default model's adapter and head (writes compressor/default/adapter.safetensors,
-# ADAPTER.md and sst2-calibration.txt); about 20 minutes on 2 cores.
+# ADAPTER.md and sst2-calibration.txt); about 25 minutes on 2 cores.
 default-model: $(VENV)/.demo
 	$(VENV)/bin/compressor train-default --train $(SHARED)/data/sst2/train.tsv --dev $(SHARED)/data/sst2/dev.tsv
 

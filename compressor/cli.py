@@ -180,7 +180,7 @@ def main(argv: list[str] | None = None) -> None:
         print(f"compressor: export failed: {exc}", file=sys.stderr)
         sys.exit(1)
     except KeyboardInterrupt:  # variants are written to a temporary folder and renamed at the end
-        print("compressor: interrupted; no variant was written or changed", file=sys.stderr)
+        print("compressor: interrupted; what was being written was discarded, what was finished stays", file=sys.stderr)
         sys.exit(130)
     print(summary)
 

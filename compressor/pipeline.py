@@ -21,7 +21,7 @@ from compressor.recipe import (
     pipeline_name,
     quantizer,
 )
-from service.cascade import CASCADE_FILE
+from service.cascade import CASCADE_FILE, CascadeSpec
 from service.manifest import Manifest
 
 QUANTIZE_SAMPLE = 256  # calibration texts that fix a calibrated quantizer's activation ranges (int8-static)
@@ -35,7 +35,7 @@ DEFAULT_RECIPES = (
     Recipe("embed50-int4", "embed-ae", 0.5, "int4-emb4"),  # the smallest within 1.5 points
 )
 # int8 answers; inputs it is unsure of (top-1 under 0.9) go to the original.
-DEFAULT_CASCADES = {"int8-cascade": {"fast": "int8", "reference": "original", "threshold": 0.9}}
+DEFAULT_CASCADES = {"int8-cascade": CascadeSpec(fast="int8", reference="original", threshold=0.9)}
 
 
 def apply_methods(classifier: Classifier, recipe: Recipe, calibration: list[str] | None = None) -> tuple[Classifier, dict]:
@@ -86,6 +86,7 @@ def build_default(out: Path) -> list[Manifest]:
     calibration = read_calibration(default_model.CALIBRATION_FILE)
     manifests = [build(classifier, recipe, out, calibration) for recipe in DEFAULT_RECIPES]
     partial = out / f".{CASCADE_FILE}"
-    partial.write_text(json.dumps(DEFAULT_CASCADES, indent=2) + "\n", encoding="utf-8")
+    specs = {name: spec.model_dump() for name, spec in DEFAULT_CASCADES.items()}
+    partial.write_text(json.dumps(specs, indent=2) + "\n", encoding="utf-8")
     partial.replace(out / CASCADE_FILE)
     return manifests

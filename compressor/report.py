@@ -93,7 +93,8 @@ def variant_folders(models: Path) -> list[Path]:
 
 
 def measure(folders: list[Path], data: Path, reference: Path | None, threads: int) -> list[dict]:
-    results = evaluate_all(folders, data, reference, threads)
+    # A report measures files (FLOPs, memory of a process that loaded one): variants only.
+    results = evaluate_all(folders, data, reference, threads, cascades=False)
     base_flops = None
     for folder, r in zip(folders, results):
         r["flops_per_token"] = weight_flops_per_token(folder / ONNX_FILE)

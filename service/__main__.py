@@ -21,13 +21,12 @@ import sys
 from pathlib import Path
 
 import uvicorn
-from fastapi import FastAPI
 from pydantic import ValidationError
+from pydantic_settings import SettingsError
+from uvicorn.config import STARTUP_FAILURE
 
 from service.app import create_app, ready_message
 from service.settings import Settings
-
-STARTUP_FAILURE = 3  # uvicorn's exit code when the app or the socket fails to start
 
 
 def parse_args(argv: list[str] | None = None) -> dict[str, object]:
@@ -53,6 +52,8 @@ def load_settings(argv: list[str] | None) -> Settings:
         error = exc.errors()[0]
         field = ".".join(str(p) for p in error["loc"])
         fail(f"{field}: {error['msg']} (got {error.get('input')!r})")
+    except SettingsError as exc:  # a SLIMSERVE_* variable that is not valid JSON where JSON is expected
+        fail(str(exc).splitlines()[0])
     if not settings.models.is_dir():
         fail(f"models folder {settings.models} does not exist")
     return settings
@@ -71,15 +72,11 @@ class ReadyServer(uvicorn.Server):
     the port, so a line printed from the lifespan would come too early: print it here,
     once the socket listens. The bound address is read back, so `--port 0` shows the real port."""
 
-    def __init__(self, config: uvicorn.Config, app: FastAPI) -> None:
-        super().__init__(config)
-        self.slimserve_app = app
-
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         await super().startup(sockets)
         if self.started and self.servers and self.servers[0].sockets:
             url = local_url(self.servers[0].sockets[0].getsockname())
-            print(ready_message(self.slimserve_app, url), flush=True)
+            print(ready_message(self.config.app, url), flush=True)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -91,7 +88,7 @@ def main(argv: list[str] | None = None) -> None:
     app = create_app(settings)
     config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level=settings.log_level, workers=1,
                             timeout_graceful_shutdown=settings.shutdown_grace_seconds)
-    server = ReadyServer(config, app)
+    server = ReadyServer(config)
     try:
         server.run()
     except KeyboardInterrupt:  # Ctrl-C during startup: as `uvicorn.run`, no trace

@@ -218,19 +218,28 @@ def pack_bytes(strings: list[str]) -> bytes:
     return bytes(out)
 
 
-def output_tensors(parsed: InferRequest, outcome: Outcome, options: RequestOptions) -> tuple[list[dict], list[bytes]]:
-    values = {"logits": outcome.logits.astype(np.float32), "probabilities": outcome.probabilities.astype(np.float32)}
+def requested_outputs(parsed: InferRequest) -> list[RequestedOutput]:
+    """The outputs a request asks for (all of them when it names none), checked before the
+    model runs, so a wrong name costs no inference."""
     wanted = parsed.outputs or [RequestedOutput(name=n) for n in OUTPUTS]
+    for out in wanted:
+        if out.name not in OUTPUTS:
+            raise Malformed(f"outputs: unknown output {out.name!r}; choose from {', '.join(OUTPUTS)}")
+        k = out.parameters.get("classification")
+        if k is not None and (not isinstance(k, int) or isinstance(k, bool) or k < 1):
+            raise Malformed(f"outputs.{out.name}.parameters.classification: must be a positive integer")
+    return wanted
+
+
+def output_tensors(wanted: list[RequestedOutput], outcome: Outcome, options: RequestOptions
+                   ) -> tuple[list[dict], list[bytes]]:
+    values = {"logits": outcome.logits.astype(np.float32), "probabilities": outcome.probabilities.astype(np.float32)}
     tensors, blobs = [], []
     for out in wanted:
-        if out.name not in values:
-            raise Malformed(f"outputs: unknown output {out.name!r}; choose from {', '.join(OUTPUTS)}")
         k = out.parameters.get("classification")
         binary = bool(out.parameters.get("binary_data", options.binary_data_output))
         array = values[out.name]
         if k is not None:
-            if not isinstance(k, int) or isinstance(k, bool) or k < 1:
-                raise Malformed(f"outputs.{out.name}.parameters.classification: must be a positive integer")
             rows = classification(array, outcome.labels, min(k, array.shape[1]))
             shape, datatype = [len(rows), len(rows[0])], "BYTES"
             flat_strings = [s for row in rows for s in row]
@@ -307,9 +316,10 @@ async def infer(name: str, request: Request, version: str | None = None) -> Resp
         raise Malformed(f"parameters.{first_error(exc.errors())}") from None
     inputs = inputs_of(parsed, binaries)
     check_inputs(request, inputs)
+    wanted = requested_outputs(parsed)
     state = request.app.state
     outcome = await classify(serving_of(request), target, inputs, options.truncate, state.metrics, state.shadow)
-    tensors, blobs = output_tensors(parsed, outcome, options)
+    tensors, blobs = output_tensors(wanted, outcome, options)
     header = {"model_name": name, "model_version": VERSION, "outputs": tensors}
     if parsed.id is not None:
         header["id"] = parsed.id

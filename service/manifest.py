@@ -1,4 +1,4 @@
-"""`variant.json`: the manifest of one exported variant (DESIGN.md §3).
+"""`variant.json`: the manifest of one exported variant (docs/contracts.md, a variant on disk).
 
 Written by the compressor, read by the service and shown by the API. The compressor
 imports this module; the service never imports the compressor, so serving needs no torch.
@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
@@ -17,6 +18,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 MANIFEST_FILE = "variant.json"
+VARIANT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")  # use fullmatch; also the served model name
 ONNX_FILE = "model.onnx"
 TOKENIZER_FILE = "tokenizer.json"
 DIGEST_FILES = (ONNX_FILE, TOKENIZER_FILE)  # the files that decide a variant's answers

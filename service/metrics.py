@@ -1,4 +1,4 @@
-"""Every Prometheus metric of the service, defined once (DESIGN.md §5).
+"""Every Prometheus metric of the service, defined once (docs/contracts.md, metrics).
 
 Each app owns its registry, so tests can build many apps in one process. Request
 duration and status are observed by `MetricsMiddleware` for every route that names a
@@ -67,7 +67,7 @@ class Metrics:
         self.model_load_seconds = Gauge(
             "slimserve_model_load_seconds", "Time to load the variant.", ["model"], registry=r)
         self.model_ready = Gauge(
-            "slimserve_model_ready", "1 when the variant serves, 0 when it failed to load.", ["model"], registry=r)
+            "slimserve_model_ready", "1 when the variant serves, 0 when it failed to load or was retired.", ["model"], registry=r)
         self.model_warmup_seconds = Gauge(
             "slimserve_model_warmup_seconds", "Time to run the variant once at every warm-up shape.",
             ["model"], registry=r)

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -28,6 +27,7 @@ from service.manifest import (
     MANIFEST_FILE,
     ONNX_FILE,
     TOKENIZER_FILE,
+    VARIANT_NAME,
     Manifest,
     files_digest,
     read_manifest,
@@ -36,7 +36,6 @@ from service.tokenization import load_tokenizer
 
 log = logging.getLogger("slimserve.repository")
 
-VARIANT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")  # use fullmatch
 
 
 @dataclass

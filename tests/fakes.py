@@ -32,7 +32,7 @@ class FakeBackend:
 
     def run(self, arrays: dict[str, np.ndarray]) -> np.ndarray:
         self.running.set()
-        self.gate.wait(10)
+        assert self.gate.wait(10), "the test never opened the gate"
         ids, mask = arrays["input_ids"], arrays["attention_mask"]
         self.shapes.append(ids.shape)
         if self.fault == "raise":

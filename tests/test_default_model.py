@@ -70,7 +70,7 @@ def test_default_exports_and_serves_with_its_int8_cascade(default, tmp_path):
     manifest = build(default, Recipe("original"), tmp_path)
     assert manifest.parity < 1e-4 and manifest.base_model == "default"
     build(default, Recipe("int8", quantize="int8"), tmp_path)
-    (tmp_path / CASCADE_FILE).write_text(json.dumps(DEFAULT_CASCADES))
+    (tmp_path / CASCADE_FILE).write_text(json.dumps({n: s.model_dump() for n, s in DEFAULT_CASCADES.items()}))
     [cascade] = DEFAULT_CASCADES
 
     async def ask(name: str) -> dict:

@@ -166,7 +166,7 @@ def test_ctrl_c_in_the_cli_is_one_line_and_leaves_no_variant(checkpoints, tmp_pa
     with pytest.raises(SystemExit) as exit_info:
         main(["compress", str(checkpoints["bert"]), "--method", "svd", "--name", "v", "--out", str(tmp_path)])
     assert exit_info.value.code == 130 and list(tmp_path.iterdir()) == []
-    assert capsys.readouterr().err.strip() == "compressor: interrupted; no variant was written or changed"
+    assert capsys.readouterr().err.strip() == "compressor: interrupted; what was being written was discarded, what was finished stays"
 
 
 def test_rebuilding_replaces_the_variant(checkpoints, tmp_path):

@@ -29,6 +29,9 @@ def test_pareto_front():
 
 def test_report_writes_table_json_and_plot(models_copy, tmp_path, capsys):
     # A copy: the report evaluates every variant, which records the evaluation in its variant.json.
+    # A cascade beside the variants is not a file to measure: the report leaves it out.
+    (models_copy / "cascades.json").write_text(json.dumps(
+        {"svd-first": {"fast": "tiny-bert-svd", "reference": "tiny-bert", "threshold": 0.5}}))
     data = tmp_path / "dev.tsv"
     data.write_text("sentence\tlabel\n" + "".join(f"text number {i}\t{i % 2}\n" for i in range(12)))
     out = tmp_path / "report"

@@ -81,7 +81,10 @@ def test_the_ready_line_comes_when_the_port_answers(models_dir):
     finally:
         process.terminate()
         process.wait(timeout=30)
-    assert not any((line or "").startswith("slimserve ") for line in stdout.queue)  # said once
+    rest = []
+    while (line := stdout.get(timeout=30)) is not None:  # everything it printed, up to the end of the pipe
+        rest.append(line)
+    assert not any(line.startswith("slimserve ") for line in rest)  # said once
 
 
 def test_the_ready_line_says_when_no_variant_is_ready(client_for, tmp_path):
@@ -109,6 +112,7 @@ def test_the_ready_line_names_an_address_a_local_client_can_reach(address, url):
     (["--port", "99999"], {}, "port: Input should be less than or equal to 65535"),
     (["--threads", "0"], {}, "threads: Input should be greater than or equal to 1"),
     ([], {"SLIMSERVE_LOG_LEVEL": "verbose"}, "log_level: Input should be"),
+    ([], {"SLIMSERVE_CASCADES": "{not json"}, 'error parsing value for field "cascades"'),
 ])
 def test_bad_settings_exit_2_with_one_line(tmp_path, args, env, message):
     result = subprocess.run([sys.executable, "-m", "service", "--models", str(tmp_path), *args],

@@ -175,7 +175,7 @@ def repair(reference: PreTrainedModel, model: PreTrainedModel, dropped: list[int
             touched = [p for m in [norm, *readers] for p in m.parameters()]
             saved = [p.clone() for p in touched]
             costs = {}
-            for option in REPAIRS[1:]:
+            for option in (r for r in REPAIRS if r != "auto"):
                 refit(option, norm, readers, gram, cross)
                 costs[option] = divergence(target, log_probs(model, held_out))
                 for p, old in zip(touched, saved):
