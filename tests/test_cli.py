@@ -3,6 +3,7 @@
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -32,36 +33,67 @@ def test_calibration_text_joins_the_parity_check(checkpoints, tmp_path, capsys):
     assert capsys.readouterr().out.rstrip().endswith("(max logit difference, fp32 export vs PyTorch, limit 1e-04)")
 
 
-@pytest.mark.parametrize("args, message", [
-    (["compress", "{missing}", "--method", "none", "--name", "x"], "not a checkpoint folder"),
-    (["compress", "{encoder}", "--method", "none", "--name", "x"], "not a sequence classifier"),
-    (["compress", "{bert}", "--method", "wavelets", "--name", "x"], "unknown method 'wavelets'"),
-    (["compress", "{bert}", "--method", "svd", "--ratio", "0", "--name", "x"], "--ratio must be in (0, 1]"),
-    (["compress", "{bert}", "--method", "svd", "--ratio", "2", "--name", "x"], "--ratio must be in (0, 1]"),
-    (["compress", "{bert}", "--method", "svd", "--calibration", "{empty}", "--name", "x"], "holds no text"),
-    (["compress", "{bert}", "--method", "none", "--name", "a/b"], "variant name"),
-    (["compress", "{bert}", "--method", "svd", "--calibration", "{latin}", "--name", "x"], "is not UTF-8 text"),
-    (["compress", "{bert}", "--method", "svd+svd", "--name", "x"], "repeats a step"),
-    (["compress", "{bert}", "--method", "prune", "--name", "x"], "method prune needs --calibration"),
-    (["compress", "{bert}", "--method", "svd@1.5", "--name", "x"], "budget after '@' must be in (0, 1]"),
-    (["compress", "{bert}", "--method", "svd@half", "--name", "x"], "must be a number"),
-    (["compress", "{bert}", "--method", "none", "--name", "abc\n"], "variant name"),
-    (["compress", "{bert}", "--method", "none", "--max-length", "0", "--name", "x"], "--max-length must be between 1 and 64"),
-    (["compress", "{bert}", "--method", "none", "--max-length", "1000", "--name", "x"], "--max-length must be"),
-    (["compress", "{bert}", "--method", "none", "--max-length", "-3", "--name", "x"], "--max-length must be"),
-    (["evaluate", "{missing}"], "does not exist"),
-    (["evaluate", "{missing}", "--data", "{missing}.tsv"], "does not exist"),
-])
-def test_bad_input_exits_2_with_one_line(checkpoints, tmp_path, capsys, args, message):
-    encoder = tmp_path / "encoder"
-    encoder.mkdir()
-    (encoder / "config.json").write_text(json.dumps({"architectures": ["BertModel"], "model_type": "bert"}))
+# Bad invocations: the arguments, what the one error line says, and whether the command
+# can refuse it before importing torch (everything that needs no model).
+BAD = [
+    (["compress", "{missing}", "--method", "none", "--name", "x"], "not a checkpoint folder", True),
+    (["compress", "{encoder}", "--method", "none", "--name", "x"], "not a sequence classifier", True),
+    (["compress", "{untokenized}", "--method", "none", "--name", "x"], "has no tokenizer", True),
+    (["compress", "{bert}", "--method", "wavelets", "--name", "x"], "unknown method 'wavelets'", True),
+    (["compress", "{bert}", "--method", "svd+prune", "--name", "x"], "prune must come before svd", True),
+    (["compress", "{bert}", "--method", "svd+svd", "--name", "x"], "repeats a step", True),
+    (["compress", "{bert}", "--method", "svd", "--ratio", "0", "--name", "x"], "--ratio must be in (0, 1]", True),
+    (["compress", "{bert}", "--method", "svd", "--ratio", "2", "--name", "x"], "--ratio must be in (0, 1]", True),
+    (["compress", "{bert}", "--method", "svd@1.5", "--name", "x"], "budget after '@' must be in (0, 1]", True),
+    (["compress", "{bert}", "--method", "svd@half", "--name", "x"], "must be a number", True),
+    (["compress", "{bert}", "--method", "none", "--quantize", "int3", "--name", "x"], "unknown --quantize 'int3'", True),
+    (["compress", "{bert}", "--method", "none", "--quantize", "int4-b8", "--name", "x"], "'b8' is out of range", True),
+    (["compress", "{bert}", "--method", "svd", "--allocation", "greedy", "--name", "x"], "unknown --allocation", True),
+    (["compress", "{bert}", "--method", "drop-layers", "--layer-repair", "all", "--calibration", "{text}",
+      "--name", "x"], "unknown --layer-repair", True),
+    (["compress", "{bert}", "--method", "prune", "--name", "x"], "method prune needs --calibration", True),
+    (["compress", "{bert}", "--method", "svd", "--calibration", "{missing}", "--name", "x"], "does not exist", True),
+    (["compress", "{bert}", "--method", "svd", "--calibration", "{empty}", "--name", "x"], "holds no text", True),
+    (["compress", "{bert}", "--method", "svd", "--calibration", "{latin}", "--name", "x"], "is not UTF-8 text", True),
+    (["compress", "{bert}", "--method", "none", "--name", "a/b"], "variant name", True),
+    (["compress", "{bert}", "--method", "none", "--name", "abc\n"], "variant name", True),
+    (["compress", "default", "--method", "none", "--name", "x", "--out", "{text}"], "is a file, not a folder", True),
+    (["compress", "{bert}", "--method", "none", "--max-length", "0", "--name", "x"],
+     "--max-length must be between 1 and 64", False),
+    (["compress", "{bert}", "--method", "none", "--max-length", "1000", "--name", "x"], "--max-length must be", False),
+    (["compress", "{bert}", "--method", "none", "--max-length", "-3", "--name", "x"], "--max-length must be", False),
+    (["evaluate", "{missing}"], "does not exist", True),
+    (["evaluate", "{missing}", "--data", "{missing}.tsv"], "does not exist", True),
+    (["smallest", "default", "--max-drop", "1", "--data", "{missing}", "--name", "x"], "does not exist", True),
+    (["smallest", "default", "--max-drop", "200", "--calibration", "{text}", "--name", "x"], "--max-drop", True),
+]
+EARLY = [case[:2] for case in BAD if case[2]]
+
+
+@pytest.fixture
+def places(checkpoints, tmp_path) -> dict[str, str]:
+    """The files and folders the bad invocations name, by placeholder."""
+    encoder, untokenized = tmp_path / "encoder", tmp_path / "untokenized"
+    for folder, architecture in ((encoder, "BertModel"), (untokenized, "BertForSequenceClassification")):
+        folder.mkdir()
+        (folder / "config.json").write_text(json.dumps({"architectures": [architecture], "model_type": "bert"}))
     (tmp_path / "empty.txt").write_text("\n  \n")
     (tmp_path / "latin.txt").write_bytes("un café crème\n".encode("latin-1"))
-    places = {"missing": str(tmp_path / "missing"), "encoder": str(encoder), "bert": str(checkpoints["bert"]),
-              "empty": str(tmp_path / "empty.txt"), "latin": str(tmp_path / "latin.txt")}
+    (tmp_path / "text.txt").write_text("some text\nmore text\n")
+    return {"missing": str(tmp_path / "missing"), "encoder": str(encoder), "untokenized": str(untokenized),
+            "bert": str(checkpoints["bert"]), "empty": str(tmp_path / "empty.txt"),
+            "latin": str(tmp_path / "latin.txt"), "text": str(tmp_path / "text.txt")}
+
+
+def command_line(args: list[str], places: dict[str, str], out: Path) -> list[str]:
+    filled = [a.format(**places) for a in args]
+    return filled + (["--out", str(out)] if args[0] == "compress" and "--out" not in args else [])
+
+
+@pytest.mark.parametrize("args, message", [case[:2] for case in BAD])
+def test_bad_input_exits_2_with_one_line(places, tmp_path, capsys, args, message):
     out = tmp_path / "out"
-    code, captured = run_cli(capsys, *[a.format(**places) for a in args], *(["--out", str(out)] if args[0] == "compress" else []))
+    code, captured = run_cli(capsys, *command_line(args, places, out))
     assert code == 2
     lines = captured.err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("compressor: error:") and message in lines[0]
@@ -79,31 +111,9 @@ finally:
 """
 
 
-@pytest.mark.parametrize("args, message", [
-    (["compress", "default", "--method", "wavelets", "--name", "x"], "unknown method 'wavelets'"),
-    (["compress", "default", "--method", "svd+prune", "--name", "x"], "prune must come before svd"),
-    (["compress", "default", "--method", "svd", "--ratio", "1.5", "--name", "x"], "--ratio must be in (0, 1]"),
-    (["compress", "default", "--method", "none", "--quantize", "int3", "--name", "x"], "unknown --quantize 'int3'"),
-    (["compress", "default", "--method", "none", "--quantize", "int4-b8", "--name", "x"], "'b8' is out of range"),
-    (["compress", "default", "--method", "svd", "--allocation", "greedy", "--name", "x"], "unknown --allocation"),
-    (["compress", "default", "--method", "drop-layers", "--layer-repair", "all", "--calibration", "{text}",
-      "--name", "x"], "unknown --layer-repair"),
-    (["compress", "default", "--method", "svd", "--calibration", "{missing}", "--name", "x"], "does not exist"),
-    (["compress", "default", "--method", "prune", "--name", "x"], "method prune needs --calibration"),
-    (["compress", "{folder}", "--method", "none", "--name", "x"], "no config.json"),
-    (["compress", "{untokenized}", "--method", "none", "--name", "x"], "has no tokenizer"),
-    (["compress", "default", "--method", "none", "--name", "a/b"], "variant name"),
-    (["compress", "default", "--method", "none", "--name", "x", "--out", "{text}"], "is a file, not a folder"),
-    (["smallest", "default", "--max-drop", "1", "--data", "{missing}", "--name", "x"], "does not exist"),
-    (["smallest", "default", "--max-drop", "200", "--calibration", "{text}", "--name", "x"], "--max-drop"),
-])
-def test_bad_input_is_refused_before_torch_loads(tmp_path, args, message):
-    (tmp_path / "text.txt").write_text("some text\nmore text\n")
-    (tmp_path / "untokenized").mkdir()
-    (tmp_path / "untokenized" / "config.json").write_text('{"architectures": ["BertForSequenceClassification"]}')
-    places = {"folder": str(tmp_path), "missing": str(tmp_path / "missing"), "text": str(tmp_path / "text.txt"),
-              "untokenized": str(tmp_path / "untokenized")}
-    result = subprocess.run([sys.executable, "-c", FRESH_RUN, *[a.format(**places) for a in args]],
+@pytest.mark.parametrize("args, message", EARLY)
+def test_bad_input_is_refused_before_torch_loads(places, tmp_path, args, message):
+    result = subprocess.run([sys.executable, "-c", FRESH_RUN, *command_line(args, places, tmp_path / "out")],
                             capture_output=True, text=True, timeout=120, cwd=tmp_path, check=False)
     lines = result.stderr.strip().splitlines()
     assert result.returncode == 2 and len(lines) == 1, result.stderr
