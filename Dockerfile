@@ -1,6 +1,6 @@
 # slimserve image, two stages:
 #   builder  torch (CPU) + the compressor: exports the default variants to /models
-#   serve    ONNX Runtime, tokenizers and the web stack only (no torch, no transformers)
+#   serve    ONNX Runtime, OpenVINO, tokenizers and the web stack only (no torch, no transformers)
 # Build: docker build -t slimserve .
 # Where download.pytorch.org is out of reach, put the CPU wheel of torch 2.13.0 in
 # docker/wheels/ and build with --build-arg TORCH_INDEX=https://pypi.org/simple.
@@ -26,8 +26,9 @@ ENV PATH=/usr/local/bin:/usr/local/sbin:/usr/sbin:/usr/bin:/sbin:/bin \
 WORKDIR /app
 COPY pyproject.toml ./
 # The serving dependencies, read from pyproject.toml so they are listed in one place.
-RUN python -c "import tomllib; p = tomllib.load(open('pyproject.toml', 'rb'))['project']; \
-print('\n'.join(p['dependencies'] + p['optional-dependencies']['serve']))" > requirements.txt \
+# OpenVINO is one of them (the [openvino] extra): it adds about 180 MB to the image.
+RUN python -c "import tomllib; p = tomllib.load(open('pyproject.toml', 'rb'))['project']; x = p['optional-dependencies']; \
+print('\n'.join(p['dependencies'] + x['serve'] + x['openvino']))" > requirements.txt \
  && pip install -r requirements.txt \
  && useradd --uid 10001 --no-create-home --shell /usr/sbin/nologin slimserve
 COPY service service

@@ -22,7 +22,7 @@ $(VENV)/.torch:
 
 # What serving and compressing need, no test tools.
 $(VENV)/.demo: pyproject.toml $(VENV)/.torch
-	$(PIP) install -q -e ".[serve,compress]"
+	$(PIP) install -q -e ".[serve,compress,openvino]"
 	touch $@
 
 $(VENV)/.dev: pyproject.toml $(VENV)/.demo

@@ -22,7 +22,7 @@ import numpy as np
 
 from compressor.data import PARITY_SENTENCES, Examples, label_ids, read_tsv
 from compressor.errors import InputError
-from service.backend import OrtBackend
+from service.backend import open_backend
 from service.cascade import (
     CASCADE_FILE,
     CascadeSpec,
@@ -50,7 +50,7 @@ def dataset_key(path: Path) -> str:
 def open_variant(folder: Path, threads: int) -> Variant:
     if not folder.is_dir():
         raise InputError(f"variant folder {folder} does not exist")
-    variant = load_variant(folder, partial(OrtBackend, intra_op=threads))
+    variant = load_variant(folder, partial(open_backend, intra_op=threads))
     if variant.state != "ready":
         raise InputError(f"cannot load variant {folder}: {variant.reason}")
     return variant

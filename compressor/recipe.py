@@ -132,7 +132,10 @@ class Quantizer:
 
 QUANTIZERS: dict[str, Quantizer] = {
     "int8": Quantizer("quantize", "quantize_int8", "dynamic"),
-    "int8-static": Quantizer("quantize", "quantize_static_int8", "QDQ", needs_calibration=True),
+    "int8-static": Quantizer("quantize", "quantize_static_int8", "QDQ, ranges by ONNX Runtime's calibrator",
+                             needs_calibration=True),
+    "int8-nncf": Quantizer("nncf_int8", "quantize_nncf_int8", "QDQ by NNCF with SmoothQuant, fastest on OpenVINO",
+                           needs_calibration=True),
     INT4: Quantizer("int4", "quantize_int4", "4-bit MatMuls, int8 embeddings; options such as int4-emb4-b64-sym, "
                     "see the README", parse=parse_int4),
 }

@@ -32,10 +32,10 @@ WEIGHT_MATMULS = ("MatMul", "MatMulInteger", "MatMulNBits")
 RSS_PROBE = """
 import sys
 from pathlib import Path
-from service.backend import OrtBackend
+from service.backend import open_backend
 from service.repository import load_variant, resident_bytes
 from service.tokenization import encode
-v = load_variant(Path(sys.argv[1]), OrtBackend)
+v = load_variant(Path(sys.argv[1]), open_backend)
 v.backend.run(encode(v.tokenizer, ["a short sentence to run once"]).arrays)
 print(resident_bytes())
 """

@@ -59,12 +59,20 @@ class ClassifyResponse(BaseModel):
     predictions: list[Prediction]
 
 
+class RuntimeInUse(BaseModel):
+    backend: str
+    precision: str
+    device: str
+
+
 class ModelEntry(BaseModel):
     model_config = ConfigDict(protected_namespaces=())
     name: str
     state: Literal["ready", "failed"]
     reason: str | None = None
     manifest: dict[str, Any] | None = None
+    runtime: RuntimeInUse | None = Field(None, description="What a loaded variant runs on (the manifest's `runtime` "
+                                                           "is what it was recorded for).")
     cascade: dict[str, Any] | None = Field(None, description="A cascade's fast variant, reference and threshold.")
 
 
@@ -117,7 +125,9 @@ def model_entries(serving: Serving) -> list[ModelEntry]:
     every declared cascade, each ready or failed with the reason."""
     entries = [
         ModelEntry(name=v.name, state=v.state, reason=v.reason,
-                   manifest=v.manifest.model_dump(mode="json", exclude_none=True) if v.manifest else None)
+                   manifest=v.manifest.model_dump(mode="json", exclude_none=True) if v.manifest else None,
+                   runtime=RuntimeInUse(backend=v.backend.runtime.backend, precision=v.backend.runtime.precision,
+                                        device=v.backend.provider) if v.backend else None)
         for v in serving.variants.values()
     ]
     for name, spec in serving.cascades.items():

@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import hmac
 import json
 import logging
 import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI, Header, Request
@@ -24,7 +24,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from service import __version__, api_v1, api_v2
 from service.api import error_response, serving_of
-from service.backend import BackendFactory, OrtBackend
+from service.backend import Backend, BackendFactory, open_backend
 from service.body_limit import BodyLimitMiddleware
 from service.errors import (
     Malformed,
@@ -38,6 +38,7 @@ from service.errors import (
     redact,
 )
 from service.inference import Shadow
+from service.manifest import Runtime
 from service.metrics import Metrics, MetricsMiddleware
 from service.serving import Serving, build_serving
 from service.settings import Settings
@@ -62,12 +63,17 @@ class ServiceIndex(BaseModel):
     metrics: str
 
 
-def ort_backends(settings: Settings) -> BackendFactory:
-    """The default backend: ONNX Runtime sessions under one thread budget for the whole
-    process, kept across reloads, so old and new sessions share the cores."""
+def backends(settings: Settings) -> BackendFactory:
+    """The default backends: each variant on the runtime its manifest records (or the
+    settings' override), all under one thread budget for the whole process, kept across
+    reloads, so old and new sessions share the cores."""
     limiter = threading.BoundedSemaphore(settings.concurrent_runs())
-    return functools.partial(OrtBackend, intra_op=settings.session_threads(), limiter=limiter,
-                             provider=settings.execution_provider)
+
+    def backend_of(path: Path, recorded: Runtime) -> Backend:
+        return open_backend(path, settings.runtime_for(recorded), settings.session_threads(), limiter,
+                            settings.execution_provider)
+
+    return backend_of
 
 
 def publish_variant(metrics: Metrics, serving: Serving, name: str) -> None:
@@ -83,7 +89,8 @@ def publish_variant(metrics: Metrics, serving: Serving, name: str) -> None:
     metrics.model_warmup_seconds.labels(name).set(variant.warmup_seconds)
     metrics.publish_accuracy(name, m)
     quantization = str(m.settings.get("quantize") or "none")
-    metrics.model_info.labels(name, m.method, m.base_model, quantization).set(1)
+    runtime = variant.backend.runtime if variant.backend is not None else m.runtime
+    metrics.model_info.labels(name, m.method, m.base_model, quantization, runtime.backend, runtime.precision).set(1)
 
 
 def validation_message(exc: RequestValidationError) -> str:
@@ -154,7 +161,7 @@ def create_app(settings: Settings | None = None, backend_of: BackendFactory | No
     """The service over `settings.models`; `backend_of` loads each variant's model.onnx
     (default: ONNX Runtime under the settings' thread budget and execution provider)."""
     settings = settings or Settings()
-    backend_of = backend_of or ort_backends(settings)
+    backend_of = backend_of or backends(settings)
     metrics = Metrics()
     reload_lock = asyncio.Lock()
 

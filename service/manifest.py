@@ -13,7 +13,7 @@ import re
 import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -58,6 +58,36 @@ class Evaluation(BaseModel):
     date: str | None = None  # absent on an evaluation converted from the old single `evaluation`
 
 
+# What each backend can compute a graph's float operations in. Integer operations a
+# graph carries (int8 QDQ, 4-bit MatMulNBits) run as such on every backend.
+PRECISIONS: dict[str, tuple[str, ...]] = {
+    "onnxruntime": ("f32",),
+    "openvino": ("f32", "bf16"),  # bf16 where the CPU computes it (AVX-512 bf16, AMX)
+}
+BackendName = Literal[tuple(PRECISIONS)]
+Precision = Literal["f32", "bf16"]
+
+
+class Runtime(BaseModel):
+    """The backend and precision a variant should run with. `compressor search` records
+    the one it measured fastest, with what it measured (extra fields); the service
+    honours it unless a setting overrides it (docs/serving.md, runtimes)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    backend: BackendName = "onnxruntime"
+    precision: Precision = "f32"
+
+    @model_validator(mode="after")
+    def precision_of_backend(self) -> Runtime:
+        if self.precision not in PRECISIONS[self.backend]:
+            raise ValueError(f"{self.backend} runs at {' or '.join(PRECISIONS[self.backend])}, not {self.precision}")
+        return self
+
+    def label(self) -> str:
+        return f"{self.backend}/{self.precision}"
+
+
 class Manifest(BaseModel):
     model_config = ConfigDict(extra="allow", protected_namespaces=())
 
@@ -74,6 +104,7 @@ class Manifest(BaseModel):
     created: str = Field(default_factory=timestamp)
     parity: float | None = None
     digest: str | None = None  # files_digest at export; absent from manifests written before it was recorded
+    runtime: Runtime = Field(default_factory=Runtime)
     # By dataset key, `NAME@HASH` (compressor.evaluate.dataset_key): a new evaluation
     # replaces only the one on the same data.
     evaluations: dict[str, Evaluation] = Field(default_factory=dict)

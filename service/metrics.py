@@ -94,8 +94,8 @@ class Metrics:
             "Accuracy `compressor evaluate` recorded in the manifest on labelled `dataset` (file@content hash).",
             ["model", "dataset"], registry=r)
         self.model_info = Gauge(
-            "slimserve_model_info", "Always 1; labels carry the variant's manifest.",
-            ["model", "method", "base_model", "quantization"], registry=r)
+            "slimserve_model_info", "Always 1; labels carry the variant's manifest and the backend and precision it runs at.",
+            ["model", "method", "base_model", "quantization", "backend", "precision"], registry=r)
 
     def publish_accuracy(self, model: str, manifest: Manifest) -> None:
         """The accuracy gauge's rule: one series per labelled evaluation in the manifest, its

@@ -125,7 +125,7 @@ def load_variant(folder: Path, backend_of: BackendFactory,
         manifest = read_manifest(folder)
         digest = manifest.digest or files_digest(folder)  # older manifests did not record it
         tokenizer = load_tokenizer(folder / TOKENIZER_FILE, manifest.max_length)
-        backend = backend_of(folder / ONNX_FILE)
+        backend = backend_of(folder / ONNX_FILE, manifest.runtime)
         check_labels(backend, manifest)
         loaded = time.perf_counter()
         warm_up(backend, warmup(manifest.max_length) if warmup else [])
@@ -134,8 +134,8 @@ def load_variant(folder: Path, backend_of: BackendFactory,
         log.warning("variant %s failed to load: %s", name, reason)
         return Variant(name, folder, redact(reason, folder.parent))
     done = time.perf_counter()
-    log.info("variant %s loaded in %.2fs, warmed up in %.2fs (method %s, %s)", name, loaded - start, done - loaded,
-             manifest.method, backend.provider)
+    log.info("variant %s loaded in %.2fs, warmed up in %.2fs (method %s, %s at %s on %s)", name, loaded - start,
+             done - loaded, manifest.method, backend.runtime.backend, backend.runtime.precision, backend.provider)
     return Variant(name, folder, None, manifest, tokenizer, backend, loaded - start, done - loaded,
                    max(0, resident_bytes() - before), digest)
 

@@ -6,10 +6,11 @@ import os
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from service.cascade import CascadeSpec
+from service.manifest import PRECISIONS, BackendName, Precision, Runtime
 from service.providers import EXECUTION_PROVIDERS
 
 # The table's names, so a new row is a valid setting with no edit here.
@@ -27,7 +28,11 @@ class Settings(BaseSettings):
     # variants never oversubscribe the cores between them.
     threads: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1)
     intra_op_threads: int | None = Field(None, ge=1, description="Default: all of `threads`.")
-    execution_provider: ProviderName = "cpu"
+    execution_provider: ProviderName = Field("cpu", description="Where ONNX Runtime computes.")
+    # A variant runs on the backend and precision its manifest records (`runtime`); these
+    # override it for every variant. A precision the chosen backend lacks is refused at start.
+    backend: BackendName | None = Field(None, description="Run every variant on this backend.")
+    precision: Precision | None = Field(None, description="Run every variant at this precision.")
     max_inputs: int = Field(64, ge=1, description="Most texts one request may carry.")
     # Tokenizing costs time in proportion to the characters, even when the tokens are then
     # truncated to max_length: a 2 MiB text would hold a worker thread for a while.
@@ -50,6 +55,21 @@ class Settings(BaseSettings):
     admin_token: SecretStr | None = Field(None, description="Bearer token for /admin/*; unset: admin routes are off.")
     shutdown_grace_seconds: float = Field(30.0, ge=0, description="On SIGTERM, how long requests in flight may take.")
     log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"
+
+    @model_validator(mode="after")
+    def precision_of_backend(self) -> Settings:
+        if self.backend is not None and self.precision is not None:
+            Runtime(backend=self.backend, precision=self.precision)  # raises if the backend lacks it
+        return self
+
+    def runtime_for(self, recorded: Runtime) -> Runtime:
+        """What a variant runs with: its recorded runtime, with the settings' overrides. A
+        backend override keeps the recorded precision only where that backend has it."""
+        backend = self.backend or recorded.backend
+        precision = self.precision or recorded.precision
+        if self.precision is None and precision not in PRECISIONS[backend]:
+            precision = "f32"
+        return Runtime(backend=backend, precision=precision)
 
     def concurrent_runs(self) -> int:
         return max(1, self.threads // self.session_threads())

@@ -18,13 +18,17 @@ from pathlib import Path
 
 import numpy as np
 
+from service.manifest import Runtime
+
 
 class FakeBackend:
     input_names = ("input_ids", "attention_mask")
     provider = "fake"
 
-    def __init__(self, path: Path | None = None, *, fault: str | None = None, width: int = 2) -> None:
+    def __init__(self, path: Path | None = None, runtime: Runtime | None = None, *, fault: str | None = None,
+                 width: int = 2) -> None:
         self.path, self.fault, self.width = path, fault, width
+        self.runtime = runtime or Runtime()
         self.shapes: list[tuple[int, int]] = []  # every run's [batch, length]
         self.gate = threading.Event()
         self.gate.set()

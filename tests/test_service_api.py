@@ -127,9 +127,9 @@ def test_unknown_model_and_route(fake_client):
     assert fake_client.get("/v1/nothing-here").json()["error_type"] == "not_found"
 
 
-def fake_or_ort(path):
+def fake_or_ort(path, runtime):
     """FakeBackend, except for a variant named `broken`, which ONNX Runtime loads (and fails to)."""
-    return OrtBackend(path) if path.parent.name == "broken" else FakeBackend(path)
+    return OrtBackend(path) if path.parent.name == "broken" else FakeBackend(path, runtime)
 
 
 def with_a_broken_variant(fake_models_dir, folder):

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from conftest import metric_value, wait_until_async
 
-from service.backend import OrtBackend
+from service.backend import open_backend
 from service.repository import load_variant
 
 TEXTS = ["it's a charming and often affecting journey.", "the plot is thin and the acting is wooden", "fine"]
@@ -270,9 +270,9 @@ def test_queue_and_batch_metrics(client):
 
 def test_warmup_runs_before_ready(models_dir):
     shapes = []
-    variant = load_variant(models_dir / "tiny-bert", OrtBackend, warmup=lambda n: shapes.append(n) or [(1, 16), (4, n)])
+    variant = load_variant(models_dir / "tiny-bert", open_backend, warmup=lambda n: shapes.append(n) or [(1, 16), (4, n)])
     assert variant.ready and shapes == [64] and variant.warmup_seconds > 0
-    too_long = load_variant(models_dir / "tiny-bert", OrtBackend, warmup=lambda n: [(1, 4096)])
+    too_long = load_variant(models_dir / "tiny-bert", open_backend, warmup=lambda n: [(1, 4096)])
     assert too_long.state == "failed"  # a shape the model cannot run fails the load, not the first request
 
 
@@ -286,7 +286,7 @@ def test_cuda_is_used_where_present_and_otherwise_the_cpu_says_so(models_dir, ca
     import onnxruntime as ort
 
     with caplog.at_level(logging.WARNING, logger="slimserve.backend"):
-        variant = load_variant(models_dir / "tiny-bert", partial(OrtBackend, provider="cuda"))
+        variant = load_variant(models_dir / "tiny-bert", partial(open_backend, provider="cuda"))
     assert variant.ready
     if "CUDAExecutionProvider" in ort.get_available_providers():
         assert variant.backend.provider == "CUDAExecutionProvider" and "serving on the CPU" not in caplog.text
