@@ -6,7 +6,8 @@ Examples:
     compressor compress ./my-bert-sst2 --method none --name original
     compressor evaluate models/prune75-int8 --data sst2/dev.tsv --reference models/original --json prune75-int8.json
     compressor report models --data sst2/dev.tsv --out reports
-    compressor smallest ./my-bert-sst2 --max-drop 1.5 --data sst2/dev.tsv --calibration sst2/train.tsv --name small
+    compressor search ./my-bert-sst2 --objective latency --max-drop 1 --data sst2/dev.tsv --calibration sst2/train.tsv --name fast
+    compressor search ./my-bert-sst2 --objective size --max-drop 1.5 --data sst2/dev.tsv --calibration sst2/train.tsv --name small
     compressor train-default --train sst2/train.tsv --dev sst2/dev.tsv
 
 Every command ends with one summary line. Bad input exits 2 with one readable line.
@@ -71,18 +72,27 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     r.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="ONNX Runtime intra-op threads")
     r.add_argument("--out", type=Path, default=Path("reports"))
 
-    s = commands.add_parser("smallest", help="the smallest variant within --max-drop points of the original")
-    s.add_argument("model", help="local Hugging Face checkpoint folder, or 'default'")
-    s.add_argument("--max-drop", type=float, required=True,
-                   help="accuracy points (or points of agreement, without --data) the variant may lose")
-    s.add_argument("--data", type=Path, help="labelled TSV to score accuracy on (GLUE style)")
-    s.add_argument("--text-col")
-    s.add_argument("--text-pair-col")
-    s.add_argument("--label-col")
-    s.add_argument("--calibration", type=Path, help="unlabeled text for the methods (and, without --data, to score on)")
-    s.add_argument("--calibration-col", help="text column of a .tsv calibration file (default: sentence)")
-    s.add_argument("--name", required=True)
-    s.add_argument("--out", type=Path, default=Path("models"))
+    for command, summary in (("search", "the fastest (--objective latency) or smallest (size) variant within "
+                                        "--max-drop points of the original, measured on this machine"),
+                             ("smallest", "search --objective size, under its older name")):
+        s = commands.add_parser(command, help=summary)
+        s.add_argument("model", help="local Hugging Face checkpoint folder, or 'default'")
+        s.add_argument("--max-drop", type=float, required=True,
+                       help="accuracy points (or points of agreement, without --data) the variant may lose")
+        if command == "search":
+            s.add_argument("--objective", default="latency", help="latency (default) or size")
+            s.add_argument("--batch", default="mix", help="batch profile timed: 1, 32 or mix (both; default)")
+            s.add_argument("--time-budget", type=float, help="seconds; no new candidate is built once spent")
+        s.add_argument("--data", type=Path, help="labelled TSV to score accuracy on (GLUE style)")
+        s.add_argument("--text-col")
+        s.add_argument("--text-pair-col")
+        s.add_argument("--label-col")
+        s.add_argument("--calibration", type=Path,
+                       help="unlabeled text for the methods (and, without --data, to score on)")
+        s.add_argument("--calibration-col", help="text column of a .tsv calibration file (default: sentence)")
+        s.add_argument("--threads", type=int, help="threads every runtime computes with (default: all cores)")
+        s.add_argument("--name", required=True)
+        s.add_argument("--out", type=Path, default=Path("models"))
 
     b = commands.add_parser("build-default", help="build the embedded default set of variants")
     b.add_argument("--out", type=Path, default=Path("models"))
@@ -110,15 +120,20 @@ def run(args: argparse.Namespace) -> str:
         return (f"wrote {args.out / m.name}: {m.method}, "
                 f"{m.parameters / 1e6:.2f}M of {m.parameters_original / 1e6:.2f}M parameters, "
                 f"{m.onnx_bytes / 1e6:.1f} MB, {parity_summary(m.method, recipe.quantize, m.parity)}")
-    if args.command == "smallest":
-        # smallest() checks its inputs before it loads torch.
-        from compressor.smallest import smallest
+    if args.command in ("search", "smallest"):
+        # search() checks its inputs before it loads torch.
+        from compressor.search import search
 
         data = read_tsv(args.data, args.text_col, args.text_pair_col, args.label_col) if args.data else None
         calibration = read_calibration(args.calibration, args.calibration_col) if args.calibration else None
-        m, trail = smallest(args.model, args.name, args.out, args.max_drop, data, calibration)
-        return (f"wrote {args.out / m.name}: {m.method}, {m.onnx_bytes / 1e6:.1f} MB, "
-                f"the first rung within {args.max_drop:g} points ({len(trail)} tried)")
+        objective = getattr(args, "objective", "size")
+        m, trail = search(args.model, args.name, args.out, args.max_drop, data, calibration, objective,
+                          getattr(args, "batch", "mix"), getattr(args, "time_budget", None), args.threads)
+        found = m.search
+        return (f"wrote {args.out / m.name}: {m.method} on {m.runtime.label()}, {m.onnx_bytes / 1e6:.1f} MB, "
+                f"{found['metric']} {found['score']:.4f} (bound {found['bound']:.4f}), "
+                f"{m.runtime.model_extra['speedup']:.2f}x the fp32 export's speed at batch {found['batch']}; "
+                f"{len(trail)} candidates in {found['seconds']:.0f} s")
     if args.command == "build-default":
         check_out(args.out)
         from compressor.pipeline import build_default

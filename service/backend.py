@@ -31,7 +31,7 @@ from typing import Protocol
 import numpy as np
 import onnxruntime as ort
 
-from service.manifest import Runtime
+from service.manifest import PRECISIONS, Runtime
 from service.providers import CPU, EXECUTION_PROVIDERS, ExecutionProvider
 
 OUTPUT_NAME = "logits"
@@ -101,6 +101,16 @@ def open_backend(path: Path, runtime: Runtime, intra_op: int = 1, limiter: threa
         else:
             return OpenVinoBackend(path, runtime.precision, intra_op, limiter)
     return OrtBackend(path, intra_op, limiter, provider)
+
+
+def runtimes() -> list[Runtime]:
+    """Every backend and precision this process can run a variant at."""
+    found = [Runtime()]
+    try:
+        from service.openvino_backend import supported
+    except ImportError:
+        return found
+    return found + [Runtime(backend="openvino", precision=p) for p in PRECISIONS["openvino"] if supported(p)]
 
 
 class OrtBackend:

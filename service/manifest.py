@@ -105,6 +105,8 @@ class Manifest(BaseModel):
     parity: float | None = None
     digest: str | None = None  # files_digest at export; absent from manifests written before it was recorded
     runtime: Runtime = Field(default_factory=Runtime)
+    # `compressor search`'s record: objective, bound, score and the trail of candidates.
+    search: dict[str, Any] | None = None
     # By dataset key, `NAME@HASH` (compressor.evaluate.dataset_key): a new evaluation
     # replaces only the one on the same data.
     evaluations: dict[str, Evaluation] = Field(default_factory=dict)

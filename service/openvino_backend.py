@@ -40,8 +40,11 @@ def core() -> ov.Core:
         return _core
 
 
+CAPABILITY = {"f32": "FP32", "bf16": "BF16"}  # the CPU plugin's name for each precision
+
+
 def supported(precision: Precision) -> bool:
-    return precision.upper() in core().get_property(DEVICE, "OPTIMIZATION_CAPABILITIES")
+    return CAPABILITY[precision] in core().get_property(DEVICE, "OPTIMIZATION_CAPABILITIES")
 
 
 class OpenVinoBackend:

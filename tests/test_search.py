@@ -1,0 +1,131 @@
+"""`compressor search`: which candidate wins under each objective, when a family stops being
+refined, the time budget, the record in the winner's manifest, and nothing else left on disk."""
+
+import pytest
+from conftest import CORPUS
+
+from compressor import search as search_module
+from compressor.cli import main
+from compressor.data import Examples
+from compressor.search import Scoring, held_out_split, search
+from service.manifest import Runtime, read_manifest
+
+LADDER = (("svd@0.2", "int8"), ("prune@0.5", "int8"), ("none", "int8"), ("none", None))
+ORT = [Runtime()]
+BOTH = [Runtime(), Runtime(backend="openvino")]
+LABELLED = Examples(texts=CORPUS[:6], pairs=None, labels=["0", "1"] * 3)
+
+
+def quiet(line: str) -> None:
+    pass
+
+
+def test_a_loose_bound_takes_the_first_rung_scored_for_real(checkpoints, tmp_path):
+    manifest, trail = search(str(checkpoints["bert"]), "small", tmp_path, 100.0, calibration=CORPUS,
+                             objective="size", ladder=LADDER, runtimes_here=ORT, report=quiet)
+    assert manifest.method == "svd@0.2+int8" and len(trail) == 1 and trail[0].held
+    held_out = len(held_out_split(CORPUS)[1])  # agreement with the fp32 export on the held-out texts
+    assert trail[0].score * held_out == pytest.approx(round(trail[0].score * held_out)) and 0 <= trail[0].score <= 1
+    assert [p.name for p in tmp_path.iterdir()] == ["small"]  # the work folder is gone
+    written = read_manifest(tmp_path / "small")
+    assert written.name == "small" and written.runtime.backend == "onnxruntime"
+    assert written.search["objective"] == "size" and written.search["bound"] == pytest.approx(0.0, abs=1e-9)
+    assert [a["method"] for a in written.search["trail"]] == ["svd@0.2"]
+    assert written.runtime.model_extra["latency_ms"].keys() == {"1", "32"}  # the mix profile
+
+
+def score_by_method(holding: set[str]):
+    """Scoring.score as a table: 1.0 for the reference and the methods in `holding`."""
+    def score(self, variant):
+        return 1.0 if variant.manifest.method in holding | {"none"} else 0.5
+    return score
+
+
+def test_the_first_rung_that_holds_wins_and_the_trail_shows_the_rest(checkpoints, tmp_path, monkeypatch):
+    monkeypatch.setattr(Scoring, "score", score_by_method({"int8"}))
+    lines = []
+    manifest, trail = search(str(checkpoints["bert"]), "small", tmp_path, 1.0, data=LABELLED, objective="size",
+                             ladder=LADDER, runtimes_here=ORT, report=lines.append)
+    assert manifest.method == "int8"
+    assert [(a.method, a.held) for a in trail] == [("svd@0.2", False), ("prune@0.5", False), ("none", True)]
+    assert trail[1].onnx_bytes is None and "needs --calibration" in trail[1].note  # skipped, not failed
+    assert trail[0].onnx_bytes > 0 and trail[2].onnx_bytes > 0
+    assert lines[0].startswith("fp32 export on onnxruntime/f32: accuracy 1.0000") and "holds at accuracy >= 0.9900" in lines[0]
+    assert lines[2:] == [a.line("accuracy") for a in trail]  # one line an attempt, as it went
+    assert "accuracy 0.5000" in lines[2] and "misses" in lines[2] and "skipped: prune needs --calibration" in lines[3]
+    assert [p.name for p in tmp_path.iterdir()] == ["small"]
+
+
+def test_latency_refines_a_family_while_it_holds_and_gets_faster(checkpoints, tmp_path, monkeypatch):
+    # svd@0.8 holds and is the fastest so far, so its family goes on to svd@0.6, which
+    # holds but is slower: not refined (svd@0.4 is never built). prune@0.9 holds, faster
+    # still; prune@0.7 misses, ending that family.
+    speed = {("svd@0.8", "onnxruntime"): 2.0, ("svd@0.8", "openvino"): 2.5, ("svd@0.6", "onnxruntime"): 1.5,
+             ("svd@0.6", "openvino"): 1.8, ("prune@0.9", "onnxruntime"): 3.0, ("prune@0.9", "openvino"): 2.8}
+    monkeypatch.setattr(Scoring, "score", score_by_method({"svd@0.8", "svd@0.6", "prune@0.9"}))
+    real_latency = Scoring.latency
+
+    def latency(self, variant):
+        measured = real_latency(self, variant)  # timed for real, then steered
+        key = (variant.manifest.method, variant.backend.runtime.backend)
+        factor = speed.get(key, 1.0)
+        if variant.manifest.method == "none" and key[1] == "onnxruntime":
+            return {size: 12.0 for size in measured}
+        return {size: 12.0 / factor for size in measured}
+
+    monkeypatch.setattr(Scoring, "latency", latency)
+    families = ((("svd@0.8", None), ("svd@0.6", None), ("svd@0.4", None)),
+                (("prune@0.9", None), ("prune@0.7", None), ("prune@0.5", None)))
+    manifest, trail = search(str(checkpoints["bert"]), "fast", tmp_path, 1.0, data=LABELLED, calibration=CORPUS,
+                             objective="latency", families=families, runtimes_here=BOTH, report=quiet)
+    tried = [(a.method, a.runtime) for a in trail]
+    assert tried == [("svd@0.8", "onnxruntime/f32"), ("svd@0.8", "openvino/f32"),
+                     ("svd@0.6", "onnxruntime/f32"), ("svd@0.6", "openvino/f32"),
+                     ("prune@0.9", "onnxruntime/f32"), ("prune@0.9", "openvino/f32"),
+                     ("prune@0.7", "onnxruntime/f32"), ("prune@0.7", "openvino/f32")]
+    assert manifest.method == "prune@0.9" and manifest.runtime.backend == "onnxruntime"
+    assert manifest.runtime.model_extra["speedup"] == pytest.approx(3.0)
+    assert read_manifest(tmp_path / "fast").runtime.label() == "onnxruntime/f32"  # recorded as it won
+    assert len(manifest.search["trail"]) == len(trail)
+
+
+def test_a_spent_time_budget_stops_building_and_keeps_the_plain_export(checkpoints, tmp_path):
+    lines = []
+    manifest, trail = search(str(checkpoints["bert"]), "fast", tmp_path, 1.0, data=LABELLED, objective="latency",
+                             time_budget=1e-6, runtimes_here=ORT, report=lines.append)
+    assert manifest.method == "none" and manifest.search["score"] == manifest.search["reference_score"]
+    assert all(a.note == "time budget spent" for a in trail) and "time budget spent" in lines[-1]
+    assert [p.name for p in tmp_path.iterdir()] == ["fast"]
+
+
+def test_a_search_that_fails_midway_leaves_nothing_on_disk(checkpoints, tmp_path, monkeypatch):
+    def broken(*args, **kwargs):
+        raise RuntimeError("the disk filled up")
+
+    monkeypatch.setattr(search_module, "record", broken)
+    with pytest.raises(RuntimeError, match="disk filled up"):
+        search(str(checkpoints["bert"]), "small", tmp_path, 100.0, calibration=CORPUS, objective="size",
+               ladder=LADDER[:1], runtimes_here=ORT, report=quiet)
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--max-drop", "1"], "needs --data"),
+    (["--max-drop", "-1", "--calibration", "{corpus}"], "--max-drop is in accuracy points"),
+    (["--max-drop", "1", "--data", "{unlabelled}"], "no label column"),
+    (["--max-drop", "1", "--calibration", "{corpus}", "--objective", "speed"], "--objective is latency or size"),
+    (["--max-drop", "1", "--calibration", "{corpus}", "--batch", "8"], "--batch is one of 1, 32, mix"),
+    (["--max-drop", "1", "--calibration", "{corpus}", "--time-budget", "0"], "--time-budget is in seconds"),
+])
+def test_bad_input_exits_2_with_one_line(checkpoints, tmp_path, capsys, args, message):
+    (tmp_path / "corpus.txt").write_text("\n".join(CORPUS))
+    (tmp_path / "unlabelled.tsv").write_text("sentence\n" + "\n".join(CORPUS))
+    places = {"corpus": str(tmp_path / "corpus.txt"), "unlabelled": str(tmp_path / "unlabelled.tsv")}
+    out = tmp_path / "out"
+    with pytest.raises(SystemExit) as exit_info:
+        main(["search", str(checkpoints["bert"]), "--name", "x", "--out", str(out),
+              *[a.format(**places) for a in args]])
+    assert exit_info.value.code == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0]
+    assert not out.exists() or list(out.iterdir()) == []
