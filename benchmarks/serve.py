@@ -1,19 +1,22 @@
-"""The service under load, on loopback, against the fine-tuned SST-2 teacher.
+"""The service under load, on loopback, against the fine-tuned SST-2 teacher, driven by wrk.
 
-    python benchmarks/serve.py [--shared ../shared] [--requests 300] [--out benchmarks/results]
+    python benchmarks/serve.py [--shared ../shared] [--seconds 5] [--out benchmarks/results]
 
-Measures, each with a fresh server process on 2 threads:
-(a) HTTP overhead: the service's p50 at batch 1 against a direct `session.run` of the
-    same variant on the same inputs;
-(b) throughput, p50 and p99 with 1, 8 and 32 closed-loop clients, dynamic batching on
-    and off;
-(c) the same load on the do-it-yourself baseline (benchmarks/diy_server.py: FastAPI +
+Load comes from wrk (benchmarks/wrk.py), a compiled generator that leaves the cores to
+the server; its Lua script rotates through the SST-2 dev sentences, one per request.
+Each server runs alone with 2 threads. Measures:
+(a) the request path at one connection: the service's p50 against a raw tokenize +
+    `session.run` (or the OpenVINO backend's run) of the same sentences, in this process;
+(b) per variant and runtime: throughput, p50, p99 at 1, 8, 32 and 64 connections, the
+    variant's SST-2 dev accuracy, and a ceiling: the sentences per second its model alone
+    computes at batch 32 over the same sentences (tokenized beforehand);
+(c) the same load on the do-it-yourself server (benchmarks/diy_server.py: FastAPI +
     transformers.pipeline on the same teacher);
 (d) a cascade (int8, falling back to the fp32 original under a top-1 threshold) against
     both ends, on SST-2 dev: accuracy, fallback rate, mean latency;
-(e) the thread budget: two variants under load at once with the default budget (one
-    2-thread run at a time), two 1-thread runs at once, and an oversubscribed 2 × 2.
-Bounded in requests; prints tables and writes benchmarks/results/serve.json.
+(e) the thread budget: two variants under load at once (two wrk processes) with the
+    default budget, two 1-thread runs at once, and an oversubscribed 2 × 2.
+Prints tables and writes benchmarks/results/serve.json and serve.md.
 """
 
 from __future__ import annotations
@@ -21,24 +24,36 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
+import shutil
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
 import numpy as np
+import wrk
 from common import Service, free_port, server, shared_paths, slimserve
 from common import parser as common_parser
-from load import drive
 
 from compressor.data import label_ids, read_tsv
-from service.backend import OrtBackend
-from service.manifest import ONNX_FILE, TOKENIZER_FILE, read_manifest
-from service.tokenization import encode, load_tokenizer
+from compressor.evaluate import open_variant, predict
+from service.manifest import ONNX_FILE, Runtime, read_manifest, write_manifest
+from service.repository import Variant
+from service.tokenization import encode
 
-CLIENTS = (1, 8, 32)
+CONNECTIONS = (1, 8, 32, 64)
 CASCADE_THRESHOLD = 0.9
+CLASSIFY = "/v1/models/{}/classify"
+# (variant, recipe, runtime it is served with): the fp32 teacher on each runtime, then
+# the int8 variants on the runtime each is calibrated for.
+ROWS: tuple[tuple[str, str | None, Runtime], ...] = (
+    ("original", None, Runtime()),
+    ("original-ov-bf16", None, Runtime(backend="openvino", precision="bf16")),
+    ("int8", "int8", Runtime()),
+    ("int8-static", "int8-static", Runtime()),
+    ("int8-nncf", "int8-nncf", Runtime(backend="openvino")),
+)
 
 
 def diy(teacher: Path) -> contextlib.AbstractContextManager[Service]:
@@ -47,44 +62,75 @@ def diy(teacher: Path) -> contextlib.AbstractContextManager[Service]:
                    "--log-level", "warning"], {"SLIMSERVE_DIY_MODEL": str(teacher)}, port)
 
 
-def build_variants(teacher: Path, models: Path) -> None:
+def build_variants(teacher: Path, train: Path, models: Path) -> None:
+    """One folder per row, each recording the runtime it is served with."""
     from compressor.checkpoint import load_classifier
     from compressor.pipeline import Recipe, build
 
-    if all((models / n / ONNX_FILE).exists() for n in ("original", "int8")):
-        return
-    classifier = load_classifier(str(teacher))
-    build(classifier, Recipe("original"), models)
-    build(classifier, Recipe("int8", quantize="int8"), models)
+    calibration = read_tsv(train).texts
+    classifier = None
+    for name, quantize, runtime in ROWS:
+        folder = models / name
+        if not (folder / ONNX_FILE).exists():
+            if quantize is None and name != "original":
+                shutil.copytree(models / "original", folder)
+            else:
+                classifier = classifier or load_classifier(str(teacher))
+                build(classifier, Recipe(name, quantize=quantize), models, calibration)
+        manifest = read_manifest(folder)
+        manifest.name, manifest.runtime = name, runtime
+        write_manifest(folder, manifest)
 
 
-def direct_p50(folder: Path, texts: list[str], runs: int) -> float:
-    backend = OrtBackend(folder / ONNX_FILE, intra_op=2)
-    tokenizer = load_tokenizer(folder / TOKENIZER_FILE, 256)
-    batches = [encode(tokenizer, [t]).arrays for t in texts[:runs]]
-    for arrays in batches[:20]:
-        backend.run(arrays)
+def alone(models: Path, name: str, work: Path) -> Path:
+    """A models folder holding only `name` (a symlink), so its server loads nothing else."""
+    folder = work / f"only-{name}"
+    folder.mkdir(parents=True, exist_ok=True)
+    if not (folder / name).exists():
+        (folder / name).symlink_to((models / name).resolve())
+    return folder
+
+
+def timed(variant: Variant, batches: list[dict[str, np.ndarray]]) -> list[float]:
+    variant.backend.run(batches[0])
     times = []
     for arrays in batches:
         start = time.perf_counter()
-        backend.run(arrays)
+        variant.backend.run(arrays)
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def raw_p50_ms(variant: Variant, texts: list[str]) -> float:
+    """Tokenize one sentence and run it, as the service does for one request; median."""
+    def one(text: str) -> None:
+        variant.backend.run(encode(variant.tokenizer, [text]).arrays)
+
+    for text in texts[:20]:
+        one(text)
+    times = []
+    for text in texts:
+        start = time.perf_counter()
+        one(text)
         times.append(time.perf_counter() - start)
     return float(np.median(times) * 1000)
 
 
-def load(url: str, model: str, texts: list[str], clients: int, requests: int) -> dict:
-    asyncio.run(drive(url, [model], texts, clients, 40))  # warm the connection pool and caches
-    return asyncio.run(drive(url, [model], texts, clients, requests)).summary()
+def ceiling_rps(variant: Variant, texts: list[str], batch: int = 32) -> float:
+    """Sentences per second the model alone computes at `batch`, tokenized beforehand."""
+    batches = [encode(variant.tokenizer, texts[i:i + batch]).arrays for i in range(0, len(texts) - batch + 1, batch)]
+    return round(len(batches) * batch / sum(timed(variant, batches)), 1)
 
 
 async def labelled(url: str, model: str, texts: list[str], clients: int) -> tuple[list[str], list[float]]:
+    """Every text once, its label and latency (an accuracy measurement, not a load test)."""
     labels, latencies = [None] * len(texts), [0.0] * len(texts)
     queue = iter(range(len(texts)))
 
     async def worker(http: httpx.AsyncClient) -> None:
         for i in queue:
             start = time.perf_counter()
-            response = await http.post(f"{url}/v1/models/{model}/classify", json={"inputs": [texts[i]]})
+            response = await http.post(f"{url}{CLASSIFY.format(model)}", json={"inputs": [texts[i]]})
             latencies[i] = time.perf_counter() - start
             labels[i] = response.json()["predictions"][0]["label"]
 
@@ -99,60 +145,68 @@ def table(title: str, rows: list[dict], columns: list[str]) -> str:
     return "\n".join(lines)
 
 
+def load_row(server_name: str, url: str, model: str, bodies: list[str], connections: int, seconds: float) -> dict:
+    wrk.run(url, CLASSIFY.format(model), bodies, connections, 1)  # warm the connections and the batcher
+    row = {"server": server_name, "connections": connections,
+           **wrk.run(url, CLASSIFY.format(model), bodies, connections, seconds)}
+    print(row, file=sys.stderr)
+    return row
+
+
 def main() -> None:
     parser = common_parser(__doc__)
-    parser.add_argument("--requests", type=int, default=300, help="requests per load point")
+    parser.add_argument("--seconds", type=float, default=5, help="wrk duration per load point")
     args = parser.parse_args()
-    teacher, _, dev = shared_paths(args.shared, "benchmarks/serve.py")
+    if not wrk.available():
+        print("benchmarks/serve.py: needs wrk on PATH (apt-get install wrk)", file=sys.stderr)
+        sys.exit(2)
+    teacher, train, dev = shared_paths(args.shared, "benchmarks/serve.py")
     models = args.out / "serve-models"
-    build_variants(teacher, models)
+    build_variants(teacher, train, models)
     data = read_tsv(dev)
     texts = data.texts
-    results: dict = {}
+    bodies = wrk.classify_bodies(texts)
+    labels = read_manifest(models / "original").labels
+    truth = np.array(label_ids(data.labels, labels))
+    results: dict = {"wrk_seconds": args.seconds}
 
-    # (a) overhead and (b) batching on/off
-    one = args.out / "serve-original-only"
-    one.mkdir(parents=True, exist_ok=True)
-    if not (one / "original").exists():
-        os.symlink((models / "original").resolve(), one / "original")
-    direct = direct_p50(models / "original", texts, 200)
-    load_rows = []
-    for batching in (True, False):
-        with slimserve(one, batching=batching) as service:
-            url = service.url
-            if batching:
-                single = load(url, "original", texts, 1, 200)
-                results["overhead"] = {"direct_p50_ms": round(direct, 2), "service_p50_ms": single["p50_ms"],
-                                       "overhead_ms": round(single["p50_ms"] - direct, 2),
-                                       "ratio": round(single["p50_ms"] / direct, 2)}
-            for clients in CLIENTS:
-                row = load(url, "original", texts, clients, args.requests)
-                load_rows.append({"server": f"slimserve, batching {'on' if batching else 'off'}",
-                                  "clients": clients, **row})
-                print(load_rows[-1], file=sys.stderr)
-    # (c) the do-it-yourself baseline
+    # (a) the request path at one connection, and (b) every row under load
+    overhead, load_rows, ceilings = [], [], []
+    for name, _, runtime in ROWS:
+        variant = open_variant(models / name, args.threads)
+        accuracy = float((predict(variant, texts) == truth).mean())
+        raw = raw_p50_ms(variant, texts[:300])
+        ceilings.append({"variant": name, "runtime": runtime.label(), "accuracy": f"{accuracy:.2%}",
+                         "ceiling_rps": ceiling_rps(variant, texts)})
+        del variant
+        with slimserve(alone(models, name, args.out / "serve-work")) as service:
+            rows = [load_row(f"slimserve {name} ({runtime.label()})", service.url, name, bodies, c, args.seconds)
+                    for c in CONNECTIONS]
+        overhead.append({"variant": name, "runtime": runtime.label(), "raw_p50_ms": round(raw, 2),
+                         "service_p50_ms": rows[0]["p50_ms"], "ratio": round(rows[0]["p50_ms"] / raw, 2)})
+        load_rows += rows
     with diy(teacher) as service:
-        url = service.url
-        for clients in CLIENTS:
-            row = load(url, "original", texts, clients, args.requests)
-            load_rows.append({"server": "FastAPI + transformers.pipeline", "clients": clients, **row})
-            print(load_rows[-1], file=sys.stderr)
-    results["load"] = load_rows
+        load_rows += [load_row("FastAPI + transformers.pipeline (fp32)", service.url, "original", bodies, c,
+                               args.seconds) for c in CONNECTIONS]
+    results.update(overhead=overhead, ceilings=ceilings, load=load_rows)
 
     # (d) the cascade against both ends, on the whole dev set
-    (models / "cascades.json").write_text(json.dumps(
+    cascade_models = args.out / "serve-work" / "cascade"
+    cascade_models.mkdir(parents=True, exist_ok=True)
+    for name in ("original", "int8"):
+        if not (cascade_models / name).exists():
+            (cascade_models / name).symlink_to((models / name).resolve())
+    (cascade_models / "cascades.json").write_text(json.dumps(
         {"cascade": {"fast": "int8", "reference": "original", "threshold": CASCADE_THRESHOLD}}))
     cascade_rows = []
-    names = read_manifest(models / "original").labels
-    gold = [names[i] for i in label_ids(data.labels, names)]
-    with slimserve(models, warmup=True) as service:
-        url = service.url
+    gold = [labels[i] for i in truth]
+    with slimserve(cascade_models) as service:
         for name in ("original", "int8", "cascade"):
-            predicted, latencies = asyncio.run(labelled(url, name, texts, 4))
+            predicted, latencies = asyncio.run(labelled(service.url, name, texts, 4))
             cascade_rows.append({"model": name, "accuracy": f"{np.mean([p == g for p, g in zip(predicted, gold)]):.2%}",
                                  "mean_ms": round(float(np.mean(latencies)) * 1000, 2),
                                  "p99_ms": round(float(np.percentile(latencies, 99)) * 1000, 2)})
-        metrics = httpx.get(f"{url}/metrics").text
+        metrics = httpx.get(f"{service.url}/metrics").text
     fallbacks = next(float(line.split()[-1]) for line in metrics.splitlines()
                      if line.startswith('slimserve_cascade_fallbacks_total{model="cascade"}'))
     cascade_rows[-1]["fallback_rate"] = f"{fallbacks / len(texts):.1%}"
@@ -163,28 +217,25 @@ def main() -> None:
     for label, settings in (("2 threads, one run at a time (default)", {"threads": 2}),
                             ("1 thread per run, two at once", {"threads": 2, "intra_op_threads": 1}),
                             ("2 threads per run, two at once (oversubscribed)", {"threads": 4, "intra_op_threads": 2})):
-        with slimserve(models, **settings) as service:
-            url = service.url
-            async def both(url=url):
-                return await asyncio.gather(*(drive(url, [n], texts, 8, args.requests) for n in ("original", "int8")))
-
-            asyncio.run(drive(url, ["int8"], texts, 8, 40))
-            stats = asyncio.run(both())
-        merged = [s.summary() for s in stats]
-        seconds = max(s.seconds for s in stats)
-        budget_rows.append({"budget": label, "throughput_rps": round(sum(s["requests"] for s in merged) / seconds, 1),
-                            "original_p99_ms": merged[0]["p99_ms"], "int8_p99_ms": merged[1]["p99_ms"]})
+        with slimserve(cascade_models, **settings) as service, ThreadPoolExecutor(2) as pool:
+            both = [pool.submit(wrk.run, service.url, CLASSIFY.format(n), bodies, 8, args.seconds)
+                    for n in ("original", "int8")]
+            original, int8 = (f.result() for f in both)
+        budget_rows.append({"budget": label, "throughput_rps": round(original["throughput_rps"] + int8["throughput_rps"], 1),
+                            "original_p99_ms": original["p99_ms"], "int8_p99_ms": int8["p99_ms"]})
         print(budget_rows[-1], file=sys.stderr)
     results["thread_budget"] = budget_rows
 
     report = "\n\n".join([
-        table("(a) HTTP overhead at batch 1 (fp32 teacher)", [results["overhead"]],
-              ["direct_p50_ms", "service_p50_ms", "overhead_ms", "ratio"]),
-        table("(b, c) one-text requests, closed-loop clients", load_rows,
-              ["server", "clients", "throughput_rps", "p50_ms", "p99_ms", "errors"]),
+        table("(a) one connection: service p50 against a raw tokenize + run of the same sentences", overhead,
+              ["variant", "runtime", "raw_p50_ms", "service_p50_ms", "ratio"]),
+        table("(b) accuracy on SST-2 dev, and the model alone at batch 32 (sentences/s)", ceilings,
+              ["variant", "runtime", "accuracy", "ceiling_rps"]),
+        table(f"(b, c) one-sentence requests from wrk, {args.seconds:g} s per point", load_rows,
+              ["server", "connections", "throughput_rps", "p50_ms", "p99_ms", "non_2xx", "socket_errors"]),
         table(f"(d) cascade int8 → original below top-1 {CASCADE_THRESHOLD}, SST-2 dev, 4 clients", cascade_rows,
               ["model", "accuracy", "mean_ms", "p99_ms", "fallback_rate"]),
-        table("(e) thread budget: original and int8 under load at once, 8 clients each", budget_rows,
+        table("(e) thread budget: original and int8 under load at once, 8 connections each", budget_rows,
               ["budget", "throughput_rps", "original_p99_ms", "int8_p99_ms"]),
     ])
     print(report)

@@ -72,9 +72,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     r.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="ONNX Runtime intra-op threads")
     r.add_argument("--out", type=Path, default=Path("reports"))
 
-    for command, summary in (("search", "the fastest (--objective latency) or smallest (size) variant within "
-                                        "--max-drop points of the original, measured on this machine"),
-                             ("smallest", "search --objective size, under its older name")):
+    searches = {"search": "the fastest (--objective latency) or smallest (size) variant within --max-drop points "
+                          "of the original, measured on this machine",
+                "smallest": "search --objective size, under its older name"}
+    for command, summary in searches.items():
         s = commands.add_parser(command, help=summary)
         s.add_argument("model", help="local Hugging Face checkpoint folder, or 'default'")
         s.add_argument("--max-drop", type=float, required=True,

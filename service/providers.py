@@ -10,6 +10,8 @@ settings can list the names.
 
 from __future__ import annotations
 
+import os
+import tempfile
 from dataclasses import dataclass, field
 
 
@@ -25,12 +27,23 @@ class ExecutionProvider:
 
 
 CPU = "cpu"
+# Several variants share one GPU: each session's arena grows by what it asks for, not to
+# the next power of two.
+CUDA_OPTIONS = {"arena_extend_strategy": "kSameAsRequested"}
+TRT_CACHE = os.path.join(tempfile.gettempdir(), "slimserve-trt")  # engines, by graph and shape
 
 EXECUTION_PROVIDERS: dict[str, ExecutionProvider] = {
     CPU: ExecutionProvider(("CPUExecutionProvider",)),
-    # CPU stays in the list for any node CUDA cannot run. Several variants share one GPU:
-    # each session's arena grows by what it asks for, not to the next power of two.
+    # CPU stays in the list for any node CUDA cannot run.
     "cuda": ExecutionProvider(("CUDAExecutionProvider", "CPUExecutionProvider"),
-                              {"CUDAExecutionProvider": {"arena_extend_strategy": "kSameAsRequested"}},
-                              thread_budget=False),
+                              {"CUDAExecutionProvider": CUDA_OPTIONS}, thread_budget=False),
+    # TensorRT builds an engine per input shape it meets (the warm-up shapes, then any
+    # new one), in fp16; the cache keeps them across restarts. What TensorRT cannot run
+    # goes to CUDA, then the CPU.
+    "tensorrt": ExecutionProvider(("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"),
+                                  {"TensorrtExecutionProvider": {
+                                      "trt_fp16_enable": "True",
+                                      "trt_engine_cache_enable": "True",
+                                      "trt_engine_cache_path": TRT_CACHE,
+                                  }, "CUDAExecutionProvider": CUDA_OPTIONS}, thread_budget=False),
 }

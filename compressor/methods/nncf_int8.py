@@ -21,7 +21,13 @@ from pathlib import Path
 
 import onnx
 
-from compressor.methods.quantize import Feeds, generator_nodes, keep_generators_fp32, store_factors_int8, weight_matmuls
+from compressor.methods.quantize import (
+    Feeds,
+    generator_nodes,
+    keep_generators_fp32,
+    store_factors_int8,
+    weight_matmuls,
+)
 
 RECIPE = "static QDQ by NNCF: transformer preset, SmoothQuant, per-channel s8 weights, fast bias correction"
 
