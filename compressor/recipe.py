@@ -81,7 +81,8 @@ EMBEDDING_BITS = (4, 8, 32)  # 32: the tables stay fp32
 NUMBERED = {"b": ("block_size", BLOCK_SIZES), "acc": ("accuracy_level", ACCURACY_LEVELS),
             "emb": ("embedding_bits", EMBEDDING_BITS)}
 OPTIONS_HELP = ("b16|b32|b64|b128|b256 (block size), sym (MatMul weights without zero points), "
-                "acc1..acc4 (accuracy level), emb4|emb8|emb32 (embedding bits)")
+                "hqq (scales and zero points fitted by HQQ), acc1..acc4 (accuracy level), "
+                "emb4|emb8|emb32 (embedding bits)")
 
 
 @dataclass(frozen=True)
@@ -90,6 +91,7 @@ class Int4Options:
     symmetric: bool = False
     accuracy_level: int = 4
     embedding_bits: int = 8
+    hqq: bool = False  # fit each block's scale and zero point (HQQ) instead of taking its min and max
 
 
 def parse_int4(spec: str) -> Int4Options:
@@ -97,8 +99,8 @@ def parse_int4(spec: str) -> Int4Options:
     fields: dict = {}
     for option in spec.split("-")[1:]:
         numbered = re.fullmatch(r"(b|acc|emb)(\d+)", option)
-        if option == "sym":
-            key, value = "symmetric", True
+        if option in ("sym", "hqq"):
+            key, value = {"sym": "symmetric", "hqq": "hqq"}[option], True
         elif numbered:
             key, allowed = NUMBERED[numbered.group(1)]
             value = int(numbered.group(2))
@@ -109,6 +111,8 @@ def parse_int4(spec: str) -> Int4Options:
         if key in fields:
             raise InputError(f"--quantize {spec}: the {key.replace('_', ' ')} is given twice")
         fields[key] = value
+    if fields.get("symmetric") and fields.get("hqq"):
+        raise InputError(f"--quantize {spec}: hqq fits a zero point per block, so it does not combine with sym")
     return Int4Options(**fields)
 
 

@@ -105,7 +105,8 @@ class Attempt:
     score: float | None
     held: bool
     latency_ms: dict[str, float] = field(default_factory=dict)  # by batch size
-    speedup: float | None = None  # over the fp32 export on ONNX Runtime, this profile
+    speedup: float | None = None  # over the fp32 export on ONNX Runtime: geometric mean over the profile
+    speedups: dict[str, float] = field(default_factory=dict)  # by batch size
     seconds: float = 0.0  # building and measuring the recipe
     note: str = ""
 
@@ -117,8 +118,9 @@ class Attempt:
         if self.score is None:
             return f"  {self.recipe:<46} {self.runtime or '':<17} skipped: {self.note}"
         verdict = "holds" if self.held else "misses"
+        each = ", ".join(f"b{size} {x:.2f}x" for size, x in self.speedups.items())
         return (f"  {self.recipe:<46} {self.runtime:<17} {self.onnx_bytes / 1e6:6.1f} MB  {metric} {self.score:.4f}  "
-                f"{self.speedup:5.2f}x  {verdict}")
+                f"{self.speedup:5.2f}x ({each})  {verdict}")
 
 
 @dataclass
@@ -162,9 +164,8 @@ class Scoring:
         length = bucket(max(len(r.ids) for r in rows), variant.manifest.max_length)
         return pad(rows, length, pad_id(variant.tokenizer)).arrays
 
-    def speedup(self, measured: dict[str, float]) -> float:
-        ratios = [self.reference_ms[size] / measured[size] for size in measured]
-        return math.exp(sum(math.log(r) for r in ratios) / len(ratios))
+    def speedups(self, measured: dict[str, float]) -> dict[str, float]:
+        return {size: round(self.reference_ms[size] / ms, 3) for size, ms in measured.items()}
 
 
 def check_inputs(model: str, name: str, out: Path, max_drop: float, data: Examples | None,
@@ -231,10 +232,16 @@ def try_recipe(build: Callable[[Step, Path], Manifest], step: Step, folder: Path
             continue
         value = scoring.score(variant)
         measured = scoring.latency(variant)
+        speedups = scoring.speedups(measured)
         attempts.append(Attempt(method, quantize, runtime.label(), manifest.onnx_bytes, value, value >= bound - 1e-9,
-                                measured, round(scoring.speedup(measured), 3)))
+                                measured, round(geometric_mean(speedups.values()), 3), speedups))
     elapsed = time.perf_counter() - start
     return [Attempt(**{**asdict(a), "seconds": round(elapsed, 1)}) for a in attempts]
+
+
+def geometric_mean(values) -> float:
+    values = list(values)
+    return math.exp(sum(math.log(v) for v in values) / len(values))
 
 
 def best(attempts: list[Attempt], objective: Objective) -> Attempt | None:
@@ -326,7 +333,7 @@ def search(model: str, name: str, out: Path, max_drop: float, data: Examples | N
                 break
         if winner is None:  # nothing held (or the budget ran out first): the plain export
             attempt = Attempt("none", None, "onnxruntime/f32", reference.manifest.onnx_bytes, reference_score, True,
-                              scoring.reference_ms, 1.0)
+                              scoring.reference_ms, 1.0, {size: 1.0 for size in scoring.reference_ms})
             winner = (attempt, work / "fp32")
         chosen, folder = winner
         manifest = record(folder / name, chosen, reference, scoring, objective, batch, max_drop, reference_score,
@@ -348,8 +355,8 @@ def record(folder: Path, chosen: Attempt, reference: Variant, scoring: Scoring, 
     backend, precision = chosen.runtime.split("/")
     variant = open_on(folder, Runtime(backend=backend, precision=precision), scoring.threads)
     manifest = variant.manifest
-    manifest.runtime = Runtime(backend=backend, precision=precision, speedup=chosen.speedup, batch=batch,
-                               latency_ms=chosen.latency_ms, parity_vs_onnxruntime=round(parity(variant, reference), 6))
+    manifest.runtime = Runtime(backend=backend, precision=precision, speedup=chosen.speedup,
+                               speedups=chosen.speedups, batch=batch, latency_ms=chosen.latency_ms, parity_vs_onnxruntime=round(parity(variant, reference), 6))
     manifest.search = {
         "objective": objective, "batch": batch, "max_drop": max_drop, "metric": scoring.metric,
         "reference_score": round(reference_score, 4), "reference_latency_ms": scoring.reference_ms,

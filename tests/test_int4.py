@@ -27,7 +27,7 @@ def variants(checkpoints, tmp_path_factory):
     out = tmp_path_factory.mktemp("int4-models")
     recipes = [Recipe("plain"), Recipe("int8", quantize="int8"), Recipe("int4", quantize="int4"),
                Recipe("int4-emb4", quantize="int4-emb4"), Recipe("int4-emb32", quantize="int4-emb32-b16-sym-acc1"),
-               Recipe("ae-int4", "embed-ae", 0.5, "int4-emb4")]
+               Recipe("ae-int4", "embed-ae", 0.5, "int4-emb4"), Recipe("int4-hqq", quantize="int4-hqq")]
     manifests = {r.name: compress(str(checkpoints["bert"]), r, out, CORPUS) for r in recipes}
     return out, manifests
 
@@ -53,7 +53,7 @@ def test_int4_turns_every_weight_matmul_into_matmulnbits(variants):
     settings = manifests["int4"].settings
     assert settings["quantize"] == "int4" and "MatMulNBits" in settings["quantize_recipe"]
     assert settings["int4"] == {"block_size": 32, "symmetric": False, "accuracy_level": 4, "embedding_bits": 8,
-                                "matmuls": WEIGHT_MATMULS, "embedding_tables": 3}
+                                "hqq": False, "matmuls": WEIGHT_MATMULS, "embedding_tables": 3}
 
 
 def test_int4_stores_the_embeddings_as_int8_rows_and_beats_int8_on_size(variants):
@@ -80,7 +80,7 @@ def test_emb4_packs_two_weights_per_byte_and_emb32_keeps_fp32_tables(variants):
     assert initializer(kept, WORD_TABLE).data_type == onnx.TensorProto.FLOAT
     assert not any(n.op_type == "GatherBlockQuantized" for n in kept.node)
     assert manifests["int4-emb32"].settings["int4"] == {
-        "block_size": 16, "symmetric": True, "accuracy_level": 1, "embedding_bits": 32,
+        "block_size": 16, "symmetric": True, "accuracy_level": 1, "embedding_bits": 32, "hqq": False,
         "matmuls": WEIGHT_MATMULS, "embedding_tables": 0}
     assert manifests["int4-emb32"].onnx_bytes > manifests["int4"].onnx_bytes
 
@@ -163,9 +163,24 @@ def test_the_service_classifies_int4_variants_like_pytorch(variants, checkpoints
         assert np.abs(scores - expected).max() < 0.02
 
 
+def test_hqq_fits_other_block_parameters_than_min_max_and_keeps_the_compute_type(variants):
+    out, manifests = variants
+    hqq, rtn = graph_of(out / "int4-hqq"), graph_of(out / "int4")
+    nodes = [n for n in hqq.node if n.op_type == "MatMulNBits"]
+    assert len(nodes) == WEIGHT_MATMULS
+    assert all(helper.get_attribute_value(a) == 4 for n in nodes for a in n.attribute if a.name == "accuracy_level")
+    assert all(any(a.name == "accuracy_level" for a in n.attribute) for n in nodes)
+    first = nodes[0].input[2]  # the scales of the first 4-bit MatMul
+    assert not np.allclose(numpy_helper.to_array(initializer(hqq, first)),
+                           numpy_helper.to_array(initializer(rtn, first)))
+    assert manifests["int4-hqq"].settings["int4"]["hqq"] is True and "HQQ" in manifests["int4-hqq"].settings["quantize_recipe"]
+    assert 0 < manifests["int4-hqq"].parity < 0.05
+
+
 def test_options_parse_in_any_order():
     assert recipe.parse_int4("int4") == recipe.Int4Options()
     assert recipe.parse_int4("int4-emb4-sym-b64-acc1") == recipe.Int4Options(64, True, 1, 4)
+    assert recipe.parse_int4("int4-hqq-b64") == recipe.Int4Options(64, hqq=True)
 
 
 @pytest.mark.parametrize("spec, message", [
@@ -175,6 +190,7 @@ def test_options_parse_in_any_order():
     ("int4-acc7", "'acc7' is out of range"),
     ("int4-fast", "unknown option 'fast'"),
     ("int4-b32-b64", "block size is given twice"),
+    ("int4-sym-hqq", "does not combine with sym"),
     ("int4-", "unknown option ''"),
     ("int3", "unknown --quantize 'int3'"),
 ])

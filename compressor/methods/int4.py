@@ -38,7 +38,7 @@ from compressor.recipe import INT4, Int4Options, parse_int4
 
 
 def recipe(options: Int4Options) -> str:
-    zero = "symmetric" if options.symmetric else "asymmetric"
+    zero = "symmetric" if options.symmetric else "asymmetric, HQQ-fitted" if options.hqq else "asymmetric"
     tables = "fp32" if options.embedding_bits == 32 else \
         f"int{options.embedding_bits} rows, one scale and zero point per row"
     return (f"weight-only 4-bit MatMulNBits, blocks of {options.block_size}, {zero}, "
@@ -63,15 +63,24 @@ def quantize_int4(source: Path, target: Path, spec: str, feeds: Feeds | None = N
     """`--quantize int4[-OPTION...]`: weight-only, so it takes no calibration batches."""
     options = parse_int4(spec)
     nbits = nbits_quantizer()
-    config = nbits.DefaultWeightOnlyQuantConfig(block_size=options.block_size, is_symmetric=options.symmetric,
-                                               accuracy_level=options.accuracy_level,
-                                               op_types_to_quantize=("MatMul",), bits=4)
+    if options.hqq:
+        config = nbits.HQQWeightOnlyQuantConfig(block_size=options.block_size, bits=4, op_types_to_quantize=("MatMul",))
+    else:
+        config = nbits.DefaultWeightOnlyQuantConfig(block_size=options.block_size, is_symmetric=options.symmetric,
+                                                   accuracy_level=options.accuracy_level,
+                                                   op_types_to_quantize=("MatMul",), bits=4)
     generators = keep_generators_fp32(source)  # rewrites the file: load it after
     model = onnx.load(str(source))
     hidden_gemms_as_matmuls(model.graph, set(generators))
     quantizer = nbits.MatMulNBitsQuantizer(model, nodes_to_exclude=generators, algo_config=config)
     quantizer.process()
     model = quantizer.model.model
+    if options.hqq:  # its quantizer leaves the compute type to the kernel's default (fp32)
+        for node in model.graph.node:
+            if node.op_type == "MatMulNBits":
+                kept = [a for a in node.attribute if a.name != "accuracy_level"]
+                node.ClearField("attribute")
+                node.attribute.extend([*kept, helper.make_attribute("accuracy_level", options.accuracy_level)])
     tables = 0
     if options.embedding_bits < 32:
         tables = quantize_tables(model, options.embedding_bits)
