@@ -2,13 +2,16 @@
 without int8, against the fp32 teacher and Optimum's per-channel int8 (see common.py).
 
     python benchmarks/methods.py [--methods svd,svd-aware,...] [--ratios 0.75,0.5,0.25]
-                                 [--quantizations int8] [--smallest 1.5,3]
-                                 [--threads 2] [--out benchmarks/results]
+                                 [--quantizations int8] [--runtimes openvino/f32,openvino/bf16]
+                                 [--search latency:1,size:1.5] [--threads 2] [--out benchmarks/results]
 
 Each compressed model is exported in fp32 and once per --quantizations entry (int8,
-int8-static, int4 and its options); the teacher itself is too. --smallest adds the
-variant `compressor smallest` picks within each bound (accuracy points, scored on SST-2
-dev, so a user's own validation split plays that role).
+int8-static, int8-nncf, int4 and its options); the teacher itself is too. The teacher's
+exports that OpenVINO can read (fp32 and the int8 kinds) are measured once more on each
+--runtimes entry: a row named `EXPORT.ov-bf16` is the same files with another
+runtime in the manifest. --search adds the variant `compressor search` picks for each
+OBJECTIVE:BOUND (accuracy points, scored on SST-2 dev, so a user's own validation split
+plays that role).
 
 Calibration: SST-2 train, text only (the methods sample from it; no labels are read).
 Evaluation: SST-2 dev. Each method compresses once; the fp32 and int8 variants are two
@@ -22,6 +25,7 @@ from __future__ import annotations
 import shutil
 import sys
 from dataclasses import replace
+from pathlib import Path
 
 from common import BASELINE, optimum_int8, shared_paths
 from common import parser as common_parser
@@ -30,7 +34,8 @@ from compressor.checkpoint import load_classifier
 from compressor.data import read_tsv
 from compressor.pipeline import Recipe, apply_methods, build, export
 from compressor.report import measure, variant_folders, write_report
-from compressor.smallest import smallest
+from compressor.search import search
+from service.manifest import Runtime, read_manifest, write_manifest
 
 METHODS = ("svd", "svd-aware", "asvd", "fwsvd", "prune", "embed-ae", "ae", "ae-shared", "ae-linear", "ae-linear-shared",
            "kronecker", "tucker")
@@ -46,6 +51,16 @@ PIPELINES = {"prune60-aware85": "prune@0.6+svd-aware@0.85", "prune70-embed50": "
              "embed50": "embed-ae@0.5", "embed30": "embed-ae@0.3", "prune62-embed30": "prune@0.62+embed-ae@0.3"}
 
 
+def on_runtime(models: Path, name: str, runtime: Runtime) -> None:
+    """`name`'s files once more as `NAME.BACKEND-PRECISION`, recorded for `runtime`."""
+    target = models / f"{name}.{runtime.backend.replace('openvino', 'ov')}-{runtime.precision}"
+    shutil.rmtree(target, ignore_errors=True)
+    shutil.copytree(models / name, target)
+    manifest = read_manifest(target)
+    manifest.name, manifest.runtime = target.name, runtime
+    write_manifest(target, manifest)
+
+
 def main() -> None:
     parser = common_parser(__doc__)
     parser.add_argument("--methods", default=",".join(METHODS))
@@ -54,7 +69,9 @@ def main() -> None:
                         help="names from PIPELINES, or ''")
     parser.add_argument("--allocation", default="uniform", help="uniform or sensitivity (SVD family)")
     parser.add_argument("--quantizations", default="int8", help="exports of every model besides fp32, comma-separated")
-    parser.add_argument("--smallest", default="", help="max-drop bounds (accuracy points) for `compressor smallest`")
+    parser.add_argument("--runtimes", default="openvino/f32,openvino/bf16",
+                        help="BACKEND/PRECISION rows for the teacher's exports, besides onnxruntime/f32")
+    parser.add_argument("--search", default="", help="OBJECTIVE:BOUND entries for `compressor search`, e.g. size:1.5")
     parser.add_argument("--name", default="methods", help="results go to OUT/NAME and OUT/NAME-models")
     args = parser.parse_args()
     teacher, train, dev = shared_paths(args.shared, "benchmarks/methods.py")
@@ -79,10 +96,17 @@ def main() -> None:
         for quantize in quantizations:
             export(classifier, compressed, settings, replace(recipe, name=f"{name}-{quantize}", quantize=quantize),
                    models, calibration)
-    for bound in filter(None, args.smallest.split(",")):
-        manifest, trail = smallest(str(teacher), f"smallest-{bound}", models, float(bound), read_tsv(dev), calibration,
-                                   report=lambda line: print(line, file=sys.stderr))
-        print(f"smallest within {bound} points: {manifest.method} after {len(trail)} rungs", file=sys.stderr)
+    for entry in filter(None, args.search.split(",")):
+        objective, bound = entry.split(":")
+        manifest, trail = search(str(teacher), f"search-{objective}-{bound}", models, float(bound), read_tsv(dev),
+                                 calibration, objective, threads=args.threads,
+                                 report=lambda line: print(line, file=sys.stderr))
+        print(f"search {objective} within {bound} points: {manifest.method} on {manifest.runtime.label()} "
+              f"after {len(trail)} candidates", file=sys.stderr)
+    for export_name in ["original", *[q for q in quantizations if q.startswith("int8")]]:
+        for label in filter(None, args.runtimes.split(",")):
+            backend, precision = label.split("/")
+            on_runtime(models, export_name, Runtime(backend=backend, precision=precision))
 
     results = measure(variant_folders(models), dev, models / "original", args.threads)
     order = {"original": 0, "int8": 1, BASELINE: 2}

@@ -154,15 +154,19 @@ async def get_model(name: str, request: Request) -> ModelEntry:
 
 
 @router.post("/models/{name}/classify", response_model=ClassifyResponse, responses=REFUSALS)
-async def classify_texts(name: str, body: ClassifyRequest, request: Request, response: Response) -> ClassifyResponse:
+async def classify_texts(name: str, body: ClassifyRequest, request: Request) -> Response:
     serving = serving_of(request)
     target = serving.lookup(name)
     inputs = as_text_inputs(body.inputs)
     check_inputs(request, inputs)
     state = request.app.state
     outcome = await classify(serving, target, inputs, body.truncate, state.metrics, state.shadow)
+    # Serialized here: returned as a model, it would be validated once more on the way out,
+    # on the hot path of every request (response_model still documents it).
+    answer = ClassifyResponse(model=name, predictions=predictions_of(outcome, body.top_k))
+    response = Response(answer.model_dump_json(), media_type="application/json")
     set_timing_headers(response, outcome)
-    return ClassifyResponse(model=name, predictions=predictions_of(outcome, body.top_k))
+    return response
 
 
 async def timed(ready: ReadyVariant, inputs: list[TextInput], truncate: bool) -> tuple[Outcome, float]:

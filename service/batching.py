@@ -11,10 +11,13 @@ queue refuses new requests (429) instead of letting latency grow without end. Jo
 client went away before their turn are dropped unrun, and a fault inside the owner fails
 the jobs it held, never the owner.
 
-Batches pad to the next length bucket rather than to their own longest row, so ONNX
-Runtime sees a dozen shapes and its memory arena stops growing after warm-up. The buckets
-are 16 tokens apart up to 128, where most sentences fall: on a CPU every padded token is
-paid for, and coarser steps cost more than batching saves.
+Batches of several rows pad to the next length bucket rather than to their own longest
+row, so ONNX Runtime sees a dozen shapes and its memory arena stops growing after
+warm-up. The buckets are 16 tokens apart up to 128, where most sentences fall: on a CPU
+every padded token is paid for, and coarser steps cost more than batching saves. A batch
+of one row is not padded at all: at one connection the padding to a bucket cost a third
+of the run (benchmarks/serve.py, the request path), and a lone row's shapes are small
+enough that the arena's growth stays small.
 """
 
 from __future__ import annotations
@@ -179,7 +182,8 @@ class Batcher:
         for job in batch:
             self.metrics.queue_duration.labels(self.name).observe(started - job.enqueued)
         try:
-            padded = pad(rows, bucket(max(j.longest for j in batch), self.max_length), self.pad_token)
+            longest = max(j.longest for j in batch)
+            padded = pad(rows, longest if len(rows) == 1 else bucket(longest, self.max_length), self.pad_token)
             logits = await asyncio.to_thread(self.backend.run, padded.arrays)
             if logits.shape[0] != len(rows):
                 raise ValueError(f"{logits.shape[0]} rows of logits for {len(rows)} inputs")

@@ -71,10 +71,22 @@ def test_a_request_larger_than_a_batch_is_split_and_rejoined():
         return backend.shapes, result
 
     shapes, result = run(scenario(max_batch_size=2))
-    assert shapes == [(2, 16), (2, 16), (1, 16)]
+    assert shapes == [(2, 16), (2, 16), (1, 1)]  # the lone last row runs unpadded
     assert result.logits[:, 0].tolist() == [1, 2, 3, 4, 5]  # back in the request's order
     shapes, _ = run(scenario(max_batch_tokens=32))  # two rows of 16 padded tokens per run
-    assert shapes == [(2, 16), (2, 16), (1, 16)]
+    assert shapes == [(2, 16), (2, 16), (1, 1)]
+
+
+def test_several_rows_pad_to_a_length_bucket_and_a_lone_row_to_its_own_length():
+    async def scenario(rows):
+        backend = FakeBackend()
+        batcher = await started(backend)
+        await batcher.submit(rows)
+        await batcher.stop()
+        return backend.shapes
+
+    assert run(scenario([row(*range(1, 21))])) == [(1, 20)]
+    assert run(scenario([row(*range(1, 21)), row(7)])) == [(2, 32)]
 
 
 def test_one_text_over_the_token_budget_still_runs():
@@ -86,7 +98,7 @@ def test_one_text_over_the_token_budget_still_runs():
         return backend.shapes, result
 
     shapes, result = run(scenario())
-    assert shapes == [(1, 112)] and result.logits.shape == (1, 2)
+    assert shapes == [(1, 100)] and result.logits.shape == (1, 2)  # a lone row runs unpadded
 
 
 async def busy(backend, batcher) -> asyncio.Future:
@@ -116,7 +128,7 @@ def test_a_full_queue_answers_overloaded():
         await batcher.stop()
         return backend.shapes
 
-    assert run(scenario()) == [(1, 16), (2, 16)]
+    assert run(scenario()) == [(1, 1), (2, 16)]
 
 
 def test_cancelled_jobs_are_not_run():
@@ -132,7 +144,7 @@ def test_cancelled_jobs_are_not_run():
         await batcher.stop()
         return backend.shapes, gone.cancelled()
 
-    assert run(scenario()) == ([(1, 16)], True)
+    assert run(scenario()) == ([(1, 1)], True)
 
 
 @pytest.mark.parametrize("fault, message", [("raise", "boom"), ("short", "rows of logits")])
@@ -166,4 +178,4 @@ def test_stop_finishes_queued_work_and_late_jobs_run_alone():
 
     shapes, queued_logits, late = run(scenario())
     assert queued_logits == [[[0, 1]], [[1, 1]], [[2, 1]]] and late == [[9, 1]]
-    assert shapes == [(1, 16), (3, 16), (1, 16)]  # the three queued ran as one batch; the late one alone
+    assert shapes == [(1, 1), (3, 16), (1, 1)]  # the three queued ran as one batch; the late one alone
