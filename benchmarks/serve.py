@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import shutil
 import sys
 import time
@@ -82,12 +83,12 @@ def build_variants(teacher: Path, train: Path, models: Path) -> None:
         write_manifest(folder, manifest)
 
 
-def alone(models: Path, name: str, work: Path) -> Path:
-    """A models folder holding only `name` (a symlink), so its server loads nothing else."""
-    folder = work / f"only-{name}"
-    folder.mkdir(parents=True, exist_ok=True)
-    if not (folder / name).exists():
-        (folder / name).symlink_to((models / name).resolve())
+def gather(models: Path, names: list[str], folder: Path) -> Path:
+    """A models folder holding only `names`, hard links to their files (the service refuses
+    files that resolve outside its folder, so symbolic links would not do)."""
+    shutil.rmtree(folder, ignore_errors=True)
+    for name in names:
+        shutil.copytree(models / name, folder / name, copy_function=os.link)
     return folder
 
 
@@ -179,7 +180,7 @@ def main() -> None:
         ceilings.append({"variant": name, "runtime": runtime.label(), "accuracy": f"{accuracy:.2%}",
                          "ceiling_rps": ceiling_rps(variant, texts)})
         del variant
-        with slimserve(alone(models, name, args.out / "serve-work")) as service:
+        with slimserve(gather(models, [name], args.out / "serve-work" / name)) as service:
             rows = [load_row(f"slimserve {name} ({runtime.label()})", service.url, name, bodies, c, args.seconds)
                     for c in CONNECTIONS]
         overhead.append({"variant": name, "runtime": runtime.label(), "raw_p50_ms": round(raw, 2),
@@ -191,11 +192,7 @@ def main() -> None:
     results.update(overhead=overhead, ceilings=ceilings, load=load_rows)
 
     # (d) the cascade against both ends, on the whole dev set
-    cascade_models = args.out / "serve-work" / "cascade"
-    cascade_models.mkdir(parents=True, exist_ok=True)
-    for name in ("original", "int8"):
-        if not (cascade_models / name).exists():
-            (cascade_models / name).symlink_to((models / name).resolve())
+    cascade_models = gather(models, ["original", "int8"], args.out / "serve-work" / "cascade")
     (cascade_models / "cascades.json").write_text(json.dumps(
         {"cascade": {"fast": "int8", "reference": "original", "threshold": CASCADE_THRESHOLD}}))
     cascade_rows = []

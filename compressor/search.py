@@ -70,6 +70,7 @@ Step = tuple[str, str | None]  # (method, quantize)
 
 # Families for the latency objective, each least aggressive first.
 LATENCY_FAMILIES: tuple[tuple[Step, ...], ...] = (
+    (("none", None),),  # the plain export, on the runtimes besides ONNX Runtime at f32 (bf16, say)
     (("none", "int8"),),
     (("none", "int8-static"),),
     (("none", "int8-nncf"),),
