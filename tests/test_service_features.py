@@ -252,9 +252,10 @@ def test_a_full_queue_answers_429_with_retry_after(client_for):
 
     answers = client.wait(burst())
     statuses = [r.status_code for r in answers]
-    # The held run took one request (two, if both were in before it started), one more fits
-    # the queue, and every other one was refused.
-    assert statuses.count(200) in (2, 3) and statuses.count(429) == 6 - statuses.count(200), statuses
+    # One request fits the queue; the held run may already have taken one (two, if both
+    # were in before it started) or none (if all six arrived before the batcher woke, as
+    # on a busy machine). Every other one was refused.
+    assert statuses.count(200) in (1, 2, 3) and statuses.count(429) == 6 - statuses.count(200), statuses
     refused = next(r for r in answers if r.status_code == 429)
     assert refused.headers["retry-after"] == "1" and refused.json()["error_type"] == "overloaded"
     text = client.get("/metrics").text
@@ -282,13 +283,15 @@ def test_warmup_seconds_are_published(client_for):
     assert metric_value(text, "slimserve_model_warmup_seconds", model="tiny-bert") > 0
 
 
-def test_cuda_is_used_where_present_and_otherwise_the_cpu_says_so(models_dir, caplog):
+@pytest.mark.parametrize("setting, provider", [("cuda", "CUDAExecutionProvider"),
+                                               ("tensorrt", "TensorrtExecutionProvider")])
+def test_a_gpu_provider_is_used_where_present_and_otherwise_the_cpu_says_so(models_dir, caplog, setting, provider):
     import onnxruntime as ort
 
     with caplog.at_level(logging.WARNING, logger="slimserve.backend"):
-        variant = load_variant(models_dir / "tiny-bert", partial(open_backend, provider="cuda"))
+        variant = load_variant(models_dir / "tiny-bert", partial(open_backend, provider=setting))
     assert variant.ready
-    if "CUDAExecutionProvider" in ort.get_available_providers():
-        assert variant.backend.provider == "CUDAExecutionProvider" and "serving on the CPU" not in caplog.text
+    if provider in ort.get_available_providers():
+        assert variant.backend.provider == provider and "serving on the CPU" not in caplog.text
     else:
         assert variant.backend.provider == "CPUExecutionProvider" and "serving on the CPU" in caplog.text
