@@ -85,6 +85,8 @@ SIZE_LADDER: tuple[Step, ...] = (
     ("drop-layers@0.67+prune@0.62+embed-ae@0.3", "int4-emb4"),
     ("prune@0.62+embed-ae@0.3", "int4-emb4"),
     ("prune@0.62+embed-ae@0.4", "int4-emb4"),
+    ("prune@0.75+embed-ae@0.4", "int4-emb4-b64"),
+    ("prune@0.75+embed-ae@0.4", "int4-emb4-hqq-b64"),  # HQQ's float zero points: larger, often closer
     ("drop-layers@0.83+embed-ae@0.4", "int4-emb4"),
     ("embed-ae@0.4", "int4-emb4"),
     ("embed-ae@0.5", "int4-emb4"),

@@ -129,3 +129,12 @@ def test_bad_input_exits_2_with_one_line(checkpoints, tmp_path, capsys, args, me
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1 and message in lines[0]
     assert not out.exists() or list(out.iterdir()) == []
+
+
+def test_the_command_ends_with_one_summary_line(checkpoints, tmp_path, capsys):
+    (tmp_path / "corpus.txt").write_text("\n".join(CORPUS))
+    main(["search", str(checkpoints["bert"]), "--max-drop", "1", "--calibration", str(tmp_path / "corpus.txt"),
+          "--time-budget", "0.001", "--batch", "1", "--name", "x", "--out", str(tmp_path / "out")])
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    assert last.startswith(f"wrote {tmp_path / 'out' / 'x'}: none on onnxruntime/f32") and "batch 1" in last
+    assert read_manifest(tmp_path / "out" / "x").search["batch"] == "1"
