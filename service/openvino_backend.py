@@ -47,6 +47,16 @@ def supported(precision: Precision) -> bool:
     return CAPABILITY[precision] in core().get_property(DEVICE, "OPTIMIZATION_CAPABILITIES")
 
 
+def reason(message: str) -> str:
+    """OpenVINO's error in one line: the operators it could not convert (ONNX Runtime's own,
+    such as the int4 variants' MatMulNBits), else its last line."""
+    lines = [line.strip() for line in message.splitlines() if line.strip()]
+    failed = [line.split(":", 1)[1].strip() for line in lines if line.startswith("-- Conversion is failed for:")]
+    if failed:
+        return f"it has no conversion for {', '.join(failed)}"
+    return lines[-1] if lines else "unknown error"
+
+
 class OpenVinoBackend:
     provider = f"OpenVINO {DEVICE}"
 
@@ -56,13 +66,16 @@ class OpenVinoBackend:
             log.warning("%s: this CPU has no %s; OpenVINO runs it at f32", path.parent.name, precision)
             precision = "f32"
         self.runtime = Runtime(backend="openvino", precision=precision)
-        self.compiled = core().compile_model(str(path), DEVICE, {
-            "INFERENCE_PRECISION_HINT": precision,
-            "INFERENCE_NUM_THREADS": intra_op,
-            "NUM_STREAMS": 1,
-            "PERFORMANCE_HINT": "LATENCY",
-            "ENABLE_CPU_PINNING": False,  # several models and the web stack share these cores
-        })
+        try:
+            self.compiled = core().compile_model(str(path), DEVICE, {
+                "INFERENCE_PRECISION_HINT": precision,
+                "INFERENCE_NUM_THREADS": intra_op,
+                "NUM_STREAMS": 1,
+                "PERFORMANCE_HINT": "LATENCY",
+                "ENABLE_CPU_PINNING": False,  # several models and the web stack share these cores
+            })
+        except RuntimeError as exc:
+            raise ValueError(f"OpenVINO cannot run {path.name}: {reason(str(exc))}") from None
         self.input_names = tuple(port.get_any_name() for port in self.compiled.inputs)
         check_graph(path, self.input_names, [name for port in self.compiled.outputs for name in port.get_names()])
         self._output = self.compiled.output(OUTPUT_NAME)

@@ -125,3 +125,21 @@ def test_the_service_runs_each_variant_on_its_recorded_runtime(models_copy, make
     overridden = make_client(models_copy, backend="onnxruntime")
     models = {m["name"]: m for m in overridden.get("/v1/models").json()["models"]}
     assert models["tiny-bert-svd"]["runtime"]["backend"] == "onnxruntime"
+
+
+def test_a_graph_openvino_cannot_convert_is_refused_in_one_line(checkpoints, tmp_path):
+    from compressor.pipeline import Recipe, compress
+
+    compress(str(checkpoints["bert"]), Recipe("int4", quantize="int4-emb4"), tmp_path)
+    with pytest.raises(ValueError) as refused:
+        open_backend(tmp_path / "int4" / "model.onnx", Runtime(backend="openvino"))
+    message = str(refused.value)
+    assert message.startswith("OpenVINO cannot run model.onnx: ") and "\n" not in message
+
+
+def test_the_operators_openvino_could_not_convert_make_the_reason():
+    message = ("Exception from src/inference/src/cpp/core.cpp:132:\nModel wasn't fully converted.\n"
+               "-- com.microsoft.MatMulNBits with a message:\nwhatever\n\nSummary:\n"
+               "-- Conversion is failed for: com.microsoft.MatMulNBits\n\n")
+    assert openvino_backend.reason(message) == "it has no conversion for com.microsoft.MatMulNBits"
+    assert openvino_backend.reason("first\nlast line\n") == "last line"
