@@ -24,6 +24,7 @@ Serving needs onnxruntime >= 1.23 (GatherBlockQuantized's `bits`); `emb32` runs 
 from __future__ import annotations
 
 import logging
+import warnings
 from collections import Counter
 from dataclasses import asdict
 from pathlib import Path
@@ -73,7 +74,9 @@ def quantize_int4(source: Path, target: Path, spec: str, feeds: Feeds | None = N
     model = onnx.load(str(source))
     hidden_gemms_as_matmuls(model.graph, set(generators))
     quantizer = nbits.MatMulNBitsQuantizer(model, nodes_to_exclude=generators, algo_config=config)
-    quantizer.process()
+    with warnings.catch_warnings():  # HQQ hands torch read-only arrays it only reads
+        warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+        quantizer.process()
     model = quantizer.model.model
     if options.hqq:  # its quantizer leaves the compute type to the kernel's default (fp32)
         for node in model.graph.node:
