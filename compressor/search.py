@@ -309,9 +309,11 @@ def search(model: str, name: str, out: Path, max_drop: float, data: Examples | N
         trail: list[Attempt] = []
         winner: tuple[Attempt, Path] | None = None
         steps = 0
+        out_of_time = False
         for family in plan(objective, families, ladder):
             for step in family:
-                if time_budget is not None and time.perf_counter() - started > time_budget:
+                out_of_time = time_budget is not None and time.perf_counter() - started > time_budget
+                if out_of_time:  # the next candidate is named in the trail, then the search ends
                     trail.append(Attempt(*step, None, None, None, False, note="time budget spent"))
                     report(trail[-1].line(scoring.metric))
                     break
@@ -332,7 +334,7 @@ def search(model: str, name: str, out: Path, max_drop: float, data: Examples | N
                 if winner is not None and found.speedup <= winner[0].speedup:
                     break  # slower than the best that holds: not refined
                 winner = (found, folder)
-            if objective == "size" and winner is not None:
+            if out_of_time or (objective == "size" and winner is not None):
                 break
         if winner is None:  # nothing held (or the budget ran out first): the plain export
             attempt = Attempt("none", None, "onnxruntime/f32", reference.manifest.onnx_bytes, reference_score, True,
