@@ -159,7 +159,8 @@ async def watch_folders(app: FastAPI, interval: float, reload_lock: asyncio.Lock
 
 def create_app(settings: Settings | None = None, backend_of: BackendFactory | None = None) -> FastAPI:
     """The service over `settings.models`; `backend_of` loads each variant's model.onnx
-    (default: ONNX Runtime under the settings' thread budget and execution provider)."""
+    (default: the runtime its manifest records, or the settings' override, under the
+    settings' thread budget and execution provider)."""
     settings = settings or Settings()
     backend_of = backend_of or backends(settings)
     metrics = Metrics()

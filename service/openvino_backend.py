@@ -1,8 +1,8 @@
 """OpenVINO's CPU plugin as a backend: the same model.onnx, read directly.
 
 It pays where the CPU has bf16 (AVX-512 bf16, AMX): at `precision` bf16 the float
-operations compute in bf16, which on such a CPU runs an fp32 MiniLM about twice as fast
-at batch 32 and keeps its top-1 answers. An int8 graph's QuantizeLinear/DequantizeLinear
+operations compute in bf16, which on a CPU with AMX ran an fp32 MiniLM about three times
+as fast at batch 32 with the same top-1 answers (docs/benchmarks.md). An int8 graph's QuantizeLinear/DequantizeLinear
 pairs run as int8 kernels at either precision. Where the CPU has no bf16, bf16 falls back
 to f32 with a warning.
 

@@ -95,6 +95,7 @@ def test_without_openvino_a_variant_serves_on_onnx_runtime(models_dir, monkeypat
     (Runtime(), {"backend": "openvino"}, Runtime(backend="openvino")),
     (Runtime(), {"backend": "openvino", "precision": "bf16"}, Runtime(backend="openvino", precision="bf16")),
     (Runtime(backend="openvino"), {"precision": "bf16"}, Runtime(backend="openvino", precision="bf16")),
+    (Runtime(), {"precision": "bf16"}, Runtime()),  # ONNX Runtime has no bf16: the variant stays as it is
 ])
 def test_settings_override_the_recorded_runtime(recorded, settings, expected):
     assert Settings(**settings).runtime_for(recorded) == expected
