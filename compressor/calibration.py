@@ -2,6 +2,9 @@
 
 - `input_statistics`: per encoder Linear, XᵀX and Σ|x| of its inputs over real (unpadded)
   tokens — SVD-LLM's whitening and ASVD's scaling.
+
+Calibration inputs are texts or `(text, text_pair)` tuples; a pair is tokenized as one
+input with its second segment (token_type_ids of 1), exactly as the service encodes it.
 - `fisher_diagonal`: per encoder Linear, the squared gradient of the loss summed over
   calibration texts, one text at a time (the empirical Fisher's diagonal). No labels: the
   loss is the cross-entropy against the original model's own prediction.
@@ -20,6 +23,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerFast
 
 from compressor.progress import progress_options
 from compressor.recipe import missing_calibration
+from service.tokenization import TextInput
 
 SAMPLE = 1024  # texts drawn from the calibration file; SST-2 sentences give ~20k tokens
 FISHER_SAMPLE = 256  # texts for gradient signals, one backward pass each
@@ -33,7 +37,7 @@ class InputStats:
     tokens: int
 
 
-def sample(texts: list[str] | None, size: int, method: str, seed: int = 0) -> list[str]:
+def sample(texts: list[TextInput] | None, size: int, method: str, seed: int = 0) -> list[TextInput]:
     if not texts:
         raise missing_calibration(method)
     if len(texts) <= size:
@@ -41,16 +45,21 @@ def sample(texts: list[str] | None, size: int, method: str, seed: int = 0) -> li
     return random.Random(seed).sample(texts, size)
 
 
-def batches(tokenizer: PreTrainedTokenizerFast, texts: list[str], max_length: int,
+def characters(text: TextInput) -> int:
+    return len(text) if isinstance(text, str) else sum(map(len, text))
+
+
+def batches(tokenizer: PreTrainedTokenizerFast, texts: list[TextInput], max_length: int,
             size: int = BATCH) -> Iterator[dict[str, torch.Tensor]]:
-    ordered = sorted(texts, key=len)  # similar lengths together: little padding
+    """Padded batches; a `(text, text_pair)` input is encoded as a pair, as the service does."""
+    ordered = sorted(texts, key=characters)  # similar lengths together: little padding
     for start in range(0, len(ordered), size):
         yield tokenizer(ordered[start:start + size], padding=True, truncation=True,
                         max_length=max_length, return_tensors="pt")
 
 
 @torch.no_grad()
-def input_statistics(model: PreTrainedModel, tokenizer: PreTrainedTokenizerFast, texts: list[str],
+def input_statistics(model: PreTrainedModel, tokenizer: PreTrainedTokenizerFast, texts: list[TextInput],
                      linears: dict[str, nn.Linear], max_length: int) -> dict[str, InputStats]:
     stats = {name: InputStats(torch.zeros(l.in_features, l.in_features, dtype=torch.float64),
                               torch.zeros(l.in_features, dtype=torch.float64), 0) for name, l in linears.items()}
@@ -82,7 +91,7 @@ def self_predicted_loss(logits: torch.Tensor) -> torch.Tensor:
     return nn.functional.cross_entropy(logits, logits.argmax(-1).detach())
 
 
-def fisher_diagonal(model: PreTrainedModel, tokenizer: PreTrainedTokenizerFast, texts: list[str],
+def fisher_diagonal(model: PreTrainedModel, tokenizer: PreTrainedTokenizerFast, texts: list[TextInput],
                     params: dict[str, nn.Parameter], max_length: int) -> dict[str, torch.Tensor]:
     """Σ over texts of (∂ loss / ∂ param)², the loss taken against the model's own top-1."""
     fisher = {name: torch.zeros_like(p) for name, p in params.items()}

@@ -41,6 +41,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     c.add_argument("--ratio", type=float, default=0.5, help="kept fraction of the compressed parameters, 0 < R <= 1")
     c.add_argument("--calibration", type=Path, help="unlabeled text: one per line, or a .tsv column")
     c.add_argument("--text-col", help="text column of a .tsv calibration file (default: sentence)")
+    c.add_argument("--text-pair-col", help="second text column of a .tsv calibration file, for pair tasks "
+                                           "(paraphrase, NLI, rerankers): the methods see each row as a pair")
     c.add_argument("--quantize", help=", ".join(
         f"{name} ({q.summary}{', needs --calibration' if q.needs_calibration else ''})"
         for name, q in QUANTIZERS.items()) + "; applied last")
@@ -85,12 +87,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
             s.add_argument("--batch", default="mix", help="batch profile timed: 1, 32 or mix (both; default)")
             s.add_argument("--time-budget", type=float, help="seconds; no new candidate is built once spent")
         s.add_argument("--data", type=Path, help="labelled TSV to score accuracy on (GLUE style)")
-        s.add_argument("--text-col")
-        s.add_argument("--text-pair-col")
+        s.add_argument("--text-col", help="text column of --data and of a .tsv --calibration (default: sentence)")
+        s.add_argument("--text-pair-col", help="second text column of both, for pair tasks")
         s.add_argument("--label-col")
         s.add_argument("--calibration", type=Path,
                        help="unlabeled text for the methods (and, without --data, to score on)")
-        s.add_argument("--calibration-col", help="text column of a .tsv calibration file (default: sentence)")
+        s.add_argument("--calibration-col", help="text column of a .tsv calibration file, where it differs "
+                                                 "from --text-col")
         s.add_argument("--threads", type=int, help="threads every runtime computes with (default: all cores)")
         s.add_argument("--name", required=True)
         s.add_argument("--out", type=Path, default=Path("models"))
@@ -110,7 +113,8 @@ def run(args: argparse.Namespace) -> str:
     """Carry out one command; return its summary line."""
     if args.command == "compress":
         dropped = parse_layers(args.drop_layers) if args.drop_layers is not None else None
-        calibration = read_calibration(args.calibration, args.text_col) if args.calibration else None
+        calibration = read_calibration(args.calibration, args.text_col, args.text_pair_col) \
+            if args.calibration else None
         recipe = Recipe(args.name, args.method, args.ratio, args.quantize, args.allocation,
                         layer_repair=args.layer_repair, drop_layers=dropped)
         check_compress(args.model, recipe, args.out, calibration)  # compress() does too, after torch loads
@@ -126,7 +130,8 @@ def run(args: argparse.Namespace) -> str:
         from compressor.search import search
 
         data = read_tsv(args.data, args.text_col, args.text_pair_col, args.label_col) if args.data else None
-        calibration = read_calibration(args.calibration, args.calibration_col) if args.calibration else None
+        calibration = read_calibration(args.calibration, args.calibration_col or args.text_col,
+                                       args.text_pair_col) if args.calibration else None
         objective = getattr(args, "objective", "size")
         m, trail = search(args.model, args.name, args.out, args.max_drop, data, calibration, objective,
                           getattr(args, "batch", "mix"), getattr(args, "time_budget", None), args.threads)

@@ -5,8 +5,12 @@ from __future__ import annotations
 import csv
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from compressor.errors import InputError
+
+if TYPE_CHECKING:  # the command line reads data before it imports anything heavy
+    from service.tokenization import TextInput
 
 # Real sentences for the export parity check: varied length, casing, punctuation and
 # sentiment, so a broken graph cannot hide behind one easy input.
@@ -30,6 +34,16 @@ class Examples:
 
     def inputs(self) -> list[str | tuple[str, str]]:
         return list(self.texts) if self.pairs is None else list(zip(self.texts, self.pairs))
+
+
+def parity_inputs(calibration: list[TextInput] | None) -> list[TextInput]:
+    """What an export's parity is checked on: PARITY_SENTENCES and the first calibration
+    inputs. For a pair task (pairs in the calibration) the sentences go in as pairs too,
+    so the check runs the second segment (token_type_ids of 1) as the service will."""
+    calibration = calibration or []
+    if any(isinstance(x, tuple) for x in calibration):
+        return [*zip(PARITY_SENTENCES, PARITY_SENTENCES[1:] + PARITY_SENTENCES[:1]), *calibration[:32]]
+    return [*PARITY_SENTENCES, *calibration[:32]]
 
 
 def read_tsv(path: Path, text_col: str | None = None, pair_col: str | None = None,
@@ -84,10 +98,15 @@ def label_ids(raw: list[str], labels: list[str]) -> list[int]:
     return ids
 
 
-def read_calibration(path: Path, text_col: str | None = None) -> list[str]:
-    """Unlabeled text: a TSV column when the file is a .tsv, else one text per line."""
+def read_calibration(path: Path, text_col: str | None = None, pair_col: str | None = None) -> list[TextInput]:
+    """Unlabeled text: a TSV column (or two, for a pair task: `(text, text_pair)` tuples,
+    which the methods tokenize as the model will see them) when the file is a .tsv, else
+    one text per line."""
     if path.suffix == ".tsv":
-        texts = read_tsv(path, text_col=text_col).texts
+        examples = read_tsv(path, text_col=text_col, pair_col=pair_col)
+        texts = [x for x in examples.inputs() if all(x if isinstance(x, tuple) else (x,))]
+    elif pair_col is not None:
+        raise InputError(f"--text-pair-col needs a .tsv calibration file, not {path.name}")
     elif path.is_file():
         try:
             texts = [line.strip() for line in path.read_text(encoding="utf-8").splitlines()]

@@ -35,7 +35,7 @@ from service.manifest import (
     files_digest,
     write_manifest,
 )
-from service.tokenization import encode, load_tokenizer
+from service.tokenization import TextInput, encode, load_tokenizer
 
 OPSET = 17  # first opset with LayerNormalization as one op
 PARITY_LIMIT = 1e-4  # max |Δlogit| an fp32 export may show against the PyTorch model it was exported from
@@ -59,7 +59,7 @@ def input_names(classifier: Classifier) -> list[str]:
     return names + (["token_type_ids"] if "token_type_ids" in classifier.tokenizer.model_input_names else [])
 
 
-def export_onnx(classifier: Classifier, path: Path, sentences: list[str]) -> None:
+def export_onnx(classifier: Classifier, path: Path, sentences: list[TextInput]) -> None:
     names = input_names(classifier)
     sample = classifier.tokenizer(sentences[:2], padding=True, return_tensors="pt")
     dynamic = {name: {0: "batch", 1: "sequence"} for name in names}
@@ -86,7 +86,7 @@ def save_tokenizer(classifier: Classifier, folder: Path) -> None:
 
 
 @torch.no_grad()
-def measure_parity(classifier: Classifier, folder: Path, sentences: list[str]) -> float:
+def measure_parity(classifier: Classifier, folder: Path, sentences: list[TextInput]) -> float:
     expected = classifier.model(**classifier.tokenizer(
         sentences, padding=True, truncation=True, max_length=classifier.max_length, return_tensors="pt")).logits
     batch = encode(load_tokenizer(folder / TOKENIZER_FILE, classifier.max_length), list(sentences))
@@ -129,7 +129,7 @@ def replace_folder(source: Path, target: Path) -> None:
         source.rename(target)
 
 
-def calibration_feeds(folder: Path, classifier: Classifier, texts: list[str], input_names: tuple[str, ...],
+def calibration_feeds(folder: Path, classifier: Classifier, texts: list[TextInput], input_names: tuple[str, ...],
                       batch: int = 8) -> list[dict[str, np.ndarray]]:
     """Batches for a quantizer that needs calibration, tokenized exactly as the service will."""
     tokenizer = load_tokenizer(folder / TOKENIZER_FILE, classifier.max_length)
@@ -141,8 +141,8 @@ def calibration_feeds(folder: Path, classifier: Classifier, texts: list[str], in
 
 
 def write_variant(classifier: Classifier, name: str, out: Path, method: str, settings: dict,
-                  parameters_original: int, quantize: str | None, sentences: list[str],
-                  calibration: list[str] | None = None) -> Manifest:
+                  parameters_original: int, quantize: str | None, sentences: list[TextInput],
+                  calibration: list[TextInput] | None = None) -> Manifest:
     out.mkdir(parents=True, exist_ok=True)
     for stale in out.glob(f".{name}.tmp-*"):  # left by a run of this name that was killed
         shutil.rmtree(stale, ignore_errors=True)

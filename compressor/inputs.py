@@ -45,7 +45,7 @@ def check_out(out: Path) -> None:
         raise InputError(f"--out {out} is a file, not a folder")
 
 
-def check_compress(model: str, recipe: Recipe, out: Path, calibration: list[str] | None) -> None:
+def check_compress(model: str, recipe: Recipe, out: Path, calibration: list | None) -> None:
     """Everything `compressor compress` can refuse before loading the model."""
     check_recipe(recipe)
     check_out(out)

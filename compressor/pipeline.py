@@ -10,7 +10,7 @@ from pathlib import Path
 from compressor import default_model
 from compressor.calibration import sample
 from compressor.checkpoint import Classifier, load_classifier, parameter_count
-from compressor.data import PARITY_SENTENCES, read_calibration
+from compressor.data import parity_inputs, read_calibration
 from compressor.export import write_variant
 from compressor.inputs import DEFAULT, check_compress, check_out
 from compressor.recipe import (
@@ -23,6 +23,7 @@ from compressor.recipe import (
 )
 from service.cascade import CASCADE_FILE, CascadeSpec
 from service.manifest import Manifest
+from service.tokenization import TextInput
 
 QUANTIZE_SAMPLE = 256  # calibration texts that fix a calibrated quantizer's activation ranges (int8-static)
 
@@ -38,7 +39,7 @@ DEFAULT_RECIPES = (
 DEFAULT_CASCADES = {"int8-cascade": CascadeSpec(fast="int8", reference="original", threshold=0.9)}
 
 
-def apply_methods(classifier: Classifier, recipe: Recipe, calibration: list[str] | None = None) -> tuple[Classifier, dict]:
+def apply_methods(classifier: Classifier, recipe: Recipe, calibration: list[TextInput] | None = None) -> tuple[Classifier, dict]:
     """A compressed copy of `classifier` (the original is untouched) and the settings that made it."""
     steps = check_recipe(recipe)
     if not steps:
@@ -57,8 +58,8 @@ def apply_methods(classifier: Classifier, recipe: Recipe, calibration: list[str]
 
 
 def export(original: Classifier, compressed: Classifier, settings: dict, recipe: Recipe, out: Path,
-           calibration: list[str] | None = None) -> Manifest:
-    sentences = PARITY_SENTENCES + (calibration or [])[:32]
+           calibration: list[TextInput] | None = None) -> Manifest:
+    sentences = parity_inputs(calibration)
     method = pipeline_name(parse_method(recipe.method), recipe.quantize)
     calibrated = recipe.quantize is not None and quantizer(recipe.quantize).needs_calibration
     texts = sample(calibration, QUANTIZE_SAMPLE, f"--quantize {recipe.quantize}") if calibrated else None
@@ -66,13 +67,13 @@ def export(original: Classifier, compressed: Classifier, settings: dict, recipe:
                          recipe.quantize, sentences, texts)
 
 
-def build(classifier: Classifier, recipe: Recipe, out: Path, calibration: list[str] | None = None) -> Manifest:
+def build(classifier: Classifier, recipe: Recipe, out: Path, calibration: list[TextInput] | None = None) -> Manifest:
     """Compress a copy of `classifier` by `recipe` and write it as a variant under `out`."""
     compressed, settings = apply_methods(classifier, recipe, calibration)
     return export(classifier, compressed, settings, recipe, out, calibration)
 
 
-def compress(model: str, recipe: Recipe, out: Path, calibration: list[str] | None = None,
+def compress(model: str, recipe: Recipe, out: Path, calibration: list[TextInput] | None = None,
              max_length: int | None = None) -> Manifest:
     check_compress(model, recipe, out, calibration)  # fail on bad input before the slow load
     return build(load_classifier(model, max_length), recipe, out, calibration)

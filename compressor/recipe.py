@@ -250,7 +250,7 @@ def missing_calibration(user: str) -> InputError:
     return InputError(f"{who} needs --calibration (unlabeled text, one per line or a .tsv column)")
 
 
-def check_calibration(recipe: Recipe, calibration: list[str] | None) -> None:
+def check_calibration(recipe: Recipe, calibration: list | None) -> None:
     """Refuse a recipe whose methods or options need calibration text when there is none."""
     if calibration:
         return

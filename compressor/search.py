@@ -172,7 +172,7 @@ class Scoring:
 
 
 def check_inputs(model: str, name: str, out: Path, max_drop: float, data: Examples | None,
-                 calibration: list[str] | None, objective: str = "size", batch: str = "mix",
+                 calibration: list[TextInput] | None, objective: str = "size", batch: str = "mix",
                  time_budget: float | None = None) -> None:
     """Everything `compressor search` can refuse before loading the model."""
     check_recipe(Recipe(name))
@@ -194,7 +194,7 @@ def check_inputs(model: str, name: str, out: Path, max_drop: float, data: Exampl
     check_checkpoint(model)
 
 
-def held_out_split(calibration: list[str]) -> tuple[list[str], list[str]]:
+def held_out_split(calibration: list[TextInput]) -> tuple[list[TextInput], list[TextInput]]:
     """(texts for the methods, texts to score agreement on)."""
     cut = max(1, int(len(calibration) * (1 - HELD_OUT)))
     return calibration[:cut], calibration[cut:]
@@ -216,7 +216,7 @@ def parity(variant: Variant, reference: Variant) -> float:
 
 
 def try_recipe(build: Callable[[Step, Path], Manifest], step: Step, folder: Path, scoring: Scoring,
-               bound: float, runtimes_here: list[Runtime], calibration: list[str] | None) -> list[Attempt]:
+               bound: float, runtimes_here: list[Runtime], calibration: list[TextInput] | None) -> list[Attempt]:
     """Build one recipe and measure it on every runtime; one Attempt per runtime."""
     method, quantize = step
     needy = [n for n, _ in parse_method(method) if n in NEEDS_CALIBRATION] or \
@@ -264,7 +264,7 @@ def plan(objective: Objective, families: tuple[tuple[Step, ...], ...] | None, la
 
 
 def search(model: str, name: str, out: Path, max_drop: float, data: Examples | None = None,
-           calibration: list[str] | None = None, objective: Objective = "size", batch: str = "mix",
+           calibration: list[TextInput] | None = None, objective: Objective = "size", batch: str = "mix",
            time_budget: float | None = None, threads: int | None = None,
            families: tuple[tuple[Step, ...], ...] | None = None, ladder: tuple[Step, ...] | None = None,
            runtimes_here: list[Runtime] | None = None, report: Callable[[str], None] = print

@@ -20,13 +20,14 @@ from compressor.checkpoint import Classifier
 from compressor.methods.linears import encoder_linears, replace_module, two_linears
 from compressor.methods.svd import factorize, rank_for, stored
 from compressor.progress import progress_options
+from service.tokenization import TextInput
 
 CANDIDATES = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)  # a layer may also stay dense (1.0)
 TEXTS = 128  # calibration texts scored per trial
 
 
 @torch.no_grad()
-def sensitivities(classifier: Classifier, texts: list[str],
+def sensitivities(classifier: Classifier, texts: list[TextInput],
                   scales: dict[str, torch.Tensor] | None) -> dict[str, dict[float, float]]:
     """Layer → {candidate budget: mean KL(original ‖ model with only that layer factorized)}."""
     model = classifier.model

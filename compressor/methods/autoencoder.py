@@ -46,6 +46,7 @@ from compressor.methods.linears import (
     replace_module,
 )
 from compressor.progress import progress_options
+from service.tokenization import TextInput
 
 DECODER_WIDTHS = (2, 4)  # hidden layers of the non-linear decoder, in multiples of k (paper default)
 ENCODER_WIDTHS = (8, 4)
@@ -239,7 +240,7 @@ def groups(linears: dict[str, nn.Linear], shared: bool) -> dict[str, list[str]]:
     return grouped
 
 
-def compress(classifier: Classifier, ratio: float, calibration: list[str] | None = None, *,
+def compress(classifier: Classifier, ratio: float, calibration: list[TextInput] | None = None, *,
              shared: bool, linear: bool) -> dict:
     model = classifier.model
     linears = encoder_linears(model)

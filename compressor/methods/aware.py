@@ -18,6 +18,7 @@ from compressor.calibration import SAMPLE, input_statistics, sample
 from compressor.checkpoint import Classifier
 from compressor.methods.linears import encoder_linears
 from compressor.methods.svd import factorize_linears
+from service.tokenization import TextInput
 
 ALPHA = 0.5
 DAMPING = 1e-6  # ridge on XᵀX, relative to its mean diagonal, for a Cholesky that exists
@@ -40,14 +41,14 @@ def activation_scale(abs_sum: torch.Tensor, tokens: int, alpha: float = ALPHA) -
     return mean.clamp_min(mean.max() * 1e-6 + 1e-12) ** alpha
 
 
-def _statistics(classifier: Classifier, calibration: list[str] | None, method: str):
+def _statistics(classifier: Classifier, calibration: list[TextInput] | None, method: str):
     texts = sample(calibration, SAMPLE, method)
     linears = encoder_linears(classifier.model)
     stats = input_statistics(classifier.model, classifier.tokenizer, texts, linears, classifier.max_length)
     return texts, stats
 
 
-def compress_whitened(classifier: Classifier, ratio: float, calibration: list[str] | None = None,
+def compress_whitened(classifier: Classifier, ratio: float, calibration: list[TextInput] | None = None,
                       allocation: str = "uniform") -> dict:
     texts, stats = _statistics(classifier, calibration, "svd-aware")
     scales = {name: whitening(s.gram) for name, s in stats.items()}
@@ -55,7 +56,7 @@ def compress_whitened(classifier: Classifier, ratio: float, calibration: list[st
             "calibration_texts": len(texts)}
 
 
-def compress_scaled(classifier: Classifier, ratio: float, calibration: list[str] | None = None,
+def compress_scaled(classifier: Classifier, ratio: float, calibration: list[TextInput] | None = None,
                     allocation: str = "uniform") -> dict:
     texts, stats = _statistics(classifier, calibration, "asvd")
     scales = {name: activation_scale(s.abs_sum, s.tokens) for name, s in stats.items()}

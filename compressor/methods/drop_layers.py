@@ -57,6 +57,7 @@ from compressor.errors import InputError
 from compressor.methods.layers import embedding_norm, encoder_of, head_input, layers_of
 from compressor.progress import progress_options
 from compressor.recipe import DEFAULT_REPAIR, REPAIRS
+from service.tokenization import TextInput
 
 SAMPLE = 512  # calibration texts; while choosing, every other batch fits the repairs and the rest score them
 RIDGE = 1e-3  # relative to the inputs' mean second moment (variance, per channel): well posed on few texts
@@ -221,7 +222,7 @@ def choose(reference: PreTrainedModel, keep: int, fit: list[dict], score: tuple[
     return sorted(dropped), used, steps
 
 
-def compress(classifier: Classifier, ratio: float, calibration: list[str] | None = None,
+def compress(classifier: Classifier, ratio: float, calibration: list[TextInput] | None = None,
              layers: tuple[int, ...] | None = None, repair_with: str = DEFAULT_REPAIR) -> dict:
     texts = sample(calibration, SAMPLE, "drop-layers")
     model = classifier.model

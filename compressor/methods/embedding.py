@@ -28,6 +28,7 @@ from tqdm import tqdm
 from compressor.calibration import sample
 from compressor.checkpoint import Classifier
 from compressor.progress import progress_options
+from service.tokenization import TextInput
 
 EPOCHS = 12  # the direction loss moves little past the PCA start; more epochs gain nothing measurable
 BATCH = 256
@@ -49,7 +50,7 @@ def direction_loss(rebuilt: torch.Tensor, target: torch.Tensor, alpha: float,
     return (per_row if weight is None else per_row * weight).mean()
 
 
-def token_weights(classifier: Classifier, texts: list[str], vocab: int) -> torch.Tensor:
+def token_weights(classifier: Classifier, texts: list[TextInput], vocab: int) -> torch.Tensor:
     counts = torch.zeros(vocab)
     for ids in classifier.tokenizer(texts, truncation=True, max_length=classifier.max_length)["input_ids"]:
         counts += torch.bincount(torch.tensor(ids), minlength=vocab)[:vocab].float()
@@ -90,7 +91,7 @@ def fit_autoencoder(matrix: torch.Tensor, k: int, weight: torch.Tensor | None = 
         return encoder(matrix), decoder
 
 
-def compress(classifier: Classifier, ratio: float, calibration: list[str] | None = None) -> dict:
+def compress(classifier: Classifier, ratio: float, calibration: list[TextInput] | None = None) -> dict:
     model = classifier.model
     embedding = model.get_input_embeddings()
     matrix = embedding.weight.detach().float()

@@ -13,9 +13,10 @@ from compressor.calibration import FISHER_SAMPLE, fisher_diagonal, sample
 from compressor.checkpoint import Classifier
 from compressor.methods.linears import encoder_linears
 from compressor.methods.svd import factorize_linears
+from service.tokenization import TextInput
 
 
-def compress(classifier: Classifier, ratio: float, calibration: list[str] | None = None,
+def compress(classifier: Classifier, ratio: float, calibration: list[TextInput] | None = None,
              allocation: str = "uniform") -> dict:
     texts = sample(calibration, FISHER_SAMPLE, "fwsvd")
     linears = encoder_linears(classifier.model)

@@ -21,6 +21,7 @@ from torch import nn
 
 from compressor.checkpoint import Classifier
 from compressor.methods.linears import GeneratedLinear, encoder_linears, replace_module
+from service.tokenization import TextInput
 
 
 def split(size: int) -> tuple[int, int]:
@@ -57,7 +58,7 @@ class KroneckerSum(nn.Module):
         return torch.einsum("rab,rcd->acbd", self.a, self.b).reshape(n1 * n2, m1 * m2)
 
 
-def compress(classifier: Classifier, ratio: float, calibration: list[str] | None = None) -> dict:
+def compress(classifier: Classifier, ratio: float, calibration: list[TextInput] | None = None) -> dict:
     terms, dense = [], 0
     for name, linear in encoder_linears(classifier.model).items():
         n, m = linear.weight.shape

@@ -40,6 +40,7 @@ from compressor.errors import InputError
 from compressor.methods.layers import layers_of
 from compressor.methods.linears import replace_module
 from compressor.progress import progress_options
+from service.tokenization import TextInput
 
 SAMPLE = 512  # calibration texts for gradients and rescaling
 GRAD_BATCH = 16  # texts per mini-batch gradient: the rearrangement's sample vectors
@@ -67,7 +68,7 @@ def masked(model: PreTrainedModel, head_mask: torch.Tensor, neuron_mask: torch.T
             h.remove()
 
 
-def mask_gradients(classifier: Classifier, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+def mask_gradients(classifier: Classifier, texts: list[TextInput]) -> tuple[torch.Tensor, torch.Tensor]:
     """Per mini-batch gradients of the self-predicted loss w.r.t. the masks: [batches, L, H], [batches, L, F]."""
     model, layers = classifier.model, layers_of(classifier.model)
     head_mask = torch.ones(len(layers), layers[0].heads, requires_grad=True)
@@ -167,7 +168,7 @@ def solve(ata: torch.Tensor, atb: torch.Tensor) -> torch.Tensor | None:
 
 
 @torch.no_grad()
-def rescale(classifier: Classifier, head_mask: torch.Tensor, neuron_mask: torch.Tensor, texts: list[str]) -> int:
+def rescale(classifier: Classifier, head_mask: torch.Tensor, neuron_mask: torch.Tensor, texts: list[TextInput]) -> int:
     """Least-squares scales for the kept units, layer by layer, written into the masks.
     The original is the model without the mask hooks; the pruned model is the same with
     them. Returns how many sublayers were rescaled."""
@@ -243,7 +244,7 @@ def remove_units(model: PreTrainedModel, head_mask: torch.Tensor, neuron_mask: t
             assert got == shape, f"prune: layer {i}'s {part} is {got} after removal, expected {shape}"
 
 
-def compress(classifier: Classifier, ratio: float, calibration: list[str] | None = None) -> dict:
+def compress(classifier: Classifier, ratio: float, calibration: list[TextInput] | None = None) -> dict:
     texts = sample(calibration, SAMPLE, "prune")
     layers = layers_of(classifier.model)
     if any(b.heads != layers[0].heads or b.ffn_in.out_features != layers[0].ffn_in.out_features for b in layers):

@@ -22,6 +22,7 @@ import torch
 from compressor.calibration import sample
 from compressor.checkpoint import Classifier
 from compressor.methods.linears import encoder_linears, replace_module, two_linears
+from service.tokenization import TextInput
 
 
 def rank_for(ratio: float, rows: int, cols: int) -> int:
@@ -51,7 +52,7 @@ def factorize(weight: torch.Tensor, rank: int, scale: torch.Tensor | None = None
 
 
 def factorize_linears(classifier: Classifier, ratio: float, scales: dict[str, torch.Tensor] | None = None,
-                      allocation: str = "uniform", calibration: list[str] | None = None) -> dict:
+                      allocation: str = "uniform", calibration: list[TextInput] | None = None) -> dict:
     """Replace every encoder Linear by its rank-r factor pair; `scales` maps a layer's name
     to its input scaling (absent: plain SVD). With sensitivity allocation each layer gets
     its own budget, the total still `ratio` of the weights (see allocation.py)."""
@@ -82,6 +83,6 @@ def factorize_linears(classifier: Classifier, ratio: float, scales: dict[str, to
     return settings
 
 
-def compress(classifier: Classifier, ratio: float, calibration: list[str] | None = None,
+def compress(classifier: Classifier, ratio: float, calibration: list[TextInput] | None = None,
              allocation: str = "uniform") -> dict:
     return factorize_linears(classifier, ratio, None, allocation, calibration)

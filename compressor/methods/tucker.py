@@ -26,6 +26,7 @@ from torch import nn
 
 from compressor.checkpoint import Classifier
 from compressor.methods.linears import GeneratedLinear, encoder_linears, replace_module
+from service.tokenization import TextInput
 
 ITERATIONS = 5  # alternating updates after the HOSVD start; the fit barely moves after that
 
@@ -83,7 +84,7 @@ class TuckerBlocks(nn.Module):
         return blocks.reshape(rows, cols, hidden, hidden).transpose(1, 2).reshape(rows * hidden, cols * hidden)
 
 
-def compress(classifier: Classifier, ratio: float, calibration: list[str] | None = None) -> dict:
+def compress(classifier: Classifier, ratio: float, calibration: list[TextInput] | None = None) -> dict:
     hidden = classifier.model.config.hidden_size
     linears = encoder_linears(classifier.model)
     fitting = {n: l for n, l in linears.items() if all(side % hidden == 0 for side in l.weight.shape)}
