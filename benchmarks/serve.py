@@ -38,7 +38,7 @@ from common import Service, free_port, server, shared_paths, slimserve
 from common import parser as common_parser
 
 from compressor.data import label_ids, read_tsv
-from compressor.evaluate import open_variant, predict
+from compressor.evaluate import open_variant, scores
 from service.manifest import ONNX_FILE, Runtime, read_manifest, write_manifest
 from service.repository import Variant
 from service.tokenization import encode
@@ -175,7 +175,7 @@ def main() -> None:
     overhead, load_rows, ceilings = [], [], []
     for name, _, runtime in ROWS:
         variant = open_variant(models / name, args.threads)
-        accuracy = float((predict(variant, texts) == truth).mean())
+        accuracy = float((scores(variant, texts).argmax(-1) == truth).mean())
         raw = raw_p50_ms(variant, texts)
         ceilings.append({"variant": name, "runtime": runtime.label(), "accuracy": f"{accuracy:.2%}",
                          "ceiling_rps": ceiling_rps(variant, texts)})

@@ -7,7 +7,7 @@ Calibration inputs are texts or `(text, text_pair)` tuples; a pair is tokenized 
 input with its second segment (token_type_ids of 1), exactly as the service encodes it.
 - `fisher_diagonal`: per encoder Linear, the squared gradient of the loss summed over
   calibration texts, one text at a time (the empirical Fisher's diagonal). No labels: the
-  loss is the cross-entropy against the original model's own prediction.
+  loss is taken against the original model's own answer, as its task reads it.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerFast
 
 from compressor.progress import progress_options
 from compressor.recipe import missing_calibration
+from service.manifest import Task
 from service.tokenization import TextInput
 
 SAMPLE = 1024  # texts drawn from the calibration file; SST-2 sentences give ~20k tokens
@@ -86,21 +87,43 @@ def input_statistics(model: PreTrainedModel, tokenizer: PreTrainedTokenizerFast,
     return stats
 
 
-def self_predicted_loss(logits: torch.Tensor) -> torch.Tensor:
-    """Cross-entropy against the model's own top-1: a task signal without labels."""
-    return nn.functional.cross_entropy(logits, logits.argmax(-1).detach())
+def self_predicted_loss(logits: torch.Tensor, task: Task) -> torch.Tensor:
+    """A task signal without labels, whose gradients give the empirical Fisher: the loss
+    against the model's own answer (its top-1, or its on/off label decisions). A
+    regression head's own answer is a zero-loss point, so it gives the output itself: its
+    squared gradient is the Fisher diagonal of a Gaussian likelihood."""
+    if task == "single_label":
+        return nn.functional.cross_entropy(logits, logits.argmax(-1).detach())
+    if task == "multi_label":
+        return nn.functional.binary_cross_entropy_with_logits(logits, (logits >= 0).float().detach(), reduction="sum")
+    return logits.sum()
+
+
+def head_divergence(reference: torch.Tensor, other: torch.Tensor, task: Task) -> torch.Tensor:
+    """Per input, how far `other` logits answer from `reference` logits: KL between the
+    class distributions (single_label), the sum of per-label Bernoulli KLs (multi_label),
+    or the squared difference of the scores (regression). [inputs], ≥ 0 up to rounding."""
+    if task == "single_label":
+        ref, oth = reference.log_softmax(-1), other.log_softmax(-1)
+        return (ref.exp() * (ref - oth)).sum(-1)
+    if task == "multi_label":
+        p_ref = torch.sigmoid(reference)
+        on = p_ref * (nn.functional.logsigmoid(reference) - nn.functional.logsigmoid(other))
+        off = (1 - p_ref) * (nn.functional.logsigmoid(-reference) - nn.functional.logsigmoid(-other))
+        return (on + off).sum(-1)
+    return ((reference - other) ** 2).sum(-1)
 
 
 def fisher_diagonal(model: PreTrainedModel, tokenizer: PreTrainedTokenizerFast, texts: list[TextInput],
-                    params: dict[str, nn.Parameter], max_length: int) -> dict[str, torch.Tensor]:
-    """Σ over texts of (∂ loss / ∂ param)², the loss taken against the model's own top-1."""
+                    params: dict[str, nn.Parameter], max_length: int, task: Task) -> dict[str, torch.Tensor]:
+    """Σ over texts of (∂ loss / ∂ param)², the loss taken against the model's own answer."""
     fisher = {name: torch.zeros_like(p) for name, p in params.items()}
     was_training = model.training
     model.eval()
     try:
         for text in tqdm(texts, desc="fisher", unit="text", **progress_options(), leave=False):
             batch = tokenizer([text], truncation=True, max_length=max_length, return_tensors="pt")
-            grads = torch.autograd.grad(self_predicted_loss(model(**batch).logits), list(params.values()))
+            grads = torch.autograd.grad(self_predicted_loss(model(**batch).logits, task), list(params.values()))
             for name, grad in zip(params, grads):
                 fisher[name] += grad.detach() ** 2
     finally:

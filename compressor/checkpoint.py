@@ -1,10 +1,10 @@
-"""Load a classifier: a local Hugging Face checkpoint folder, or the embedded `default`."""
+"""Load a classifier: a local Hugging Face checkpoint folder, a Hub model (compressor.hub), or the
+embedded `default`."""
 
 from __future__ import annotations
 
 import pickle
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 from transformers import (
@@ -16,6 +16,8 @@ from transformers import (
 
 from compressor.errors import InputError
 from compressor.inputs import DEFAULT, check_checkpoint
+from service.heads import task_of
+from service.manifest import Task
 
 # Positions some architectures reserve (RoBERTa offsets positions by padding_idx + 1).
 POSITION_OFFSET = {"roberta": 2, "xlm-roberta": 2, "camembert": 2}
@@ -25,13 +27,22 @@ POSITION_OFFSET = {"roberta": 2, "xlm-roberta": 2, "camembert": 2}
 class Classifier:
     model: PreTrainedModel  # a *ForSequenceClassification in eval mode, fp32
     tokenizer: PreTrainedTokenizerFast
-    base_model: str  # what the manifest calls it: a folder path or "default"
+    base_model: str  # what the manifest calls it: a folder path, ORG/NAME@COMMIT or "default"
     max_length: int
+
+    @property
+    def task(self) -> Task:
+        return model_task(self.model)
 
     @property
     def labels(self) -> list[str]:
         id2label = self.model.config.id2label
         return [str(id2label[i]) for i in range(len(id2label))]
+
+
+def model_task(model: PreTrainedModel) -> Task:
+    """What the head computes, from the config transformers trained it with."""
+    return task_of(model.config.problem_type, model.config.num_labels)
 
 
 def parameter_count(model: torch.nn.Module) -> int:
@@ -56,8 +67,8 @@ def load_classifier(spec: str, max_length: int | None = None) -> Classifier:
 
         model, tokenizer = default_model.build_model()
         return Classifier(model, tokenizer, DEFAULT, checked_length(model, max_length, default_model.MAX_LENGTH))
-    check_checkpoint(spec)
-    folder = Path(spec)
+    checkpoint = check_checkpoint(spec)
+    folder = checkpoint.folder  # a Hub name's snapshot in the cache, fetched by check_checkpoint
     try:
         # Only the folder's own files, no code from it, and weights through safetensors or
         # torch.load(weights_only=True): a checkpoint cannot run code on this machine.
@@ -71,4 +82,4 @@ def load_classifier(spec: str, max_length: int | None = None) -> Classifier:
         raise InputError(f"{spec} has no fast tokenizer; the service needs tokenizer.json")
     model.eval()
     default = min(position_limit(model), tokenizer.model_max_length, 512)
-    return Classifier(model, tokenizer, str(folder), checked_length(model, max_length, default))
+    return Classifier(model, tokenizer, checkpoint.name, checked_length(model, max_length, default))

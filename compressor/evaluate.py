@@ -1,7 +1,8 @@
 """Measure exported variants through ONNX Runtime, the way the service runs them.
 
-For each variant: accuracy on a labelled TSV, agreement of its top-1 predictions with a
-reference variant, latency of `session.run` at batch 1 and batch 32 (p50/p95; tokenizing
+For each variant: its score on a labelled TSV (accuracy; for a regression head, the
+Pearson correlation with the labels), agreement with a reference variant as its task
+defines it (service/heads.py), latency of `session.run` at batch 1 and batch 32 (p50/p95; tokenizing
 is the same for every variant, so it is left out to keep ratios sharp), parameters and
 ONNX bytes. The figures on a data file are also recorded in the variant's manifest, under
 that file's dataset key (`evaluations`): each dataset keeps its own, so evaluating on a
@@ -22,15 +23,15 @@ import numpy as np
 
 from compressor.data import PARITY_SENTENCES, Examples, label_ids, read_tsv
 from compressor.errors import InputError
+from service import heads
 from service.backend import open_backend
 from service.cascade import (
     CASCADE_FILE,
     CascadeSpec,
     read_cascade_file,
-    softmax,
     unsure,
 )
-from service.manifest import Evaluation, timestamp, write_manifest
+from service.manifest import Evaluation, Task, timestamp, write_manifest
 from service.repository import Variant, load_variant
 from service.tokenization import TextInput, encode
 
@@ -57,19 +58,38 @@ def open_variant(folder: Path, threads: int) -> Variant:
 
 
 def scores(variant: Variant, inputs: list[TextInput]) -> np.ndarray:
-    """Class probabilities [inputs, labels], batched by length so padding stays small."""
+    """Scores [inputs, labels] as the service answers them (probabilities, per-label
+    probabilities, or regression scores), batched by length so padding stays small."""
     order = sorted(range(len(inputs)), key=lambda i: len(str(inputs[i])))
     out = np.empty((len(inputs), len(variant.manifest.labels)))
     for start in range(0, len(inputs), BATCH):
         idx = order[start:start + BATCH]
         batch = encode(variant.tokenizer, [inputs[i] for i in idx])
-        out[idx] = softmax(variant.backend.run(batch.arrays).astype(np.float64))
+        out[idx] = heads.activate(variant.manifest.task, variant.backend.run(batch.arrays).astype(np.float64))
     return out
 
 
-def predict(variant: Variant, inputs: list[TextInput]) -> np.ndarray:
-    """Top-1 class ids."""
-    return scores(variant, inputs).argmax(-1)
+def labelled_metric(task: Task) -> str:
+    return "pearson" if task == "regression" else "accuracy"
+
+
+def labelled_score(task: Task, scores: np.ndarray, cells: list[str], labels: list[str]) -> float:
+    """How well `scores` match the data's labels. single_label: accuracy of the top-1.
+    multi_label: the share of (input, label) decisions that match, a cell listing the
+    input's labels by name or id, comma-separated (empty: none). regression: the Pearson
+    correlation of the score with the numbers in the cells."""
+    if task == "single_label":
+        return float((scores.argmax(-1) == np.array(label_ids(cells, labels))).mean())
+    if task == "multi_label":
+        truth = np.zeros(scores.shape, dtype=bool)
+        for row, cell in enumerate(cells):
+            truth[row, label_ids([c.strip() for c in cell.split(",") if c.strip()], labels)] = True
+        return float((heads.decisions(task, scores) == truth).mean())
+    try:
+        values = np.array([float(c) for c in cells])
+    except ValueError as exc:
+        raise InputError(f"a regression model's labels are numbers: {exc}") from None
+    return heads.correlation(scores[:, 0], values)
 
 
 def latency_ms(run: Callable[[Batch], object], batches: list[Batch]) -> dict[str, float]:
@@ -95,7 +115,7 @@ def latencies(prepare: Callable[[list[TextInput]], Batch], run: Callable[[Batch]
 
 def evaluate(folder: Path, data: Examples | None, dataset: Path | None, reference: np.ndarray | None,
              reference_name: str | None, threads: int) -> dict:
-    """`dataset`: the file `data` was read from."""
+    """`dataset`: the file `data` was read from; `reference`: the reference's scores on it."""
     variant = open_variant(folder, threads)
     manifest = variant.manifest
     result: dict = {"variant": variant.name, "method": manifest.method,
@@ -104,17 +124,20 @@ def evaluate(folder: Path, data: Examples | None, dataset: Path | None, referenc
                     "onnx_bytes": (folder / "model.onnx").stat().st_size}
     texts: list[TextInput] = data.inputs() if data else list(PARITY_SENTENCES)
     if data is not None:
-        predicted = predict(variant, texts)
-        result.update(dataset=dataset.name, examples=len(texts))
+        task = manifest.task
+        mine = scores(variant, texts)
+        result.update(dataset=dataset.name, examples=len(texts), task=task)
         if data.labels is not None:
-            result["accuracy"] = round(float((predicted == np.array(label_ids(data.labels, manifest.labels))).mean()), 4)
+            result[labelled_metric(task)] = round(labelled_score(task, mine, data.labels, manifest.labels), 4)
         if reference is not None:
-            result.update(reference=reference_name, agreement=round(float((predicted == reference).mean()), 4))
+            result.update(reference=reference_name,
+                          **{k: round(v, 4) for k, v in heads.agreement(task, mine, reference).items()})
     result["latency_ms"] = latencies(lambda xs: encode(variant.tokenizer, xs).arrays, variant.backend.run, texts)
     if data is not None:
         manifest.evaluations[dataset_key(dataset)] = Evaluation(
             dataset=dataset.name, rows=len(texts), labelled=data.labels is not None, date=timestamp(),
-            **{k: result[k] for k in ("accuracy", "agreement", "reference", "latency_ms") if k in result})
+            **{k: result[k] for k in ("accuracy", "pearson", "agreement", "mae", "reference", "latency_ms")
+               if k in result})
         write_manifest(folder, manifest)
     return result
 
@@ -125,15 +148,15 @@ def evaluate_all(folders: list[Path], data_path: Path | None, reference: Path | 
     """One result per folder, then (with `cascades` and data) one per cascade declared
     beside them whose two ends are among the folders."""
     data = read_tsv(data_path, text_col, pair_col, label_col) if data_path else None
-    reference_ids = None
+    reference_scores = None
     if reference is not None:
         if data is None:
             raise InputError("--reference needs --data: agreement is measured on its texts")
-        reference_ids = predict(open_variant(reference, threads), data.inputs())
-    results = [evaluate(f, data, data_path, reference_ids, reference.name if reference else None, threads)
+        reference_scores = scores(open_variant(reference, threads), data.inputs())
+    results = [evaluate(f, data, data_path, reference_scores, reference.name if reference else None, threads)
                for f in folders]
     if cascades and data is not None:
-        results += [evaluate_cascade(name, spec, folders, data, data_path, reference_ids, reference, threads)
+        results += [evaluate_cascade(name, spec, folders, data, data_path, reference_scores, reference, threads)
                     for name, spec in cascades_over(folders).items()]
     return results
 
@@ -152,17 +175,16 @@ def cascades_over(folders: list[Path]) -> dict[str, CascadeSpec]:
 
 
 def evaluate_cascade(name: str, spec: CascadeSpec, folders: list[Path], data: Examples, dataset: Path,
-                     reference_ids: np.ndarray | None, reference: Path | None, threads: int) -> dict:
+                     reference_scores: np.ndarray | None, reference: Path | None, threads: int) -> dict:
     """A cascade scored as the service runs it: the fast variant answers, and the inputs
     whose top-1 probability is under the threshold are answered by the reference. Its
     latency is measured the same way, so it includes the share that falls back."""
     by_name = {f.resolve().name: f for f in folders}
     fast, slow = open_variant(by_name[spec.fast], threads), open_variant(by_name[spec.reference], threads)
     texts = data.inputs()
-    probabilities = scores(fast, texts)
-    fallback = unsure(probabilities, spec.threshold)
-    predicted = probabilities.argmax(-1)
-    predicted[fallback] = predict(slow, [texts[i] for i in fallback])
+    answered = scores(fast, texts)  # cascades are single-label (cascade.problem refuses others)
+    fallback = unsure(answered, spec.threshold)
+    answered[fallback] = scores(slow, [texts[i] for i in fallback])
 
     # Each end reads its own tokenizer's encoding; the reference gets the unsure rows of it.
     def prepare(batch: list[TextInput]) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
@@ -170,7 +192,7 @@ def evaluate_cascade(name: str, spec: CascadeSpec, folders: list[Path], data: Ex
 
     def run(batch: tuple[dict[str, np.ndarray], dict[str, np.ndarray]]) -> None:
         fast_arrays, slow_arrays = batch
-        rows = unsure(softmax(fast.backend.run(fast_arrays).astype(np.float64)), spec.threshold)
+        rows = unsure(heads.softmax(fast.backend.run(fast_arrays).astype(np.float64)), spec.threshold)
         if rows.size:
             slow.backend.run({k: v[rows] for k, v in slow_arrays.items()})
 
@@ -180,9 +202,10 @@ def evaluate_cascade(name: str, spec: CascadeSpec, folders: list[Path], data: Ex
                     "onnx_bytes": sum((by_name[n] / "model.onnx").stat().st_size for n in (spec.fast, spec.reference)),
                     "dataset": dataset.name, "examples": len(texts), "fallback": round(fallback.size / len(texts), 4)}
     if data.labels is not None:
-        result["accuracy"] = round(float((predicted == np.array(label_ids(data.labels, fast.manifest.labels))).mean()), 4)
-    if reference_ids is not None:
-        result.update(reference=reference.name, agreement=round(float((predicted == reference_ids).mean()), 4))
+        result["accuracy"] = round(labelled_score("single_label", answered, data.labels, fast.manifest.labels), 4)
+    if reference_scores is not None:
+        result.update(reference=reference.name,
+                      agreement=round(heads.agreement("single_label", answered, reference_scores)["agreement"], 4))
     result["latency_ms"] = latencies(prepare, run, texts)
     return result
 

@@ -164,7 +164,7 @@ def write_variant(classifier: Classifier, name: str, out: Path, method: str, set
         if limit is not None and parity > limit:
             raise ParityError(f"ONNX export differs from {parity_against(method)} by {parity:.2e} (limit {limit:.0e})")
         manifest = Manifest(
-            name=name, base_model=classifier.base_model, labels=classifier.labels,
+            name=name, base_model=classifier.base_model, labels=classifier.labels, task=classifier.task,
             max_length=classifier.max_length, method=method, settings=settings,
             parameters=parameter_count(classifier.model), parameters_original=parameters_original,
             onnx_bytes=(work / ONNX_FILE).stat().st_size, parity=parity, digest=files_digest(work),

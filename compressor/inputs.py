@@ -1,4 +1,4 @@
-"""The user's model folder and output folder, checked without torch.
+"""The user's model (a folder, or a Hub name: compressor.hub) and output folder, checked without torch.
 
 Importing torch and transformers takes seconds, so the command line runs these checks
 (and the recipe's, compressor.recipe) before it imports them: a wrong path fails at once.
@@ -11,19 +11,19 @@ import json
 from pathlib import Path
 
 from compressor.errors import InputError
+from compressor.hub import TOKENIZER_FILES, Checkpoint, resolve
 from compressor.recipe import Recipe, check_calibration, check_recipe
 
 DEFAULT = "default"  # the embedded model, named instead of a checkpoint folder
-# Files from which transformers builds a fast tokenizer (tokenizer.json, or a vocabulary it converts).
-TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "vocab.json", "spiece.model", "sentencepiece.bpe.model",
-                   "tokenizer.model")
 
 
-def check_checkpoint(spec: str) -> None:
-    """`default`, or a folder whose config.json declares a sequence classifier."""
+def check_checkpoint(spec: str) -> Checkpoint | None:
+    """`default` (None), or a folder or Hub model (compressor.hub) whose config.json declares
+    a sequence classifier: where it is, and what the manifest calls it."""
     if spec == DEFAULT:
-        return
-    config_file = Path(spec) / "config.json"
+        return None
+    checkpoint = resolve(spec)
+    config_file = checkpoint.folder / "config.json"
     if not config_file.is_file():
         raise InputError(f"{spec} is not a checkpoint folder (no config.json); use a local folder or 'default'")
     try:
@@ -35,9 +35,10 @@ def check_checkpoint(spec: str) -> None:
         # Loading it anyway would bolt a random head onto the encoder and export nonsense.
         found = ", ".join(architectures) or "none"
         raise InputError(f"{spec} is not a sequence classifier (architectures: {found})")
-    if not any((Path(spec) / name).is_file() for name in TOKENIZER_FILES):
+    if not any((checkpoint.folder / name).is_file() for name in TOKENIZER_FILES):
         raise InputError(f"{spec} has no tokenizer (none of {', '.join(TOKENIZER_FILES)}); "
                          "save it beside the model with tokenizer.save_pretrained")
+    return checkpoint
 
 
 def check_out(out: Path) -> None:

@@ -19,8 +19,9 @@ profile (`--batch 1`, `32`, or `mix`: both), padded to the service's length buck
 timed warm, as a speed-up over the fp32 export on ONNX Runtime (geometric mean over the
 profile's sizes), measured in the same process.
 
-The score is accuracy on a labelled TSV (`--data`), or, with unlabeled text only,
-agreement with the fp32 export on held-out calibration text (the methods see the first
+The score is accuracy on a labelled TSV (`--data`; the Pearson correlation with the labels
+for a regression head), or, with unlabeled text only, agreement with the fp32 export as
+the model's task defines it (service/heads.py) on held-out calibration text (the methods see the first
 80%, the score is taken on the other 20%). `--time-budget` stops the search from starting
 another build once spent; the best candidate so far wins. The winner's manifest records
 the runtime it won on and the whole search: objective, bound, score and trail.
@@ -43,9 +44,9 @@ from typing import Literal
 
 import numpy as np
 
-from compressor.data import PARITY_SENTENCES, Examples, label_ids
+from compressor.data import PARITY_SENTENCES, Examples
 from compressor.errors import InputError
-from compressor.evaluate import scores
+from compressor.evaluate import labelled_metric, labelled_score, scores
 from compressor.inputs import check_checkpoint, check_out
 from compressor.recipe import (
     NEEDS_CALIBRATION,
@@ -55,6 +56,7 @@ from compressor.recipe import (
     pipeline_name,
     quantizer,
 )
+from service import heads
 from service.backend import open_backend, runtimes
 from service.batching import bucket
 from service.manifest import Manifest, Runtime, write_manifest
@@ -131,17 +133,21 @@ class Scoring:
     """What every candidate is scored and timed on."""
 
     texts: list[TextInput]
-    truth: np.ndarray | None  # label ids per text; None: agreement with the reference
-    metric: str
+    labels: list[str] | None  # label cells per text; None: agreement with the reference
+    metric: str  # what the score is: accuracy (pearson for regression), or agreement
     threads: int
     profile: tuple[int, ...]
     reference_ms: dict[str, float] = field(default_factory=dict)
+    reference: np.ndarray | None = None  # the fp32 export's scores, set by its own scoring
 
     def score(self, variant: Variant) -> float:
-        predicted = scores(variant, self.texts).argmax(-1)
-        if self.truth is None:  # the reference itself sets the truth on its first scoring
-            self.truth = predicted
-        return float((predicted == self.truth).mean())
+        """The labelled score, or agreement with the reference as the task defines it."""
+        task, mine = variant.manifest.task, scores(variant, self.texts)
+        if self.labels is not None:
+            return labelled_score(task, mine, self.labels, variant.manifest.labels)
+        if self.reference is None:
+            self.reference = mine
+        return heads.agreement(task, mine, self.reference)["agreement"]
 
     def latency(self, variant: Variant) -> dict[str, float]:
         """Median ms of a run at each batch size of the profile, on batches padded to the
@@ -294,11 +300,10 @@ def search(model: str, name: str, out: Path, max_drop: float, data: Examples | N
 
         build(("none", None), work / "fp32")
         reference = open_on(work / "fp32" / name, Runtime(), threads)
-        truth = None
-        if data is not None:
-            truth = np.array(label_ids(data.labels, reference.manifest.labels))
-        scoring = Scoring(data.inputs() if data is not None else list(held_out), truth,
-                          "accuracy" if data is not None else "agreement", threads, PROFILES[batch])
+        scoring = Scoring(data.inputs() if data is not None else list(held_out),
+                          data.labels if data is not None else None,
+                          labelled_metric(reference.manifest.task) if data is not None else "agreement",
+                          threads, PROFILES[batch])
         reference_score = scoring.score(reference)
         scoring.reference_ms = scoring.latency(reference)
         bound = reference_score - max_drop / 100

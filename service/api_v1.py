@@ -6,7 +6,6 @@ import asyncio
 import time
 from typing import Annotated, Any, Literal
 
-import numpy as np
 from fastapi import APIRouter, Request, Response
 from pydantic import (
     BaseModel,
@@ -18,6 +17,7 @@ from pydantic import (
     StrictStr,
 )
 
+from service import heads
 from service.api import Text, check_inputs, integral, serving_of, set_timing_headers
 from service.errors import MODEL_ERRORS, Malformed, NotFound, documented
 from service.inference import Outcome, classify, run_variant
@@ -49,9 +49,11 @@ class ClassifyRequest(BaseModel):
 
 
 class Prediction(BaseModel):
-    label: str
-    score: float
-    scores: dict[str, float]
+    label: str = Field(description="The top label (single_label, multi_label) or the output's name (regression).")
+    score: float = Field(description="Its probability, or the regression score.")
+    scores: dict[str, float] = Field(description="Scores by label, best first.")
+    labels: list[str] | None = Field(None, description=(
+        "multi_label only: the labels at or above SLIMSERVE_MULTI_LABEL_THRESHOLD, best first."))
 
 
 class ClassifyResponse(BaseModel):
@@ -93,7 +95,11 @@ class CompareRequest(BaseModel):
 class Comparison(BaseModel):
     model: str
     predictions: list[Prediction]
-    agreement: float = Field(description="Share of inputs whose top-1 label matches the reference's.")
+    agreement: float = Field(description=(
+        "Agreement with the reference as the task defines it: the share of inputs whose top-1 label matches "
+        "(single_label), the share of (input, label) decisions that match (multi_label), or the correlation "
+        "of the scores (regression)."))
+    mae: float | None = Field(None, description="regression only: mean |score − reference score|.")
     latency_seconds: float = Field(description="Tokenization, queue and inference for this model.")
     inference_seconds: float
 
@@ -103,15 +109,17 @@ class CompareResponse(BaseModel):
     results: list[Comparison]
 
 
-def predictions_of(outcome: Outcome, top_k: int | None) -> list[Prediction]:
+def predictions_of(outcome: Outcome, top_k: int | None, threshold: float) -> list[Prediction]:
+    """One prediction per input, shaped by the task (service/heads.py)."""
     labels = outcome.labels
     top_k = min(top_k or len(labels), len(labels))
     predictions = []
-    for row in outcome.probabilities:
+    for row in outcome.scores:
         order = row.argsort()[::-1]
         predictions.append(Prediction(
             label=labels[order[0]], score=float(row[order[0]]),
             scores={labels[i]: float(row[i]) for i in order[:top_k]},
+            labels=[labels[i] for i in order if row[i] >= threshold] if outcome.task == "multi_label" else None,
         ))
     return predictions
 
@@ -163,8 +171,9 @@ async def classify_texts(name: str, body: ClassifyRequest, request: Request) -> 
     outcome = await classify(serving, target, inputs, body.truncate, state.metrics, state.shadow)
     # Serialized here: returned as a model, it would be validated once more on the way out,
     # on the hot path of every request (response_model still documents it).
-    answer = ClassifyResponse(model=name, predictions=predictions_of(outcome, body.top_k))
-    response = Response(answer.model_dump_json(), media_type="application/json")
+    answer = ClassifyResponse(model=name, predictions=predictions_of(outcome, body.top_k,
+                                                                     state.settings.multi_label_threshold))
+    response = Response(answer.model_dump_json(exclude_none=True), media_type="application/json")
     set_timing_headers(response, outcome)
     return response
 
@@ -175,7 +184,7 @@ async def timed(ready: ReadyVariant, inputs: list[TextInput], truncate: bool) ->
     return outcome, time.perf_counter() - start
 
 
-@router.post("/compare", response_model=CompareResponse, responses=REFUSALS)
+@router.post("/compare", response_model=CompareResponse, response_model_exclude_none=True, responses=REFUSALS)
 async def compare(body: CompareRequest, request: Request) -> CompareResponse:
     """Every chosen variant on the same inputs: predictions, agreement with the reference, latency."""
     serving = serving_of(request)
@@ -193,15 +202,19 @@ async def compare(body: CompareRequest, request: Request) -> CompareResponse:
         if name in serving.cascades and name not in serving.variants:
             raise Malformed(f"models: {name!r} is a cascade; compare variants")
         targets[name] = serving.variant(name)
+    head = {n: (t.variant.manifest.task, t.labels) for n, t in targets.items()}
+    for name in names:
+        if head[name] != head[reference]:
+            raise Malformed(f"models: {name!r} ({head[name][0]}, {len(head[name][1])} labels) cannot be compared "
+                            f"with the reference {reference!r} ({head[reference][0]}, {len(head[reference][1])} labels)")
     order = list(dict.fromkeys([reference, *names]))
     outcomes = dict(zip(order, await asyncio.gather(*(timed(targets[n], inputs, body.truncate) for n in order))))
     ref_outcome = outcomes[reference][0]
-    ref_labels = [ref_outcome.labels[i] for i in ref_outcome.probabilities.argmax(axis=1)]
+    threshold = request.app.state.settings.multi_label_threshold
     results = []
     for name in names:
         outcome, seconds = outcomes[name]
-        labels = [outcome.labels[i] for i in outcome.probabilities.argmax(axis=1)]
-        agreement = float(np.mean([a == b for a, b in zip(labels, ref_labels)]))
-        results.append(Comparison(model=name, predictions=predictions_of(outcome, None), agreement=agreement,
+        agreement = heads.agreement(outcome.task, outcome.scores, ref_outcome.scores, threshold)
+        results.append(Comparison(model=name, predictions=predictions_of(outcome, None, threshold), **agreement,
                                   latency_seconds=seconds, inference_seconds=outcome.inference_seconds))
     return CompareResponse(reference=reference, results=results)

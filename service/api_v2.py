@@ -1,7 +1,9 @@
 """The Open Inference Protocol (KServe v2, as Triton speaks it) over the same core as /v1.
 
 A model takes a BYTES tensor `text` (any shape; read flat) and optionally `text_pair` of
-the same size, and returns two FP32 tensors [n, labels]: `logits` and `probabilities`.
+the same size, and returns two FP32 tensors [n, labels]: `logits` and the head's scores,
+named by its task (`OUTPUTS`): `probabilities` (softmax, or a sigmoid per label for
+multi_label) or, for regression, `scores` (the logits themselves).
 Extensions: `classification` (ask an output with parameters {"classification": k} and
 get its top k as "value:index:label" strings, the values being that output's) and
 `binary_tensor_data` (tensors after the JSON header, sized by the
@@ -55,7 +57,8 @@ INFER_ERRORS = documented(*MODEL_ERRORS, v2=True)
 
 HEADER_LENGTH = "inference-header-content-length"
 VERSION = "1"
-OUTPUTS = ("logits", "probabilities")
+OUTPUTS = {"single_label": ("logits", "probabilities"), "multi_label": ("logits", "probabilities"),
+           "regression": ("logits", "scores")}
 EXTENSIONS = ["classification", "binary_tensor_data"]
 
 
@@ -218,13 +221,14 @@ def pack_bytes(strings: list[str]) -> bytes:
     return bytes(out)
 
 
-def requested_outputs(parsed: InferRequest) -> list[RequestedOutput]:
-    """The outputs a request asks for (all of them when it names none), checked before the
-    model runs, so a wrong name costs no inference."""
-    wanted = parsed.outputs or [RequestedOutput(name=n) for n in OUTPUTS]
+def requested_outputs(parsed: InferRequest, task: str) -> list[RequestedOutput]:
+    """The outputs a request asks for (all of the task's when it names none), checked
+    before the model runs, so a wrong name costs no inference."""
+    names = OUTPUTS[task]
+    wanted = parsed.outputs or [RequestedOutput(name=n) for n in names]
     for out in wanted:
-        if out.name not in OUTPUTS:
-            raise Malformed(f"outputs: unknown output {out.name!r}; choose from {', '.join(OUTPUTS)}")
+        if out.name not in names:
+            raise Malformed(f"outputs: unknown output {out.name!r}; choose from {', '.join(names)}")
         k = out.parameters.get("classification")
         if k is not None and (not isinstance(k, int) or isinstance(k, bool) or k < 1):
             raise Malformed(f"outputs.{out.name}.parameters.classification: must be a positive integer")
@@ -233,7 +237,8 @@ def requested_outputs(parsed: InferRequest) -> list[RequestedOutput]:
 
 def output_tensors(wanted: list[RequestedOutput], outcome: Outcome, options: RequestOptions
                    ) -> tuple[list[dict], list[bytes]]:
-    values = {"logits": outcome.logits.astype(np.float32), "probabilities": outcome.probabilities.astype(np.float32)}
+    logits, scores = OUTPUTS[outcome.task]
+    values = {logits: outcome.logits.astype(np.float32), scores: outcome.scores.astype(np.float32)}
     tensors, blobs = [], []
     for out in wanted:
         k = out.parameters.get("classification")
@@ -293,8 +298,8 @@ async def model_metadata(name: str, request: Request, version: str | None = None
     return {
         "name": name, "versions": [VERSION], "platform": platform,
         "inputs": [{"name": "text", **text}, {"name": "text_pair", **text, "optional": True}],
-        "outputs": [{"name": n, "datatype": "FP32", "shape": [-1, len(labels)]} for n in OUTPUTS],
-        "parameters": {"labels": labels},
+        "outputs": [{"name": n, "datatype": "FP32", "shape": [-1, len(labels)]} for n in OUTPUTS[target.task]],
+        "parameters": {"labels": labels, "task": target.task},
     }
 
 
@@ -316,7 +321,7 @@ async def infer(name: str, request: Request, version: str | None = None) -> Resp
         raise Malformed(f"parameters.{first_error(exc.errors())}") from None
     inputs = inputs_of(parsed, binaries)
     check_inputs(request, inputs)
-    wanted = requested_outputs(parsed)
+    wanted = requested_outputs(parsed, target.task)
     state = request.app.state
     outcome = await classify(serving_of(request), target, inputs, options.truncate, state.metrics, state.shadow)
     tensors, blobs = output_tensors(wanted, outcome, options)

@@ -170,7 +170,7 @@ def create_app(settings: Settings | None = None, backend_of: BackendFactory | No
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         serving = await build_serving(settings, metrics, backend_of)
         app.state.serving = serving
-        app.state.shadow = Shadow(settings.shadow_rate, settings.reference, metrics)
+        app.state.shadow = Shadow(settings.shadow_rate, settings.reference, metrics, settings.multi_label_threshold)
         publish_serving(metrics, serving)
         ready = serving.ready_variants()
         check_shadow(settings, serving)

@@ -60,12 +60,6 @@ def read_cascades(declared: Mapping[str, CascadeSpec], models: Path) -> dict[str
     return specs
 
 
-def softmax(logits: np.ndarray) -> np.ndarray:
-    shifted = logits - logits.max(axis=-1, keepdims=True)
-    exp = np.exp(shifted)
-    return exp / exp.sum(axis=-1, keepdims=True)
-
-
 def unsure(probabilities: np.ndarray, threshold: float) -> np.ndarray:
     """Row indices the reference must answer: top-1 probability under the threshold."""
     return np.flatnonzero(probabilities.max(axis=1) < threshold)
@@ -81,6 +75,9 @@ def problem(name: str, spec: CascadeSpec, variants: Mapping[str, Variant], ready
         return f"cascade {name!r} needs {', '.join(missing)}, which is not ready"
     if variants[spec.fast].manifest.labels != variants[spec.reference].manifest.labels:
         return f"cascade {name!r}: {spec.fast} and {spec.reference} have different labels"
+    tasks = {variants[m].manifest.task for m in (spec.fast, spec.reference)}
+    if tasks != {"single_label"}:  # the threshold is on the top-1 probability
+        return f"cascade {name!r}: cascades need single_label variants, not {', '.join(sorted(tasks))}"
     return None
 
 
@@ -97,6 +94,10 @@ class Cascade:
     def labels(self) -> list[str]:
         return self.fast.labels
 
+    @property
+    def task(self) -> str:
+        return self.fast.task
+
 
 async def run(cascade: Cascade, inputs: list[TextInput], truncate: bool, metrics: Metrics) -> Outcome:
     """Every input through the fast variant; those it is unsure of through the reference,
@@ -106,15 +107,15 @@ async def run(cascade: Cascade, inputs: list[TextInput], truncate: bool, metrics
     from service.inference import run_variant
 
     fast = await run_variant(cascade.fast, inputs, truncate)
-    unsure_rows = unsure(fast.probabilities, cascade.spec.threshold)
+    unsure_rows = unsure(fast.scores, cascade.spec.threshold)
     metrics.cascade_inputs.labels(cascade.name).inc(len(inputs))
     if unsure_rows.size == 0:
         return fast
     metrics.cascade_fallbacks.labels(cascade.name).inc(unsure_rows.size)
     reference = await run_variant(cascade.reference, [inputs[i] for i in unsure_rows], truncate)
-    logits, probabilities = fast.logits.copy(), fast.probabilities.copy()
-    logits[unsure_rows], probabilities[unsure_rows] = reference.logits, reference.probabilities
+    logits, scores = fast.logits.copy(), fast.scores.copy()
+    logits[unsure_rows], scores[unsure_rows] = reference.logits, reference.scores
     return dataclasses.replace(
-        fast, logits=logits, probabilities=probabilities, queue_seconds=fast.queue_seconds + reference.queue_seconds,
+        fast, logits=logits, scores=scores, queue_seconds=fast.queue_seconds + reference.queue_seconds,
         inference_seconds=fast.inference_seconds + reference.inference_seconds,
         digest=f"{fast.digest},{reference.digest}")

@@ -1,8 +1,9 @@
-"""Texts → class probabilities: the one path every route that classifies goes through.
+"""Texts → scores: the one path every route that runs a model goes through.
 
 A route looks the name up once (`Serving.lookup`) and hands what it found here. A plain
 variant: tokenize in a worker thread, hand the rows to the variant's batcher (which
-refuses non-finite logits), softmax what comes back. A cascade: see cascade.run. Shadow
+refuses non-finite logits), and read what comes back as the head's task says
+(service/heads.py: softmax, a sigmoid per label, or the regression score itself). A cascade: see cascade.run. Shadow
 sampling mirrors a random fraction of a variant's inputs to the reference (see
 `Serving.reference`) after the response has gone, and counts agreement.
 """
@@ -17,9 +18,10 @@ from dataclasses import dataclass
 import numpy as np
 from starlette.concurrency import run_in_threadpool
 
-from service import cascade
-from service.cascade import Cascade, softmax
+from service import cascade, heads
+from service.cascade import Cascade
 from service.errors import ServiceError
+from service.manifest import Task
 from service.metrics import Metrics
 from service.serving import ReadyVariant, Serving
 from service.tokenization import TextInput, tokenize
@@ -30,8 +32,9 @@ log = logging.getLogger("slimserve.inference")
 @dataclass(frozen=True)
 class Outcome:
     logits: np.ndarray  # [inputs, labels], as the model returned them
-    probabilities: np.ndarray  # softmax of the logits
+    scores: np.ndarray  # the logits read as the task says (heads.activate)
     labels: list[str]
+    task: Task
     queue_seconds: float
     inference_seconds: float
     digest: str  # digest(s) of the variant(s) that answered
@@ -41,7 +44,8 @@ async def run_variant(ready: ReadyVariant, inputs: list[TextInput], truncate: bo
     variant = ready.variant
     rows = await run_in_threadpool(tokenize, variant.tokenizer, inputs, truncate)
     result = await ready.batcher.submit(rows)
-    return Outcome(result.logits, softmax(result.logits.astype(np.float64)), variant.manifest.labels,
+    task = variant.manifest.task
+    return Outcome(result.logits, heads.activate(task, result.logits.astype(np.float64)), variant.manifest.labels, task,
                    result.queue_seconds, result.inference_seconds, variant.digest)
 
 
@@ -56,8 +60,9 @@ class Shadow:
 
     MAX_PENDING = 64
 
-    def __init__(self, rate: float, configured: str | None, metrics: Metrics) -> None:
-        self.rate, self.configured, self.metrics = rate, configured, metrics
+    def __init__(self, rate: float, configured: str | None, metrics: Metrics,
+                 threshold: float = heads.THRESHOLD) -> None:
+        self.rate, self.configured, self.metrics, self.threshold = rate, configured, metrics, threshold
         self._random = random.Random()
         self._tasks: set[asyncio.Task] = set()
 
@@ -78,28 +83,30 @@ class Shadow:
             self.metrics.shadow_dropped.labels(name).inc(len(picked))
             return
         task = asyncio.get_running_loop().create_task(
-            self._compare(name, reference, [inputs[i] for i in picked], outcome.probabilities[picked],
-                          outcome.labels, truncate))
+            self._compare(name, reference, [inputs[i] for i in picked], outcome.scores[picked], outcome, truncate))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _compare(self, name: str, ready: ReadyVariant, inputs: list[TextInput], probabilities: np.ndarray,
-                       labels: list[str], truncate: bool) -> None:
+    async def _compare(self, name: str, ready: ReadyVariant, inputs: list[TextInput], scores: np.ndarray,
+                       outcome: Outcome, truncate: bool) -> None:
+        """Agreement as the task defines it (heads.row_agreement: a top-1 match, or the
+        share of labels decided alike, per input), and the difference of the deciding
+        scores (for regression, of the scores themselves: the histogram's mean is the MAE)."""
         try:
             reference = await run_variant(ready, inputs, truncate)
         except ServiceError as exc:  # the reference is busy or gone: skip, never fail the variant
             self.metrics.shadow_dropped.labels(name).inc(len(inputs))
             log.debug("shadow comparison for %s dropped: %s", name, exc.message)
             return
-        top = probabilities.argmax(axis=1)
-        ref_top = reference.probabilities.argmax(axis=1)
-        agree = sum(labels[a] == reference.labels[b] for a, b in zip(top, ref_top))
+        if reference.labels != outcome.labels or reference.task != outcome.task:
+            self.metrics.shadow_dropped.labels(name).inc(len(inputs))  # different heads: no comparison means anything
+            return
         self.metrics.shadow_inputs.labels(name).inc(len(inputs))
-        self.metrics.shadow_agreements.labels(name).inc(agree)
-        for row, label in enumerate(top):
-            if labels[label] in reference.labels:  # same label set: compare the variant's top-1 probability
-                other = reference.probabilities[row, reference.labels.index(labels[label])]
-                self.metrics.shadow_difference.labels(name).observe(abs(probabilities[row, label] - other))
+        agreement = heads.row_agreement(outcome.task, scores, reference.scores, self.threshold)
+        if agreement is not None:
+            self.metrics.shadow_agreements.labels(name).inc(float(agreement.sum()))
+        for difference in heads.score_difference(outcome.task, scores, reference.scores):
+            self.metrics.shadow_difference.labels(name).observe(float(difference))
 
     async def drain(self) -> None:
         if self._tasks:

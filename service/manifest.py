@@ -88,12 +88,17 @@ class Runtime(BaseModel):
         return f"{self.backend}/{self.precision}"
 
 
+# What the classifier's head computes (service/heads.py reads the logits accordingly).
+Task = Literal["single_label", "multi_label", "regression"]
+OLD_TASK = "text-classification"  # what manifests said before heads had tasks: all single-label
+
+
 class Manifest(BaseModel):
     model_config = ConfigDict(extra="allow", protected_namespaces=())
 
     name: str
     base_model: str
-    task: str = "text-classification"
+    task: Task = "single_label"
     labels: list[str] = Field(min_length=1)
     max_length: int = Field(gt=0)
     method: str
@@ -110,6 +115,13 @@ class Manifest(BaseModel):
     # By dataset key, `NAME@HASH` (compressor.evaluate.dataset_key): a new evaluation
     # replaces only the one on the same data.
     evaluations: dict[str, Evaluation] = Field(default_factory=dict)
+
+    @model_validator(mode="before")
+    @classmethod
+    def convert_old_task(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("task") == OLD_TASK:
+            data = {**data, "task": "single_label"}
+        return data
 
     @model_validator(mode="before")
     @classmethod

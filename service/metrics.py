@@ -75,14 +75,17 @@ class Metrics:
             "slimserve_shadow_inputs", "Inputs of the variant mirrored to the reference and compared.",
             ["model"], registry=r)
         self.shadow_agreements = Counter(
-            "slimserve_shadow_agreements", "Mirrored inputs whose top-1 label matched the reference's.",
+            "slimserve_shadow_agreements",
+            "Mirrored inputs that agreed with the reference: top-1 matched (single_label), or the share of labels "
+            "decided alike (multi_label); regression models add nothing here (see the difference histogram).",
             ["model"], registry=r)
         self.shadow_dropped = Counter(
             "slimserve_shadow_dropped", "Inputs picked for mirroring but not compared (reference busy or failing).",
             ["model"], registry=r)
         self.shadow_difference = Histogram(
             "slimserve_shadow_probability_difference",
-            "|variant − reference| probability of the variant's top-1 label, per mirrored input.",
+            "|variant − reference| per mirrored input: probability of the variant's top-1 label (single_label), "
+            "largest per-label probability (multi_label), or the score (regression).",
             ["model"], buckets=DIFFERENCE_BUCKETS, registry=r)
         self.cascade_inputs = Counter(
             "slimserve_cascade_inputs", "Inputs a cascade answered.", ["model"], registry=r)

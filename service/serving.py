@@ -24,6 +24,7 @@ from service.backend import BackendFactory
 from service.batching import Batcher, Limits, buckets
 from service.cascade import Cascade, CascadeSpec
 from service.errors import NotFound, NotReady
+from service.manifest import Task
 from service.metrics import Metrics
 from service.repository import Variant, load_repository, missing_files
 from service.settings import Settings
@@ -53,6 +54,10 @@ class ReadyVariant:
     @property
     def labels(self) -> list[str]:
         return self.variant.manifest.labels
+
+    @property
+    def task(self) -> Task:
+        return self.variant.manifest.task
 
 
 @dataclass

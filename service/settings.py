@@ -51,6 +51,8 @@ class Settings(BaseSettings):
     # Live comparison against a reference variant.
     reference: str | None = Field(None, description="Variant the others are compared with (shadow, /v1/compare).")
     shadow_rate: float = Field(0.0, ge=0, le=1, description="Share of each variant's inputs mirrored to the reference.")
+    multi_label_threshold: float = Field(0.5, ge=0, le=1, description=(
+        "A multi-label model's label is on at or above this score (its sigmoid)."))
     cascades: dict[str, CascadeSpec] = Field(default_factory=dict, description="Virtual models (see cascades.json).")
     admin_token: SecretStr | None = Field(None, description="Bearer token for /admin/*; unset: admin routes are off.")
     shutdown_grace_seconds: float = Field(30.0, ge=0, description="On SIGTERM, how long requests in flight may take.")

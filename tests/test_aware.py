@@ -62,7 +62,8 @@ def test_input_statistics_skip_padding(checkpoints):
 def test_fisher_uses_the_models_own_predictions(checkpoints):
     classifier = fresh(checkpoints)
     params = {n: l.weight for n, l in encoder_linears(classifier.model).items()}
-    f = fisher_diagonal(classifier.model, classifier.tokenizer, CORPUS[:4], params, classifier.max_length)
+    f = fisher_diagonal(classifier.model, classifier.tokenizer, CORPUS[:4], params, classifier.max_length,
+                        classifier.task)
     assert set(f) == set(params) and all(v.shape == params[n].shape for n, v in f.items())
     assert all((v >= 0).all() and v.sum() > 0 for v in f.values())
     assert all(p.grad is None for p in classifier.model.parameters())  # no gradients left behind

@@ -55,7 +55,7 @@ def test_repair_brings_the_predictions_closer_to_the_original(deep, arch):
     chose on; and the refits must help where it counts: at least halve the total."""
     classifier = load_classifier(str(deep[arch]))
     data = list(batches(classifier.tokenizer, CORPUS, classifier.max_length))
-    target = drop_layers.log_probs(classifier.model, data)
+    target = drop_layers.logits_of(classifier.model, data)
     total = {"auto": 0.0, "none": 0.0}
     for dropped in ([0], [1], [2], [3], [1, 2], [0, 3]):
         cost = {}
@@ -63,7 +63,7 @@ def test_repair_brings_the_predictions_closer_to_the_original(deep, arch):
             model = load_classifier(str(deep[arch])).model
             used = drop_layers.repair(classifier.model, model, dropped, data, how, (data, target))
             assert len(used) == len(drop_layers.runs(dropped)) and set(used) <= set(drop_layers.REPAIRS[1:])
-            cost[how] = drop_layers.divergence(target, drop_layers.log_probs(model, data))
+            cost[how] = drop_layers.divergence(target, drop_layers.logits_of(model, data), classifier.task)
             total[how] += cost[how]
         assert cost["auto"] <= cost["none"] + 1e-9, (dropped, cost)
     assert total["auto"] < total["none"] / 2, total

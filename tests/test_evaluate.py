@@ -113,10 +113,10 @@ def test_a_manifest_with_the_old_single_evaluation_loads(models_dir, tmp_path):
 
 def test_accuracy_counts_label_names_and_ids(models_copy, tmp_path):
     """Accuracy against labels that are the variant's own predictions must be 1.0."""
-    from compressor.evaluate import open_variant, predict
+    from compressor.evaluate import open_variant, scores
 
     texts = [t for t, _ in ROWS]
-    predicted = predict(open_variant(models_copy / "tiny-bert", 1), texts)
+    predicted = scores(open_variant(models_copy / "tiny-bert", 1), texts).argmax(-1)
     names = ["negative", "positive"]
     path = tmp_path / "own.tsv"
     path.write_text("sentence\tlabel\n" + "".join(

@@ -12,10 +12,9 @@ under it, and the threshold is the lowest at which the total meets the global `r
 from __future__ import annotations
 
 import torch
-from torch import nn
 from tqdm import tqdm
 
-from compressor.calibration import batches
+from compressor.calibration import batches, head_divergence
 from compressor.checkpoint import Classifier
 from compressor.methods.linears import encoder_linears, replace_module, two_linears
 from compressor.methods.svd import factorize, rank_for, stored
@@ -29,14 +28,14 @@ TEXTS = 128  # calibration texts scored per trial
 @torch.no_grad()
 def sensitivities(classifier: Classifier, texts: list[TextInput],
                   scales: dict[str, torch.Tensor] | None) -> dict[str, dict[float, float]]:
-    """Layer → {candidate budget: mean KL(original ‖ model with only that layer factorized)}."""
+    """Layer → {candidate budget: mean divergence of the model with only that layer
+    factorized from the original (calibration.head_divergence: KL for classifiers)}."""
     model = classifier.model
     data = list(batches(classifier.tokenizer, texts, classifier.max_length))
-    reference = [nn.functional.log_softmax(model(**b).logits, -1) for b in data]
+    reference = [model(**b).logits for b in data]
 
     def divergence() -> float:
-        total = sum(nn.functional.kl_div(nn.functional.log_softmax(model(**b).logits, -1), ref,
-                                         log_target=True, reduction="sum") for b, ref in zip(data, reference))
+        total = sum(head_divergence(ref, model(**b).logits, classifier.task).sum() for b, ref in zip(data, reference))
         return max(0.0, float(total) / sum(len(ref) for ref in reference))  # rounding can dip below 0
 
     result: dict[str, dict[float, float]] = {}

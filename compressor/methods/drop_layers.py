@@ -51,12 +51,13 @@ from torch import nn
 from tqdm import tqdm
 from transformers import PreTrainedModel
 
-from compressor.calibration import batches, sample
-from compressor.checkpoint import Classifier
+from compressor.calibration import batches, head_divergence, sample
+from compressor.checkpoint import Classifier, model_task
 from compressor.errors import InputError
 from compressor.methods.layers import embedding_norm, encoder_of, head_input, layers_of
 from compressor.progress import progress_options
 from compressor.recipe import DEFAULT_REPAIR, REPAIRS
+from service.manifest import Task
 from service.tokenization import TextInput
 
 SAMPLE = 512  # calibration texts; while choosing, every other batch fits the repairs and the rest score them
@@ -153,7 +154,7 @@ def repair(reference: PreTrainedModel, model: PreTrainedModel, dropped: list[int
     """Remove `dropped` (original numbering) from `model`, a copy of `reference`, and refit
     across each gap, gap by gap from the input side, fitting on `data`. `how`: one repair for
     every gap, or one per gap; `auto` keeps, per gap, whichever of the others brings the
-    model closest to the reference on `score` (batches and the reference's log-probs there).
+    model closest to the reference on `score` (batches and the reference's logits there).
     Returns the repair used per gap."""
     layers = layers_of(model)  # the original numbering: `dropped` counts in it
     remove(model, dropped)
@@ -178,7 +179,7 @@ def repair(reference: PreTrainedModel, model: PreTrainedModel, dropped: list[int
             costs = {}
             for option in (r for r in REPAIRS if r != "auto"):
                 refit(option, norm, readers, gram, cross)
-                costs[option] = divergence(target, log_probs(model, held_out))
+                costs[option] = divergence(target, logits_of(model, held_out), model_task(reference))
                 for p, old in zip(touched, saved):
                     p.copy_(old)
             wanted = min(costs, key=costs.get)
@@ -188,13 +189,14 @@ def repair(reference: PreTrainedModel, model: PreTrainedModel, dropped: list[int
 
 
 @torch.no_grad()
-def log_probs(model: PreTrainedModel, data: list[dict]) -> torch.Tensor:
-    return torch.cat([model(**batch).logits.double().log_softmax(-1) for batch in data])
+def logits_of(model: PreTrainedModel, data: list[dict]) -> torch.Tensor:
+    return torch.cat([model(**batch).logits.double() for batch in data])
 
 
-def divergence(reference: torch.Tensor, other: torch.Tensor) -> float:
-    """Mean KL(reference ‖ other) per text, from log-probabilities."""
-    return float((reference.exp() * (reference - other)).sum(-1).mean())
+def divergence(reference: torch.Tensor, other: torch.Tensor, task: Task) -> float:
+    """Mean divergence per text between two models' logits (KL for a classifier;
+    calibration.head_divergence)."""
+    return float(head_divergence(reference, other, task).mean())
 
 
 def choose(reference: PreTrainedModel, keep: int, fit: list[dict], score: tuple[list[dict], torch.Tensor],
@@ -212,7 +214,7 @@ def choose(reference: PreTrainedModel, keep: int, fit: list[dict], score: tuple[
         for i in (i for i in range(layers) if i not in dropped):
             trial = copy.deepcopy(reference)
             repairs[i] = repair(reference, trial, dropped + [i], fit, how, score)
-            costs[i] = divergence(score[1], log_probs(trial, score[0]))
+            costs[i] = divergence(score[1], logits_of(trial, score[0]), model_task(reference))
             progress.update()
         best = min(costs, key=costs.get)
         dropped.append(best)
@@ -234,7 +236,7 @@ def compress(classifier: Classifier, ratio: float, calibration: list[TextInput] 
     reference = copy.deepcopy(model)  # the model as it came: the target of every fit
     fit = data[::2]  # batches are sorted by length: alternate, so both halves span it
     held_out = data[1::2] or data
-    score = (held_out, log_probs(reference, held_out))
+    score = (held_out, logits_of(reference, held_out))
     settings: dict = {"layers": depth, "calibration_texts": len(texts)}
     if layers is None:
         dropped, used, steps = choose(reference, kept_count(ratio, depth), fit, score, repair_with)
@@ -246,13 +248,13 @@ def compress(classifier: Classifier, ratio: float, calibration: list[TextInput] 
                 if repair_with == "auto" else [repair_with] * len(runs(dropped)))
     # Refit on the whole sample, each gap with the repair chosen on held-out text.
     repair(reference, model, dropped, data, used)
-    target = log_probs(reference, data)
+    target = logits_of(reference, data)
     plain = copy.deepcopy(reference)
     remove(plain, dropped)
     settings.update(
         dropped=dropped, kept=[i for i in range(depth) if i not in dropped], repair=repair_with,
         repairs=[{"layers": list(range(first, last + 1)), "repair": how} for (first, last), how in zip(runs(dropped), used)],
         # What the repair bought, on the texts it was fitted to.
-        calibration_kl=float(f"{divergence(target, log_probs(model, data)):.4g}"),
-        calibration_kl_unrepaired=float(f"{divergence(target, log_probs(plain, data)):.4g}"))
+        calibration_kl=float(f"{divergence(target, logits_of(model, data), classifier.task):.4g}"),
+        calibration_kl_unrepaired=float(f"{divergence(target, logits_of(plain, data), classifier.task):.4g}"))
     return settings

@@ -21,7 +21,8 @@ def compress(classifier: Classifier, ratio: float, calibration: list[TextInput] 
     texts = sample(calibration, FISHER_SAMPLE, "fwsvd")
     linears = encoder_linears(classifier.model)
     fisher = fisher_diagonal(classifier.model, classifier.tokenizer, texts,
-                             {name: linear.weight for name, linear in linears.items()}, classifier.max_length)
+                             {name: linear.weight for name, linear in linears.items()}, classifier.max_length,
+                             classifier.task)
     scales = {}
     for name, f in fisher.items():
         importance = f.double().sum(0)  # per input channel

@@ -77,7 +77,8 @@ def mask_gradients(classifier: Classifier, texts: list[TextInput]) -> tuple[torc
     with masked(model, head_mask, neuron_mask):
         for batch in tqdm(list(batches(classifier.tokenizer, texts, classifier.max_length, GRAD_BATCH)),
                           desc="prune: gradients", unit="batch", **progress_options(), leave=False):
-            gh, gn = torch.autograd.grad(self_predicted_loss(model(**batch).logits), [head_mask, neuron_mask])
+            gh, gn = torch.autograd.grad(self_predicted_loss(model(**batch).logits, classifier.task),
+                                         [head_mask, neuron_mask])
             head_grads.append(gh)
             neuron_grads.append(gn)
     return torch.stack(head_grads), torch.stack(neuron_grads)
