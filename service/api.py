@@ -54,17 +54,18 @@ def serving_of(request: Request) -> Serving:
     return request.app.state.serving
 
 
-def check_inputs(request: Request, inputs: list[TextInput]) -> None:
+def check_inputs(request: Request, inputs: list[TextInput], field: str = "inputs") -> None:
+    """The input limits; `field` is what the request calls the list, for the messages."""
     if not inputs:
-        raise EmptyInput("inputs must hold at least one text")
+        raise EmptyInput(f"{field} must hold at least one text")
     limit = request.app.state.settings.max_inputs
     if len(inputs) > limit:
-        raise PayloadTooLarge(f"inputs holds {len(inputs)} texts; the limit is {limit}")
+        raise PayloadTooLarge(f"{field} holds {len(inputs)} texts; the limit is {limit}")
     chars = request.app.state.settings.max_input_chars
     for i, item in enumerate(inputs):
         size = len(item) if isinstance(item, str) else sum(map(len, item))
         if size > chars:
-            raise PayloadTooLarge(f"inputs[{i}] holds {size} characters; the limit is {chars} characters")
+            raise PayloadTooLarge(f"{field}[{i}] holds {size} characters; the limit is {chars} characters")
 
 
 def set_timing_headers(response: Response, outcome: Outcome) -> None:

@@ -22,7 +22,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from service import __version__, api_v1, api_v2
+from service import __version__, api_rerank, api_v1, api_v2
 from service.api import error_response, serving_of
 from service.backend import Backend, BackendFactory, open_backend
 from service.body_limit import BodyLimitMiddleware
@@ -192,6 +192,7 @@ def create_app(settings: Settings | None = None, backend_of: BackendFactory | No
     app.state.metrics = metrics
     app.state.serving = Serving({})
     app.include_router(api_v1.router)
+    app.include_router(api_rerank.router)
     app.include_router(api_v2.router)
     # The last added runs first: the metrics see every answer, the body limit's 413s too.
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)

@@ -90,6 +90,18 @@ def score_difference(task: Task, scores: np.ndarray, reference: np.ndarray) -> n
     return np.abs(scores - reference).max(axis=-1)
 
 
+def relevance(task: Task, labels: int) -> int | None:
+    """The score column that ranks passages for /v1/rerank: a cross-encoder's one output
+    (regression, or one sigmoid label), or a two-class model's second class (the positive
+    one: "equivalent", "entailment", "relevant" by the usual convention). None when the
+    head has no single relevance score."""
+    if labels == 1 and task in ("regression", "multi_label"):
+        return 0
+    if labels == 2 and task == "single_label":
+        return 1
+    return None
+
+
 def correlation(a: np.ndarray, b: np.ndarray) -> float:
     """Pearson correlation; 1.0 when both are constant and equal, 0.0 when one is constant."""
     if a.std() == 0 or b.std() == 0:

@@ -146,7 +146,8 @@ class MetricsMiddleware:
         try:
             await self.app(scope, receive, send_and_record)
         finally:
-            name = self.model_named(scope)
+            # A route that takes the model from the body (/v1/rerank) leaves its name in the request state.
+            name = self.model_named(scope) or scope.get("state", {}).get("model")
             if name is not None:
                 model = name if self.is_known(name) else UNKNOWN_MODEL
                 self.metrics.request_duration.labels(model).observe(time.perf_counter() - start)

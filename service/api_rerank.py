@@ -1,0 +1,71 @@
+"""POST /v1/rerank: score passages against a query with a pair model (a cross-encoder) and
+return them best first, in the shape text-embeddings-inference's /rerank has.
+
+Each (query, text) runs as one pair input through the same path as classify (tokenized
+as a pair, batched with everything else the variant is asked), so a reranker gains the
+dynamic batching, limits, metrics and shadow sampling every model route has. Which score
+ranks is the head's rule (heads.relevance).
+"""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request, Response
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictStr
+
+from service import heads
+from service.api import Text, check_inputs, serving_of, set_timing_headers
+from service.api_v1 import REFUSALS, PositiveCount
+from service.errors import Malformed
+from service.inference import classify
+
+router = APIRouter(prefix="/v1", tags=["v1"])
+
+
+class RerankRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    query: Text
+    texts: list[Text] = Field(description="Passages to score against the query.")
+    model: StrictStr | None = Field(None, description="Variant or cascade that scores; default: the only one serving.")
+    top_n: PositiveCount | None = Field(None, description="Return the best n; default all.")
+    return_text: StrictBool = Field(False, description="Echo each passage beside its score.")
+    truncate: StrictBool = Field(True, description="Cut pairs to the variant's max_length; false refuses them (413).")
+
+
+class Ranked(BaseModel):
+    index: int = Field(description="Position of the passage in `texts`.")
+    score: float
+    text: str | None = None
+
+
+def model_for(request: Request, named: str | None) -> str:
+    if named is not None:
+        return named
+    serving = serving_of(request)
+    serving_now = serving.ready_variants() + serving.ready_cascades()
+    if len(serving_now) != 1:
+        raise Malformed(f"model: name the model that scores ({', '.join(serving_now) or 'none is serving'})")
+    return serving_now[0]
+
+
+@router.post("/rerank", response_model=list[Ranked], response_model_exclude_none=True, responses=REFUSALS)
+async def rerank(body: RerankRequest, request: Request) -> Response:
+    name = model_for(request, body.model)
+    request.state.model = name  # MetricsMiddleware counts it per model, as the routes naming it in the path
+    serving = serving_of(request)
+    target = serving.lookup(name)
+    column = heads.relevance(target.task, len(target.labels))
+    if column is None:
+        raise Malformed(f"model: {name!r} is a {target.task} model with {len(target.labels)} labels; rerank needs "
+                        "one output (regression, or one multi-label score) or two classes (single_label)")
+    inputs = [(body.query, text) for text in body.texts]
+    check_inputs(request, inputs, "texts")
+    state = request.app.state
+    outcome = await classify(serving, target, inputs, body.truncate, state.metrics, state.shadow)
+    relevance = outcome.scores[:, column]
+    order = (-relevance).argsort(kind="stable")[:body.top_n]  # ties keep the order given
+    ranked = [Ranked(index=int(i), score=float(relevance[i]), text=body.texts[i] if body.return_text else None)
+              for i in order]
+    response = Response("[" + ",".join(r.model_dump_json(exclude_none=True) for r in ranked) + "]",
+                        media_type="application/json")
+    set_timing_headers(response, outcome)
+    return response
