@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import sys
-from pathlib import Path
 
 from common import BASELINE, optimum_int8
 from common import parser as common_parser
@@ -29,12 +28,14 @@ from compressor.pipeline import Recipe, build
 from compressor.recipe import METHODS
 
 CALIBRATED = ("svd-aware", "asvd", "fwsvd", "prune", "drop-layers", "embed-ae")  # read calibration text
+# The calibrated methods first, then the others (the autoencoders train longest).
+ORDER = CALIBRATED + tuple(m for m in METHODS if m not in CALIBRATED)
 RATIOS = (0.75, 0.5)
 
 
 def main() -> None:
     parser = common_parser(__doc__)
-    parser.add_argument("--methods", default=",".join(METHODS))
+    parser.add_argument("--methods", default=",".join(ORDER))
     parser.add_argument("--ratios", default=",".join(map(str, RATIOS)))
     args = parser.parse_args()
     train, dev = mrpc_paths(args.shared)
@@ -48,41 +49,43 @@ def main() -> None:
     calibrations = {"pair": read_calibration(train, COLUMNS["text_col"], COLUMNS["pair_col"]),
                     "single": read_calibration(train, COLUMNS["text_col"])}
 
-    rows: list[tuple[str, str, str, float | None]] = [("original", "none", "-", None)]
+    def measure(name: str, method: str, how: str, ratio: float | None) -> None:
+        """Evaluate one variant against the teacher's export; rewrite the table and the JSON."""
+        [r] = evaluate_all([models / name], dev, models / "original", args.threads, COLUMNS["text_col"],
+                           COLUMNS["pair_col"], COLUMNS["label_col"], cascades=False)
+        base = r if name == "original" else table[0]
+        table.append({"variant": name, "method": method, "ratio": ratio, "calibration": how,
+                      "accuracy": r["accuracy"], "delta_points": round((r["accuracy"] - base["accuracy"]) * 100, 2),
+                      "agreement": r["agreement"], "onnx_bytes": r["onnx_bytes"], "latency_ms": r["latency_ms"],
+                      "smaller": round(base["onnx_bytes"] / r["onnx_bytes"], 2),
+                      "faster_b32": round(base["latency_ms"]["batch_32"]["p50"] / r["latency_ms"]["batch_32"]["p50"], 2)})
+        t = table[-1]
+        print(f"{t['variant']:<26}{t['calibration']:>12}{t['accuracy']:>10.4f}{t['delta_points']:>+10.2f}"
+              f"{t['agreement']:>8.4f}{t['smaller']:>8.2f}x{t['faster_b32']:>11.2f}x", flush=True)
+        out.write_text(json.dumps({"dev_rows": r["examples"], "threads": args.threads, "rows": table}, indent=2) + "\n",
+                       encoding="utf-8")
+
+    table: list[dict] = []
+    args.out.mkdir(parents=True, exist_ok=True)
+    out = args.out / "pairs.json"
+    print(f"MRPC dev, ONNX Runtime {args.threads} threads; ratios against the teacher's fp32 export in this run")
+    print(f"{'variant':<26}{'calibration':>12}{'accuracy':>10}{'Δ points':>10}{'agree':>8}{'smaller':>9}"
+          f"{'b32 faster':>12}")
     build(classifier, Recipe("original"), models, calibrations["pair"])
+    measure("original", "none", "-", None)
+    optimum_int8(models / "original", teacher, models)
+    measure(BASELINE, BASELINE, "-", None)
+    build(classifier, Recipe("int8", quantize="int8"), models)
+    measure("int8", "int8", "-", None)
     for how, texts in calibrations.items():
         build(classifier, Recipe(f"int8-static.{how}", quantize="int8-static"), models, texts)
-        rows.append((f"int8-static.{how}", "int8-static", how, None))
-    build(classifier, Recipe("int8", quantize="int8"), models)
-    rows.append(("int8", "int8", "-", None))
-    optimum_int8(models / "original", teacher, models)
-    rows.append((BASELINE, BASELINE, "-", None))
+        measure(f"int8-static.{how}", "int8-static", how, None)
     for method in args.methods.split(","):
         for ratio in map(float, args.ratios.split(",")):
             for how in (("pair", "single") if method in CALIBRATED else ("-",)):
                 name = f"{method}{round(ratio * 100)}.{how}".replace(".-", "")
-                print(f"building {name}", flush=True)
                 build(classifier, Recipe(name, method, ratio), models, calibrations.get(how))
-                rows.append((name, method, how, ratio))
-
-    results = evaluate_all([models / r[0] for r in rows], dev, models / "original", args.threads,
-                           COLUMNS["text_col"], COLUMNS["pair_col"], COLUMNS["label_col"], cascades=False)
-    base = results[0]
-    table = []
-    for (name, method, how, ratio), r in zip(rows, results):
-        table.append({"variant": name, "method": method, "ratio": ratio, "calibration": how,
-                      "accuracy": r["accuracy"], "delta_points": round((r["accuracy"] - base["accuracy"]) * 100, 2),
-                      "agreement": r["agreement"], "smaller": round(base["onnx_bytes"] / r["onnx_bytes"], 2),
-                      "faster_b32": round(base["latency_ms"]["batch_32"]["p50"] / r["latency_ms"]["batch_32"]["p50"], 2)})
-    print(f"MRPC dev ({base['examples']} pairs), teacher {base['accuracy']:.4f}; ONNX Runtime {args.threads} threads; "
-          "ratios against the teacher's fp32 export in this run")
-    print(f"{'variant':<26}{'calibration':>12}{'accuracy':>10}{'Δ points':>10}{'agree':>8}{'smaller':>9}{'b32 faster':>12}")
-    for t in table:
-        print(f"{t['variant']:<26}{t['calibration']:>12}{t['accuracy']:>10.4f}{t['delta_points']:>+10.2f}"
-              f"{t['agreement']:>8.4f}{t['smaller']:>8.2f}x{t['faster_b32']:>11.2f}x")
-    args.out.mkdir(parents=True, exist_ok=True)
-    out = args.out / "pairs.json"
-    out.write_text(json.dumps({"rows": table, "evaluations": results}, indent=2) + "\n", encoding="utf-8")
+                measure(name, method, how, ratio)
     print(f"wrote {out}")
 
 
