@@ -34,7 +34,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     commands = parser.add_subparsers(dest="command", required=True)
 
     c = commands.add_parser("compress", help="compress one model into one variant folder")
-    c.add_argument("model", help="local Hugging Face checkpoint folder, or 'default'")
+    c.add_argument("model", help="local Hugging Face checkpoint folder, a Hub name ORG/NAME[@REVISION], or 'default'")
     c.add_argument("--method", required=True,
                    help="a method (svd, svd-aware, prune, ae, kronecker, ...; a wrong name lists them all), "
                         "a '+'-joined pipeline such as prune@0.7+embed-ae@0.5, or none to export as is")
@@ -79,7 +79,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                 "smallest": "search --objective size, under its older name"}
     for command, summary in searches.items():
         s = commands.add_parser(command, help=summary)
-        s.add_argument("model", help="local Hugging Face checkpoint folder, or 'default'")
+        s.add_argument("model", help="local Hugging Face checkpoint folder, a Hub name ORG/NAME[@REVISION], or 'default'")
         s.add_argument("--max-drop", type=float, required=True,
                        help="accuracy points (or points of agreement, without --data) the variant may lose")
         if command == "search":
