@@ -68,7 +68,10 @@ def input_statistics(model: PreTrainedModel, tokenizer: PreTrainedTokenizerFast,
 
     def hook(name: str):
         def record(_module: nn.Module, args: tuple, _output: torch.Tensor) -> None:
-            x = args[0].reshape(-1, args[0].shape[-1])[keep["mask"]].double()
+            x = args[0].reshape(-1, args[0].shape[-1])
+            # Token inputs lose their padding. DeBERTa-v2 also runs its query and key over the
+            # relative-position embeddings (no batch, no padding): every such row counts.
+            x = (x[keep["mask"].reshape(-1)] if args[0].shape[:-1] == keep["mask"].shape else x).double()
             s = stats[name]
             s.gram += x.T @ x
             s.abs_sum += x.abs().sum(0)
@@ -79,7 +82,7 @@ def input_statistics(model: PreTrainedModel, tokenizer: PreTrainedTokenizerFast,
     try:
         for batch in tqdm(list(batches(tokenizer, texts, max_length)), desc="calibration", unit="batch",
                           **progress_options(), leave=False):
-            keep["mask"] = batch["attention_mask"].reshape(-1).bool()
+            keep["mask"] = batch["attention_mask"].bool()
             model(**batch)
     finally:
         for handle in handles:

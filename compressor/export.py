@@ -54,9 +54,13 @@ class LogitsOnly(nn.Module):
 
 def input_names(classifier: Classifier) -> list[str]:
     # The tokenizer knows which inputs the architecture takes (no token_type_ids for
-    # RoBERTa or DistilBERT); attention_mask always goes second.
+    # RoBERTa or DistilBERT); attention_mask always goes second. DeBERTa-v3's tokenizer
+    # hands out token_type_ids to a model without type embeddings (type_vocab_size 0):
+    # the traced graph has no such input, so a quantizer must not be fed one.
     names = ["input_ids", "attention_mask"]
-    return names + (["token_type_ids"] if "token_type_ids" in classifier.tokenizer.model_input_names else [])
+    typed = "token_type_ids" in classifier.tokenizer.model_input_names \
+        and getattr(classifier.model.config, "type_vocab_size", 1) > 0
+    return names + (["token_type_ids"] if typed else [])
 
 
 def export_onnx(classifier: Classifier, path: Path, sentences: list[TextInput]) -> None:

@@ -230,7 +230,10 @@ def try_recipe(build: Callable[[Step, Path], Manifest], step: Step, folder: Path
     if needy and not calibration:
         return [Attempt(method, quantize, None, None, None, False, note=f"{needy[0]} needs --calibration")]
     start = time.perf_counter()
-    manifest = build(step, folder)
+    try:
+        manifest = build(step, folder)
+    except InputError as exc:  # a method this model's family refuses (compressor/families.py): a candidate less
+        return [Attempt(method, quantize, None, None, None, False, note=str(exc))]
     attempts = []
     for runtime in runtimes_here:
         try:

@@ -138,3 +138,15 @@ def test_the_command_ends_with_one_summary_line(checkpoints, tmp_path, capsys):
     last = capsys.readouterr().out.strip().splitlines()[-1]
     assert last.startswith(f"wrote {tmp_path / 'out' / 'x'}: none on onnxruntime/f32") and "batch 1" in last
     assert read_manifest(tmp_path / "out" / "x").search["batch"] == "1"
+
+
+def test_a_method_the_family_refuses_is_a_candidate_less(tmp_path, monkeypatch):
+    from families import save_family_checkpoint
+
+    monkeypatch.setattr(Scoring, "score", score_by_method({"prune@0.5+int8", "none+int8", "int8"}))
+    checkpoint = save_family_checkpoint("modernbert", tmp_path / "modernbert")
+    manifest, trail = search(str(checkpoint), "small", tmp_path / "models", 1.0, data=LABELLED, calibration=CORPUS,
+                             objective="size", ladder=LADDER[1:], runtimes_here=ORT, report=quiet)
+    assert trail[0].method == "prune@0.5" and trail[0].onnx_bytes is None
+    assert trail[0].note.startswith("prune does not support ModernBERT")
+    assert manifest.method == "int8"

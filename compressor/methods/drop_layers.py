@@ -54,7 +54,14 @@ from transformers import PreTrainedModel
 from compressor.calibration import batches, head_divergence, sample
 from compressor.checkpoint import Classifier, model_task
 from compressor.errors import InputError
-from compressor.methods.layers import embedding_norm, encoder_of, head_input, layers_of
+from compressor.families import check_supported
+from compressor.methods.layers import (
+    embedding_norm,
+    encoder_of,
+    head_input,
+    input_readers,
+    layers_of,
+)
 from compressor.progress import progress_options
 from compressor.recipe import DEFAULT_REPAIR, REPAIRS
 from service.manifest import Task
@@ -120,8 +127,10 @@ def affine_fit(gram: torch.Tensor, cross: torch.Tensor) -> torch.Tensor:
     return torch.linalg.solve(gram + ridge * torch.diag(penalty), cross)
 
 
-def refit(how: str, norm: nn.LayerNorm, readers: list[nn.Linear], gram: torch.Tensor, cross: torch.Tensor) -> None:
-    """Fold one gap's repair into `norm` (what produces the gap's input) and `readers`."""
+def refit(how: str, norm: nn.LayerNorm | nn.Linear, readers: list[nn.Linear], gram: torch.Tensor,
+          cross: torch.Tensor) -> None:
+    """Fold one gap's repair into `norm` (what produces the gap's input: a LayerNorm, or
+    ELECTRA's embedding projection) and `readers`."""
     if how == "none":
         return
     hidden = norm.weight.shape[0]
@@ -129,9 +138,10 @@ def refit(how: str, norm: nn.LayerNorm, readers: list[nn.Linear], gram: torch.Te
         f"drop-layers: statistics {tuple(gram.shape)} and {tuple(cross.shape)} for a gap {hidden} wide"
     if how == "inputs+norm":
         scale, shift = channel_fit(gram, cross)
-        assert scale.shape == shift.shape == norm.weight.shape, \
-            f"drop-layers: {tuple(scale.shape)} scales for a {tuple(norm.weight.shape)} LayerNorm"
-        norm.weight.copy_((norm.weight.double() * scale).float())
+        assert scale.shape == shift.shape == norm.bias.shape, \
+            f"drop-layers: {tuple(scale.shape)} scales for {tuple(norm.bias.shape)} output channels"
+        # Output channel c: a LayerNorm's γ_c, or a Linear's row c, scales with it.
+        norm.weight.copy_((norm.weight.double() * scale.view(-1, *[1] * (norm.weight.dim() - 1))).float())
         norm.bias.copy_((norm.bias.double() * scale + shift).float())
         # [x', 1] = [x, 1]·D: carry the statistics over to the refitted input.
         d = torch.diag(torch.cat([scale, torch.ones(1, dtype=scale.dtype)]))
@@ -163,8 +173,7 @@ def repair(reference: PreTrainedModel, model: PreTrainedModel, dropped: list[int
     for (first, last), wanted in zip(gaps, [how] * len(gaps) if isinstance(how, str) else how):
         norm = embedding_norm(model) if first == 0 else layers[first - 1].output_norm
         at_head = last == len(layers) - 1
-        readers = [head_input(model)] if at_head else \
-            [layers[last + 1].query, layers[last + 1].key, layers[last + 1].value]
+        readers = [head_input(model)] if at_head else input_readers(layers[last + 1])
         if wanted == "none":
             used.append(wanted)
             continue
@@ -226,6 +235,7 @@ def choose(reference: PreTrainedModel, keep: int, fit: list[dict], score: tuple[
 
 def compress(classifier: Classifier, ratio: float, calibration: list[TextInput] | None = None,
              layers: tuple[int, ...] | None = None, repair_with: str = DEFAULT_REPAIR) -> dict:
+    check_supported(classifier.model.config, "drop-layers")
     texts = sample(calibration, SAMPLE, "drop-layers")
     model = classifier.model
     depth = len(layers_of(model))

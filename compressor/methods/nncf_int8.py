@@ -20,6 +20,7 @@ import logging
 from pathlib import Path
 
 import onnx
+from onnx import helper
 
 from compressor.methods.quantize import (
     Feeds,
@@ -39,6 +40,7 @@ def quantize_nncf_int8(source: Path, target: Path, spec: str, feeds: Feeds | Non
     logging.getLogger("nncf").setLevel(logging.WARNING)  # one INFO line per node otherwise
     keep_generators_fp32(source)
     model = onnx.load(str(source))
+    shield_branch_reads(model.graph)
     quantized = set(weight_matmuls(source))
     float_matmuls = [n.name for n in model.graph.node if n.op_type == "MatMul" and n.name not in quantized]
     ignored = sorted(set(float_matmuls) | set(generator_nodes(model.graph)))
@@ -48,3 +50,34 @@ def quantize_nncf_int8(source: Path, target: Path, spec: str, feeds: Feeds | Non
     )
     onnx.save(result, str(target))
     return {"quantize": spec, "quantize_recipe": RECIPE, **store_factors_int8(target)}
+
+
+def outer_reads(graph: onnx.GraphProto) -> set[str]:
+    """The values a subgraph (an If's branch) reads from the scopes around it."""
+    local = {v.name for v in [*graph.input, *graph.initializer]} | {o for n in graph.node for o in n.output}
+    return {name for node in graph.node for name in reads(node)} - local
+
+
+def reads(node: onnx.NodeProto) -> set[str]:
+    names = {name for name in node.input if name}
+    for attribute in node.attribute:
+        for graph in [attribute.g] if attribute.type == onnx.AttributeProto.GRAPH else attribute.graphs:
+            names |= outer_reads(graph)
+    return names
+
+
+def shield_branch_reads(graph: onnx.GraphProto) -> None:
+    """NNCF removes every Cast that changes no type and rewires its readers to the Cast's
+    input, but misses readers inside an If's branches (DeBERTa-v2's relative positions),
+    which are left reading a value nothing computes. A Cast such a branch reads hands its
+    value on through an Identity, which NNCF leaves alone."""
+    branch_reads = {name for node in graph.node for name in reads(node) - set(node.input)}
+    nodes = []
+    for node in graph.node:
+        nodes.append(node)
+        if node.op_type == "Cast" and node.output[0] in branch_reads:
+            value = node.output[0]
+            node.output[0] = f"{value}/before_branch"
+            nodes.append(helper.make_node("Identity", [node.output[0]], [value], name=f"{node.name}/to_branch"))
+    graph.ClearField("node")
+    graph.node.extend(nodes)

@@ -16,7 +16,7 @@ Pruning Framework for Transformers").
    per kept neuron so that the pruned layer's output (before LayerNorm) matches the original
    layer's output on calibration text, the pruned model feeding its own inputs forward.
 5. Surgery: fold the scales into the output projections and physically remove the pruned
-   heads (HF `prune_heads`) and neurons, so the exported graph is smaller and faster.
+   heads (layers.prune_heads) and neurons, so the exported graph is smaller and faster.
 
 The budget (`ratio`) is the kept fraction of the prunable weights — a head owns 4·H·d of
 them (its slices of Q, K, V and the output projection), a neuron 2·H — which is also the
@@ -37,7 +37,8 @@ from transformers.pytorch_utils import prune_linear_layer
 from compressor.calibration import batches, sample, self_predicted_loss
 from compressor.checkpoint import Classifier
 from compressor.errors import InputError
-from compressor.methods.layers import layers_of
+from compressor.families import check_supported
+from compressor.methods.layers import layers_of, prune_heads
 from compressor.methods.linears import replace_module
 from compressor.progress import progress_options
 from service.tokenization import TextInput
@@ -135,17 +136,17 @@ def rearrange(mask: torch.Tensor, grads: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def layer_inputs(model: PreTrainedModel, linears: list[nn.Linear], batch: dict, cls_only: bool = False) -> list[torch.Tensor]:
-    """Each Linear's input on the batch's real tokens (or on position 0 only), [tokens, in].
+def layer_inputs(model: PreTrainedModel, modules: list[nn.Module], batch: dict, cls_only: bool = False) -> list[torch.Tensor]:
+    """Each module's first input on the batch's real tokens (or on position 0 only), [tokens, in].
     Inside `masked`, the mask hooks run first, so these are the masked inputs."""
-    seen: list[torch.Tensor] = [None] * len(linears)
+    seen: list[torch.Tensor] = [None] * len(modules)
 
     def grab(k: int):
         def hook(_m, args):
             seen[k] = args[0]
         return hook
 
-    handles = [l.register_forward_pre_hook(grab(k)) for k, l in enumerate(linears)]
+    handles = [m.register_forward_pre_hook(grab(k)) for k, m in enumerate(modules)]
     try:
         model(**batch)
     finally:
@@ -185,10 +186,10 @@ def rescale(classifier: Classifier, head_mask: torch.Tensor, neuron_mask: torch.
             ata, atb = torch.zeros(len(kept), len(kept), dtype=torch.float64), torch.zeros(len(kept), dtype=torch.float64)
             w = b.attention_out.weight.double().T.reshape(b.heads, b.head_size, -1)[kept]  # [k, d, H]
             for batch in data:
-                x_t, ctx_t = layer_inputs(model, [b.query, b.attention_out], batch)
+                x_t, ctx_t = layer_inputs(model, [b.module, b.attention_out], batch)
                 target = b.attention_out(ctx_t).double() + x_t.double()
                 with masked(model, head_mask, neuron_mask):
-                    x_s, ctx_s = layer_inputs(model, [b.query, b.attention_out], batch)
+                    x_s, ctx_s = layer_inputs(model, [b.module, b.attention_out], batch)
                 per_head = ctx_s.double().view(-1, b.heads, b.head_size)[:, kept]  # [N, k, d]
                 a = torch.einsum("nkd,kdh->nhk", per_head, w).reshape(-1, len(kept))
                 rest = (target - b.attention_out.bias.double() - x_s.double()).reshape(-1)
@@ -234,7 +235,7 @@ def remove_units(model: PreTrainedModel, head_mask: torch.Tensor, neuron_mask: t
         kept = neuron_mask[i].nonzero().flatten()
         replace_module(model, names[id(b.ffn_in)], prune_linear_layer(b.ffn_in, kept, dim=0))
         replace_module(model, names[id(b.ffn_out)], prune_linear_layer(b.ffn_out, kept, dim=1))
-    model.prune_heads({i: (head_mask[i] == 0).nonzero().flatten().tolist() for i in range(len(head_mask))})
+    prune_heads(model, {i: (head_mask[i] == 0).nonzero().flatten().tolist() for i in range(len(head_mask))})
     # The kept units, and only they, must be left, each Linear cut on the side that indexes them.
     for i, b in enumerate(layers_of(model)):
         width, neurons = int((head_mask[i] != 0).sum()) * b.head_size, int((neuron_mask[i] != 0).sum())
@@ -246,6 +247,7 @@ def remove_units(model: PreTrainedModel, head_mask: torch.Tensor, neuron_mask: t
 
 
 def compress(classifier: Classifier, ratio: float, calibration: list[TextInput] | None = None) -> dict:
+    check_supported(classifier.model.config, "prune")
     texts = sample(calibration, SAMPLE, "prune")
     layers = layers_of(classifier.model)
     if any(b.heads != layers[0].heads or b.ffn_in.out_features != layers[0].ffn_in.out_features for b in layers):
