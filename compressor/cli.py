@@ -130,8 +130,10 @@ def run(args: argparse.Namespace) -> str:
         from compressor.search import search
 
         data = read_tsv(args.data, args.text_col, args.text_pair_col, args.label_col) if args.data else None
+        # --data's columns name the calibration's too when it is a TSV; a text file is one text per line.
         calibration = read_calibration(args.calibration, args.calibration_col or args.text_col,
-                                       args.text_pair_col) if args.calibration else None
+                                       args.text_pair_col if args.calibration.suffix == ".tsv" else None) \
+            if args.calibration else None
         objective = getattr(args, "objective", "size")
         m, trail = search(args.model, args.name, args.out, args.max_drop, data, calibration, objective,
                           getattr(args, "batch", "mix"), getattr(args, "time_budget", None), args.threads)

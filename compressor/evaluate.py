@@ -31,7 +31,7 @@ from service.cascade import (
     read_cascade_file,
     unsure,
 )
-from service.manifest import Evaluation, Task, timestamp, write_manifest
+from service.manifest import Evaluation, Task, read_manifest, timestamp, write_manifest
 from service.repository import Variant, load_variant
 from service.tokenization import TextInput, encode
 
@@ -152,13 +152,23 @@ def evaluate_all(folders: list[Path], data_path: Path | None, reference: Path | 
     if reference is not None:
         if data is None:
             raise InputError("--reference needs --data: agreement is measured on its texts")
-        reference_scores = scores(open_variant(reference, threads), data.inputs())
+        reference_variant = open_variant(reference, threads)
+        for folder in folders:
+            problem = heads.mismatch(folder.name, head_of(folder), reference.name, head_of(reference))
+            if problem is not None:
+                raise InputError(f"--reference: {problem}")
+        reference_scores = scores(reference_variant, data.inputs())
     results = [evaluate(f, data, data_path, reference_scores, reference.name if reference else None, threads)
                for f in folders]
     if cascades and data is not None:
         results += [evaluate_cascade(name, spec, folders, data, data_path, reference_scores, reference, threads)
                     for name, spec in cascades_over(folders).items()]
     return results
+
+
+def head_of(folder: Path) -> tuple[Task, list[str]]:
+    manifest = read_manifest(folder)
+    return manifest.task, manifest.labels
 
 
 def cascades_over(folders: list[Path]) -> dict[str, CascadeSpec]:
@@ -215,14 +225,15 @@ def table(results: list[dict]) -> str:
     the results, each row also says how it compares: accuracy points, times smaller, times
     faster at batch 1 and at batch 32 (p50 against p50)."""
     base = next((r for r in results if r["variant"] == r.get("reference")), None)
-    head = ["variant", "method", "accuracy", "agreement", "params", "MB", "b1 p50 ms", f"b{BATCH} p50 ms"]
+    head = ["variant", "method", "accuracy" if any("accuracy" in r for r in results) or
+            not any("pearson" in r for r in results) else "pearson", "agreement", "params", "MB", "b1 p50 ms", f"b{BATCH} p50 ms"]
     if base:
         head += ["Δ points", "smaller", "faster b1", f"faster b{BATCH}"]
     fmt = lambda v: "-" if v is None else f"{v:.4f}"
     rows = [head]
     for r in results:
         b1, bn = r["latency_ms"]["batch_1"]["p50"], r["latency_ms"][f"batch_{BATCH}"]["p50"]
-        row = [r["variant"], r["method"], fmt(r.get("accuracy")), fmt(r.get("agreement")),
+        row = [r["variant"], r["method"], fmt(r.get("accuracy", r.get("pearson"))), fmt(r.get("agreement")),
                f"{r['parameters'] / 1e6:.2f}M", f"{r['onnx_bytes'] / 1e6:.1f}", f"{b1:.2f}", f"{bn:.1f}"]
         if base:
             delta = (r["accuracy"] - base["accuracy"]) * 100 if "accuracy" in r and "accuracy" in base else None

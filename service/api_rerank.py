@@ -1,5 +1,6 @@
 """POST /v1/rerank: score passages against a query with a pair model (a cross-encoder) and
-return them best first, in the shape text-embeddings-inference's /rerank has.
+return them best first, with the request and answer text-embeddings-inference's /rerank
+has (plus the model's name; `raw_scores` as there: by default a probability).
 
 Each (query, text) runs as one pair input through the same path as classify (tokenized
 as a pair, batched with everything else the variant is asked), so a reranker gains the
@@ -8,6 +9,8 @@ ranks is the head's rule (heads.relevance).
 """
 
 from __future__ import annotations
+
+from typing import Literal
 
 from fastapi import APIRouter, Request, Response
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictStr
@@ -28,7 +31,10 @@ class RerankRequest(BaseModel):
     model: StrictStr | None = Field(None, description="Variant or cascade that scores; default: the only one serving.")
     top_n: PositiveCount | None = Field(None, description="Return the best n; default all.")
     return_text: StrictBool = Field(False, description="Echo each passage beside its score.")
+    raw_scores: StrictBool = Field(False, description=(
+        "The logit that ranks, as the model gives it; default: a probability (a regression output through a sigmoid)."))
     truncate: StrictBool = Field(True, description="Cut pairs to the variant's max_length; false refuses them (413).")
+    truncation_direction: Literal["Right", "right"] = Field("Right", description="Pairs are cut on the right.")
 
 
 class Ranked(BaseModel):
@@ -61,7 +67,7 @@ async def rerank(body: RerankRequest, request: Request) -> Response:
     check_inputs(request, inputs, "texts")
     state = request.app.state
     outcome = await classify(serving, target, inputs, body.truncate, state.metrics, state.shadow)
-    relevance = outcome.scores[:, column]
+    relevance = heads.relevance_scores(outcome.task, outcome.logits, outcome.scores, column, body.raw_scores)
     order = (-relevance).argsort(kind="stable")[:body.top_n]  # ties keep the order given
     ranked = [Ranked(index=int(i), score=float(relevance[i]), text=body.texts[i] if body.return_text else None)
               for i in order]

@@ -178,6 +178,10 @@ async def classify_texts(name: str, body: ClassifyRequest, request: Request) -> 
     return response
 
 
+def head_of(ready: ReadyVariant) -> tuple[str, list[str]]:
+    return ready.task, ready.labels
+
+
 async def timed(ready: ReadyVariant, inputs: list[TextInput], truncate: bool) -> tuple[Outcome, float]:
     start = time.perf_counter()
     outcome = await run_variant(ready, inputs, truncate)
@@ -190,23 +194,24 @@ async def compare(body: CompareRequest, request: Request) -> CompareResponse:
     serving = serving_of(request)
     inputs = as_text_inputs(body.inputs)
     check_inputs(request, inputs)
-    names = body.models if body.models is not None else serving.ready_variants()
-    if not names:
-        raise Malformed("models: name at least one variant")
     reference = body.reference or serving.reference(request.app.state.settings.reference)
     if reference is None:
         raise Malformed("reference: no variant is an uncompressed export (method 'none') to compare against; "
                         "name one in `reference` or set SLIMSERVE_REFERENCE")
+    reference_head = head_of(serving.variant(reference))
+    names = body.models if body.models is not None else [  # by default, every variant comparable with it
+        n for n in serving.ready_variants() if head_of(serving.variant(n)) == reference_head]
+    if not names:
+        raise Malformed("models: name at least one variant")
     targets = {}
     for name in dict.fromkeys([*names, reference]):
         if name in serving.cascades and name not in serving.variants:
             raise Malformed(f"models: {name!r} is a cascade; compare variants")
         targets[name] = serving.variant(name)
-    head = {n: (t.variant.manifest.task, t.labels) for n, t in targets.items()}
     for name in names:
-        if head[name] != head[reference]:
-            raise Malformed(f"models: {name!r} ({head[name][0]}, {len(head[name][1])} labels) cannot be compared "
-                            f"with the reference {reference!r} ({head[reference][0]}, {len(head[reference][1])} labels)")
+        problem = heads.mismatch(name, head_of(targets[name]), reference, reference_head)
+        if problem is not None:
+            raise Malformed(f"models: {problem}")
     order = list(dict.fromkeys([reference, *names]))
     outcomes = dict(zip(order, await asyncio.gather(*(timed(targets[n], inputs, body.truncate) for n in order))))
     ref_outcome = outcomes[reference][0]

@@ -102,6 +102,26 @@ def relevance(task: Task, labels: int) -> int | None:
     return None
 
 
+def relevance_scores(task: Task, logits: np.ndarray, scores: np.ndarray, column: int, raw: bool) -> np.ndarray:
+    """Per input, the score /v1/rerank ranks by: the relevance column's logit when `raw`,
+    else a probability (a regression output through a sigmoid, as rerankers are trained
+    with a binary cross-entropy on it; the class or label probability otherwise)."""
+    if raw:
+        return logits[:, column].astype(np.float64)
+    return sigmoid(logits[:, column].astype(np.float64)) if task == "regression" else scores[:, column]
+
+
+def mismatch(name: str, head: tuple[Task, list[str]], reference: str, reference_head: tuple[Task, list[str]]
+             ) -> str | None:
+    """Why `name`'s answers cannot be compared with `reference`'s, or None: agreement only
+    means something between heads of the same task over the same labels. A head is
+    (task, labels)."""
+    if head == reference_head:
+        return None
+    return (f"{name!r} ({head[0]}, {len(head[1])} labels) cannot be compared with the reference "
+            f"{reference!r} ({reference_head[0]}, {len(reference_head[1])} labels)")
+
+
 def correlation(a: np.ndarray, b: np.ndarray) -> float:
     """Pearson correlation; 1.0 when both are constant and equal, 0.0 when one is constant."""
     if a.std() == 0 or b.std() == 0:

@@ -79,7 +79,9 @@ class Shadow:
             reference = serving.variant(reference_name)
         except ServiceError:  # not served (any more): nothing to compare with
             reference = None
-        if reference is None or len(self._tasks) >= self.MAX_PENDING or reference.batcher.load() > 0.5:
+        # A reference with another head cannot agree or disagree: nothing to compare with.
+        comparable = reference is not None and (reference.task, reference.labels) == (outcome.task, outcome.labels)
+        if not comparable or len(self._tasks) >= self.MAX_PENDING or reference.batcher.load() > 0.5:
             self.metrics.shadow_dropped.labels(name).inc(len(picked))
             return
         task = asyncio.get_running_loop().create_task(
@@ -97,9 +99,6 @@ class Shadow:
         except ServiceError as exc:  # the reference is busy or gone: skip, never fail the variant
             self.metrics.shadow_dropped.labels(name).inc(len(inputs))
             log.debug("shadow comparison for %s dropped: %s", name, exc.message)
-            return
-        if reference.labels != outcome.labels or reference.task != outcome.task:
-            self.metrics.shadow_dropped.labels(name).inc(len(inputs))  # different heads: no comparison means anything
             return
         self.metrics.shadow_inputs.labels(name).inc(len(inputs))
         agreement = heads.row_agreement(outcome.task, scores, reference.scores, self.threshold)

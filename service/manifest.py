@@ -53,7 +53,9 @@ class Evaluation(BaseModel):
     rows: int
     labelled: bool
     accuracy: float | None = None  # labelled data only
-    agreement: float | None = None  # with `reference`, on the same rows
+    pearson: float | None = None  # instead of accuracy for a regression head: correlation with the labels
+    agreement: float | None = None  # with `reference`, on the same rows, as the task defines it
+    mae: float | None = None  # regression: mean |score − reference score|
     reference: str | None = None
     date: str | None = None  # absent on an evaluation converted from the old single `evaluation`
 
@@ -119,8 +121,8 @@ class Manifest(BaseModel):
     @model_validator(mode="before")
     @classmethod
     def convert_old_task(cls, data: Any) -> Any:
-        if isinstance(data, dict) and data.get("task") == OLD_TASK:
-            data = {**data, "task": "single_label"}
+        if isinstance(data, dict) and data.get("task") == OLD_TASK:  # transformers' rule: one output is a regression
+            data = {**data, "task": "regression" if len(data.get("labels") or ()) == 1 else "single_label"}
         return data
 
     @model_validator(mode="before")

@@ -9,6 +9,7 @@ from typing import Literal
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from service import heads
 from service.cascade import CascadeSpec
 from service.manifest import PRECISIONS, BackendName, Precision, Runtime
 from service.providers import EXECUTION_PROVIDERS
@@ -51,7 +52,7 @@ class Settings(BaseSettings):
     # Live comparison against a reference variant.
     reference: str | None = Field(None, description="Variant the others are compared with (shadow, /v1/compare).")
     shadow_rate: float = Field(0.0, ge=0, le=1, description="Share of each variant's inputs mirrored to the reference.")
-    multi_label_threshold: float = Field(0.5, ge=0, le=1, description=(
+    multi_label_threshold: float = Field(heads.THRESHOLD, ge=0, le=1, description=(
         "A multi-label model's label is on at or above this score (its sigmoid)."))
     cascades: dict[str, CascadeSpec] = Field(default_factory=dict, description="Virtual models (see cascades.json).")
     admin_token: SecretStr | None = Field(None, description="Bearer token for /admin/*; unset: admin routes are off.")

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from conftest import TINY, wordpiece_tokenizer
 
+from compressor.errors import InputError
 from service import heads
 from service.manifest import read_manifest
 
@@ -60,11 +61,11 @@ def test_relevance_column_per_head():
 
 # --- tiny checkpoints with each head --------------------------------------------------
 
-def save_head(folder: Path, problem_type: str | None, labels: dict[int, str]) -> Path:
+def save_head(folder: Path, problem_type: str | None, labels: dict[int, str], seed: int = 1) -> Path:
     import torch
     from transformers import BertConfig, BertForSequenceClassification
 
-    torch.manual_seed(1)
+    torch.manual_seed(seed)
     tokenizer = wordpiece_tokenizer(with_types=True)
     config = BertConfig(vocab_size=len(tokenizer), max_position_embeddings=64, problem_type=problem_type,
                         id2label=labels, label2id={v: k for k, v in labels.items()}, **TINY)
@@ -84,6 +85,7 @@ def head_models(tmp_path_factory) -> tuple[Path, dict[str, Path]]:
     root = tmp_path_factory.mktemp("heads")
     checkpoints = {
         "tags": save_head(root / "tags", "multi_label_classification", TAGS),
+        "tags-other": save_head(root / "tags-other", "multi_label_classification", TAGS, seed=2),
         "similarity": save_head(root / "similarity", None, {0: "similarity"}),
         "pairs": save_head(root / "pairs", "single_label_classification", {0: "different", 1: "same"}),
         "three": save_head(root / "three", None, {0: "a", 1: "b", 2: "c"}),
@@ -130,7 +132,9 @@ def test_the_threshold_is_a_setting(make_client, head_models):
     client = make_client(head_models[0], multi_label_threshold=0.999)
     expected = 1 / (1 + np.exp(-torch_logits(head_models[1]["tags"], PASSAGES)))
     body = client.post("/v1/models/tags/classify", json={"inputs": PASSAGES}).json()
-    assert [len(p["labels"]) for p in body["predictions"]] == [int((row >= 0.999).sum()) for row in expected]
+    counts = [len(p["labels"]) for p in body["predictions"]]
+    assert counts == [int((row >= 0.999).sum()) for row in expected]
+    assert counts != [int((row >= 0.5).sum()) for row in expected]  # the setting, not the default, decided
 
 
 def test_regression_returns_the_score_itself(heads_client, head_models):
@@ -159,7 +163,7 @@ def test_v2_outputs_fit_each_task(heads_client, head_models):
     wrong = heads_client.post("/v2/models/similarity/infer", json={
         "inputs": [{"name": "text", "shape": [1], "datatype": "BYTES", "data": ["ok"]}],
         "outputs": [{"name": "probabilities"}]})
-    assert wrong.status_code == 400 or wrong.status_code == 422
+    assert wrong.status_code == 422
     assert "choose from logits, scores" in wrong.json()["error"]
 
 
@@ -167,12 +171,17 @@ def test_v2_outputs_fit_each_task(heads_client, head_models):
 
 def test_rerank_orders_passages_by_the_cross_encoders_score(heads_client, head_models):
     expected = torch_logits(head_models[1]["similarity"], [(QUERY, p) for p in PASSAGES])[:, 0]
-    response = heads_client.post("/v1/rerank", json={"model": "similarity", "query": QUERY, "texts": PASSAGES})
+    response = heads_client.post("/v1/rerank", json={"model": "similarity", "query": QUERY, "texts": PASSAGES,
+                                                     "raw_scores": True})
     assert response.status_code == 200, response.text
     ranked = response.json()
     assert [r["index"] for r in ranked] == list(np.argsort(-expected))
     assert [r["score"] for r in ranked] == pytest.approx(sorted(expected, reverse=True), abs=1e-5)
     assert all("text" not in r for r in ranked)
+    # By default the score is a probability, as text-embeddings-inference gives it; the order is the same.
+    default = heads_client.post("/v1/rerank", json={"model": "similarity", "query": QUERY, "texts": PASSAGES}).json()
+    assert [r["index"] for r in default] == [r["index"] for r in ranked]
+    assert [r["score"] for r in default] == pytest.approx(1 / (1 + np.exp(-np.sort(expected)[::-1])), abs=1e-5)
 
 
 def test_rerank_top_n_and_return_text(heads_client):
@@ -203,6 +212,8 @@ def test_rerank_is_counted_per_model(heads_client):
     ({"model": "similarity", "query": QUERY, "texts": ["x" * 30_000]}, 413, "texts[0] holds"),
     ({"model": "similarity", "query": 3, "texts": PASSAGES}, 422, "query"),
     ({"model": "similarity", "query": QUERY, "texts": PASSAGES, "top_n": 0}, 422, "top_n"),
+    ({"model": "similarity", "query": QUERY, "texts": PASSAGES, "truncation_direction": "Left"}, 422,
+     "truncation_direction"),
 ])
 def test_rerank_refusals(heads_client, body, status, message):
     response = heads_client.post("/v1/rerank", json=body)
@@ -247,6 +258,30 @@ def test_evaluate_scores_multi_label_decisions(head_models, tmp_path):
     assert result["accuracy"] == pytest.approx(1 - 3 / (3 * len(PASSAGES)), abs=1e-4)
 
 
+def test_evaluate_refuses_a_reference_with_another_head(head_models, tmp_path):
+    from compressor.evaluate import evaluate_all
+
+    out, _ = head_models
+    data = tmp_path / "d.tsv"
+    data.write_text("sentence\n" + "".join(f"{t}\n" for t in PASSAGES))
+    with pytest.raises(InputError, match="'tags' \\(multi_label, 3 labels\\) cannot be compared"):
+        evaluate_all([out / "tags"], data, out / "similarity", threads=1)
+
+
+def test_old_manifests_read_their_task_by_transformers_rule():
+    from service.manifest import Manifest
+
+    old = {"name": "x", "base_model": "y", "task": "text-classification", "max_length": 8, "method": "none",
+           "parameters": 1, "parameters_original": 1, "onnx_bytes": 1}
+    assert Manifest.model_validate({**old, "labels": ["a", "b"]}).task == "single_label"
+    assert Manifest.model_validate({**old, "labels": ["score"]}).task == "regression"
+
+
+def test_compare_defaults_to_the_variants_with_the_references_head(heads_client):
+    body = heads_client.post("/v1/compare", json={"inputs": PASSAGES, "reference": "tags"}).json()
+    assert sorted(r["model"] for r in body["results"]) == ["tags", "tags-other"]
+
+
 def test_compare_refuses_variants_with_other_heads(heads_client):
     response = heads_client.post("/v1/compare", json={"inputs": ["ok"], "models": ["tags"], "reference": "three"})
     assert response.status_code == 422 and "cannot be compared" in response.json()["error"]
@@ -256,16 +291,23 @@ def test_compare_refuses_variants_with_other_heads(heads_client):
 
 
 def test_shadow_counts_per_label_agreement_for_multi_label(make_client, head_models, tmp_path):
+    import re
     import shutil
 
-    for name in ("tags", "tags-copy"):
-        shutil.copytree(head_models[0] / "tags", tmp_path / name)
+    for name in ("tags", "tags-other", "similarity"):
+        shutil.copytree(head_models[0] / name, tmp_path / name)
     client = make_client(tmp_path, shadow_rate=1.0, reference="tags")
-    client.post("/v1/models/tags-copy/classify", json={"inputs": PASSAGES})
+    client.post("/v1/models/tags-other/classify", json={"inputs": PASSAGES})
+    client.post("/v1/models/similarity/classify", json={"inputs": PASSAGES})  # another head: not mirrored
     client.wait(client.app.state.shadow.drain())
     metrics = client.get("/metrics").text
-    assert f'slimserve_shadow_inputs_total{{model="tags-copy"}} {float(len(PASSAGES))}' in metrics
-    assert f'slimserve_shadow_agreements_total{{model="tags-copy"}} {float(len(PASSAGES))}' in metrics
+    on = {n: torch_logits(head_models[1][n], PASSAGES) >= 0 for n in ("tags", "tags-other")}
+    expected = float((on["tags"] == on["tags-other"]).mean(axis=1).sum())
+    assert expected not in (0.0, float(len(PASSAGES)))  # a fraction of the labels: the test can tell
+    agreed = re.search(r'slimserve_shadow_agreements_total\{model="tags-other"\} (\S+)', metrics)
+    assert float(agreed.group(1)) == pytest.approx(expected)
+    assert f'slimserve_shadow_inputs_total{{model="tags-other"}} {float(len(PASSAGES))}' in metrics
+    assert f'slimserve_shadow_dropped_total{{model="similarity"}} {float(len(PASSAGES))}' in metrics
 
 
 def test_cascades_need_single_label_variants(make_client, head_models):
