@@ -20,7 +20,7 @@ from common import parser as common_parser
 from tqdm import tqdm
 
 from compressor.data import label_ids, read_tsv
-from compressor.default_model import batches_by_length, build_model
+from compressor.default_model import accuracy, batches_by_length, build_model
 from compressor.progress import progress_options
 
 LABELS = ["not_equivalent", "equivalent"]
@@ -35,17 +35,6 @@ def mrpc_paths(shared):
         print(f"needs the ../shared folder ({', '.join(missing)} not found)", file=sys.stderr)
         sys.exit(2)
     return paths
-
-
-@torch.no_grad()
-def accuracy(model, tokenizer, pairs, labels) -> float:
-    model.eval()
-    right = 0
-    for start in range(0, len(pairs), 64):
-        batch = tokenizer(pairs[start:start + 64], padding=True, truncation=True, max_length=MAX_LENGTH,
-                          return_tensors="pt")
-        right += (model(**batch).logits.argmax(-1) == torch.tensor(labels[start:start + 64])).sum().item()
-    return right / len(pairs)
 
 
 def main() -> None:
@@ -76,7 +65,7 @@ def main() -> None:
         loss.backward()
         optimizer.step()
         schedule.step()
-    dev_accuracy = accuracy(model, tokenizer, dev.inputs(), label_ids(dev.labels, LABELS))
+    dev_accuracy = accuracy(model, tokenizer, dev.inputs(), label_ids(dev.labels, LABELS), MAX_LENGTH)
     majority = max(dev.labels.count(c) for c in set(dev.labels)) / len(dev.labels)
 
     folder = args.out / "pair-models" / "teacher"
