@@ -83,7 +83,10 @@ def labelled_score(task: Task, scores: np.ndarray, cells: list[str], labels: lis
     if task == "multi_label":
         truth = np.zeros(scores.shape, dtype=bool)
         for row, cell in enumerate(cells):
-            truth[row, label_ids([c.strip() for c in cell.split(",") if c.strip()], labels)] = True
+            try:
+                truth[row, label_ids([c.strip() for c in cell.split(",") if c.strip()], labels)] = True
+            except InputError as exc:  # label_ids counts within the cell; name the data row
+                raise InputError(f"data row {row + 1}: {exc}") from None
         return float((heads.decisions(task, scores) == truth).mean())
     try:
         values = np.array([float(c) for c in cells])

@@ -69,16 +69,21 @@ def wordpiece_tokenizer(with_types: bool) -> PreTrainedTokenizerFast:
                                    sep_token="[SEP]", mask_token="[MASK]", model_input_names=names)
 
 
+def byte_level_bpe(specials: list[str]) -> Tokenizer:
+    """A byte-level BPE trained on CORPUS (RoBERTa's and ModernBERT's kind); `specials[3]` is unknown."""
+    tok = Tokenizer(models.BPE(unk_token=specials[3]))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    tok.train_from_iterator(CORPUS, trainers.BpeTrainer(
+        vocab_size=300, special_tokens=specials, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    return tok
+
+
 def bpe_tokenizer() -> PreTrainedTokenizerFast:
     from transformers import PreTrainedTokenizerFast
 
-    tok = Tokenizer(models.BPE(unk_token="<unk>"))
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    specials = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]
-    tok.train_from_iterator(CORPUS, trainers.BpeTrainer(
-        vocab_size=300, special_tokens=specials, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    tok = byte_level_bpe(["<s>", "<pad>", "</s>", "<unk>", "<mask>"])
     tok.post_processor = processors.RobertaProcessing(("</s>", tok.token_to_id("</s>")), ("<s>", tok.token_to_id("<s>")))
-    tok.decoder = decoders.ByteLevel()
     return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", unk_token="<unk>",
                                    pad_token="<pad>", cls_token="<s>", sep_token="</s>", mask_token="<mask>",
                                    model_input_names=["input_ids", "attention_mask"])

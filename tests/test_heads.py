@@ -316,3 +316,13 @@ def test_cascades_need_single_label_variants(make_client, head_models):
     client = make_client(head_models[0], cascades={"c": CascadeSpec(fast="tags", reference="tags", threshold=0.9)})
     response = client.post("/v1/models/c/classify", json={"inputs": ["ok"]})
     assert response.status_code == 503 and "cascades need single_label variants" in response.json()["error"]
+
+
+def test_a_bad_multi_label_cell_names_its_data_row(head_models, tmp_path):
+    from compressor.evaluate import evaluate_all
+
+    out, _ = head_models
+    data = tmp_path / "tags.tsv"
+    data.write_text("sentence\tlabel\n" + f"{PASSAGES[0]}\tplot\n{PASSAGES[1]}\tplot,nope\n")
+    with pytest.raises(InputError, match="data row 2: label 'nope'"):
+        evaluate_all([out / "tags"], data, None, threads=1)
