@@ -48,9 +48,11 @@ test: $(VENV)/.dev
 test-all: $(VENV)/.dev
 	$(PY) -m pytest -q
 
-# The lint step CI runs (ruff is pinned in the [dev] extra).
+# The lint step CI runs (ruff is pinned in the [dev] extra), and the layering
+# compressor → variant ← service (import-linter's contracts in pyproject.toml).
 check: $(VENV)/.dev
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/lint-imports
 
 # The README's table: every variant under $(MODELS) (and its cascades) on the shipped SST-2 dev set.
 evaluate: variants

@@ -26,7 +26,7 @@ import httpx
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from service.manifest import ONNX_FILE, read_manifest, write_manifest
+from variant.manifest import ONNX_FILE, read_manifest, write_manifest
 
 BASELINE = "optimum-int8"
 SHARED = ROOT.parent / "shared"

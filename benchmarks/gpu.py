@@ -22,10 +22,10 @@ import onnxruntime as ort
 from common import parser as common_parser
 
 from compressor.data import label_ids, read_tsv
-from service.backend import OrtBackend
-from service.manifest import ONNX_FILE, TOKENIZER_FILE, read_manifest
-from service.providers import EXECUTION_PROVIDERS
-from service.tokenization import encode, load_tokenizer
+from variant.backends.ort import OrtBackend
+from variant.backends.providers import EXECUTION_PROVIDERS
+from variant.manifest import ONNX_FILE, TOKENIZER_FILE, read_manifest
+from variant.tokenization import encode, load_tokenizer
 
 BATCHES = {1: 100, 32: 20}  # timed runs per batch size
 

@@ -35,7 +35,7 @@ from compressor.data import read_tsv
 from compressor.pipeline import Recipe, apply_methods, build, export
 from compressor.report import measure, variant_folders, write_report
 from compressor.search import search
-from service.manifest import Runtime, read_manifest, write_manifest
+from variant.manifest import Runtime, read_manifest, write_manifest
 
 METHODS = ("svd", "svd-aware", "asvd", "fwsvd", "prune", "embed-ae", "ae", "ae-shared", "ae-linear", "ae-linear-shared",
            "kronecker", "tucker")

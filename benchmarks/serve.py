@@ -38,10 +38,10 @@ from common import Service, free_port, server, shared_paths, slimserve
 from common import parser as common_parser
 
 from compressor.data import label_ids, read_tsv
-from compressor.evaluate import open_variant, scores
-from service.manifest import ONNX_FILE, Runtime, read_manifest, write_manifest
-from service.repository import Variant
-from service.tokenization import encode
+from compressor.evaluate import open_variant
+from variant import measure
+from variant.folder import Opened
+from variant.manifest import ONNX_FILE, Runtime, read_manifest, write_manifest
 
 CONNECTIONS = (1, 8, 32, 64)
 CASCADE_THRESHOLD = 0.9
@@ -92,35 +92,14 @@ def gather(models: Path, names: list[str], folder: Path) -> Path:
     return folder
 
 
-def timed(variant: Variant, batches: list[dict[str, np.ndarray]]) -> list[float]:
-    variant.backend.run(batches[0])
-    times = []
-    for arrays in batches:
-        start = time.perf_counter()
-        variant.backend.run(arrays)
-        times.append(time.perf_counter() - start)
-    return times
-
-
-def raw_p50_ms(variant: Variant, texts: list[str]) -> float:
+def raw_p50_ms(variant: Opened, texts: list[str]) -> float:
     """Tokenize one sentence and run it, as the service does for one request; median."""
-    def one(text: str) -> None:
-        variant.backend.run(encode(variant.tokenizer, [text]).arrays)
-
-    for text in texts[:20]:
-        one(text)
-    times = []
-    for text in texts:
-        start = time.perf_counter()
-        one(text)
-        times.append(time.perf_counter() - start)
-    return float(np.median(times) * 1000)
+    return measure.latency(variant, texts, (1,), {1: len(texts)})[1]["p50"]
 
 
-def ceiling_rps(variant: Variant, texts: list[str], batch: int = 32) -> float:
-    """Sentences per second the model alone computes at `batch`, tokenized beforehand."""
-    batches = [encode(variant.tokenizer, texts[i:i + batch]).arrays for i in range(0, len(texts) - batch + 1, batch)]
-    return round(len(batches) * batch / sum(timed(variant, batches)), 1)
+def ceiling_rps(variant: Opened, texts: list[str], batch: int = 32) -> float:
+    """Sentences per second the model computes at `batch` texts a request, tokenizing included."""
+    return round(batch * 1000 / measure.latency(variant, texts, (batch,), {batch: len(texts) // batch})[batch]["p50"], 1)
 
 
 async def labelled(url: str, model: str, texts: list[str], clients: int) -> tuple[list[str], list[float]]:
@@ -175,7 +154,7 @@ def main() -> None:
     overhead, load_rows, ceilings = [], [], []
     for name, _, runtime in ROWS:
         variant = open_variant(models / name, args.threads)
-        accuracy = float((scores(variant, texts).argmax(-1) == truth).mean())
+        accuracy = float((measure.answers(variant, texts).argmax(-1) == truth).mean())
         raw = raw_p50_ms(variant, texts)
         ceilings.append({"variant": name, "runtime": runtime.label(), "accuracy": f"{accuracy:.2%}",
                          "ceiling_rps": ceiling_rps(variant, texts)})

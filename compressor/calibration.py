@@ -21,10 +21,11 @@ from torch import nn
 from tqdm import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerFast
 
+from compressor.head_signals import self_predicted_loss
 from compressor.progress import progress_options
 from compressor.recipe import missing_calibration
-from service.manifest import Task
-from service.tokenization import TextInput
+from variant.heads import Task
+from variant.tokenization import TextInput
 
 SAMPLE = 1024  # texts drawn from the calibration file; SST-2 sentences give ~20k tokens
 FISHER_SAMPLE = 256  # texts for gradient signals, one backward pass each
@@ -88,33 +89,6 @@ def input_statistics(model: PreTrainedModel, tokenizer: PreTrainedTokenizerFast,
         for handle in handles:
             handle.remove()
     return stats
-
-
-def self_predicted_loss(logits: torch.Tensor, task: Task) -> torch.Tensor:
-    """A task signal without labels, whose gradients give the empirical Fisher: the loss
-    against the model's own answer (its top-1, or its on/off label decisions). A
-    regression head's own answer is a zero-loss point, so it gives the output itself: its
-    squared gradient is the Fisher diagonal of a Gaussian likelihood."""
-    if task == "single_label":
-        return nn.functional.cross_entropy(logits, logits.argmax(-1).detach())
-    if task == "multi_label":
-        return nn.functional.binary_cross_entropy_with_logits(logits, (logits >= 0).float().detach(), reduction="sum")
-    return logits.sum()
-
-
-def head_divergence(reference: torch.Tensor, other: torch.Tensor, task: Task) -> torch.Tensor:
-    """Per input, how far `other` logits answer from `reference` logits: KL between the
-    class distributions (single_label), the sum of per-label Bernoulli KLs (multi_label),
-    or the squared difference of the scores (regression). [inputs], ≥ 0 up to rounding."""
-    if task == "single_label":
-        ref, oth = reference.log_softmax(-1), other.log_softmax(-1)
-        return (ref.exp() * (ref - oth)).sum(-1)
-    if task == "multi_label":
-        p_ref = torch.sigmoid(reference)
-        on = p_ref * (nn.functional.logsigmoid(reference) - nn.functional.logsigmoid(other))
-        off = (1 - p_ref) * (nn.functional.logsigmoid(-reference) - nn.functional.logsigmoid(-other))
-        return (on + off).sum(-1)
-    return ((reference - other) ** 2).sum(-1)
 
 
 def fisher_diagonal(model: PreTrainedModel, tokenizer: PreTrainedTokenizerFast, texts: list[TextInput],

@@ -16,8 +16,7 @@ from transformers import (
 
 from compressor.errors import InputError
 from compressor.inputs import DEFAULT, check_checkpoint
-from service.heads import task_of
-from service.manifest import Task
+from variant.heads import Task, task_of
 
 # Positions some architectures reserve (RoBERTa offsets positions by padding_idx + 1).
 POSITION_OFFSET = {"roberta": 2, "xlm-roberta": 2, "camembert": 2}

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 from compressor.errors import InputError
 
 if TYPE_CHECKING:  # the command line reads data before it imports anything heavy
-    from service.tokenization import TextInput
+    from variant.tokenization import TextInput
 
 # Real sentences for the export parity check: varied length, casing, punctuation and
 # sentiment, so a broken graph cannot hide behind one easy input.

@@ -1,10 +1,10 @@
-"""Measure exported variants through ONNX Runtime, the way the service runs them.
+"""Measure exported variants the way the service runs them (variant/measure.py).
 
 For each variant: its score on a labelled TSV (accuracy; for a regression head, the
 Pearson correlation with the labels), agreement with a reference variant as its task
-defines it (service/heads.py), latency of `session.run` at batch 1 and batch 32 (p50/p95; tokenizing
-is the same for every variant, so it is left out to keep ratios sharp), parameters and
-ONNX bytes. The figures on a data file are also recorded in the variant's manifest, under
+defines it (variant/heads.py), the latency of a request of 1 and of 32 texts (p50/p95;
+tokenizing, padding and the run on the runtime its manifest records, as the service
+makes them), the runtime, parameters and ONNX bytes. The figures on a data file are also recorded in the variant's manifest, under
 that file's dataset key (`evaluations`): each dataset keeps its own, so evaluating on a
 few made-up sentences never replaces the figures on a real dev set.
 """
@@ -12,31 +12,20 @@ few made-up sentences never replaces the figures on a real dev set.
 from __future__ import annotations
 
 import hashlib
-import statistics
-import time
-from collections.abc import Callable
-from functools import partial
 from pathlib import Path
-from typing import TypeVar
 
 import numpy as np
 
 from compressor.data import PARITY_SENTENCES, Examples, label_ids, read_tsv
 from compressor.errors import InputError
-from service import heads
-from service.backend import open_backend
-from service.cascade import (
-    CASCADE_FILE,
-    CascadeSpec,
-    read_cascade_file,
-    unsure,
-)
-from service.manifest import Evaluation, Task, read_manifest, timestamp, write_manifest
-from service.repository import Variant, load_variant
-from service.tokenization import TextInput, encode
+from variant import cascade, heads, measure
+from variant.cascade import CASCADE_FILE, CascadeSpec, read_cascade_file
+from variant.folder import Opened, open_on
+from variant.heads import Task
+from variant.manifest import Evaluation, read_manifest, timestamp, write_manifest
+from variant.tokenization import TextInput
 
 BATCH = 32
-Batch = TypeVar("Batch")  # what a timed run is handed: encoded arrays, or one encoding per cascade end
 LATENCY_RUNS = {1: 200, BATCH: 30}
 HASH_CHARS = 8  # of the data file's sha256 in its dataset key
 
@@ -48,72 +37,44 @@ def dataset_key(path: Path) -> str:
     return f"{path.name}@{hashlib.sha256(path.read_bytes()).hexdigest()[:HASH_CHARS]}"
 
 
-def open_variant(folder: Path, threads: int) -> Variant:
+def open_variant(folder: Path, threads: int) -> Opened:
     if not folder.is_dir():
         raise InputError(f"variant folder {folder} does not exist")
-    variant = load_variant(folder, partial(open_backend, intra_op=threads))
-    if variant.state != "ready":
-        raise InputError(f"cannot load variant {folder}: {variant.reason}")
-    return variant
-
-
-def scores(variant: Variant, inputs: list[TextInput]) -> np.ndarray:
-    """Scores [inputs, labels] as the service answers them (probabilities, per-label
-    probabilities, or regression scores), batched by length so padding stays small."""
-    order = sorted(range(len(inputs)), key=lambda i: len(str(inputs[i])))
-    out = np.empty((len(inputs), len(variant.manifest.labels)))
-    for start in range(0, len(inputs), BATCH):
-        idx = order[start:start + BATCH]
-        batch = encode(variant.tokenizer, [inputs[i] for i in idx])
-        out[idx] = heads.activate(variant.manifest.task, variant.backend.run(batch.arrays).astype(np.float64))
-    return out
+    try:
+        return open_on(folder, threads=threads)
+    except Exception as exc:  # noqa: BLE001 - any fault of the folder is the user's to fix, in one line
+        raise InputError(f"cannot load variant {folder}: {str(exc).splitlines()[0]}") from None
 
 
 def labelled_metric(task: Task) -> str:
-    return "pearson" if task == "regression" else "accuracy"
+    return heads.HEADS[task].metric
 
 
 def labelled_score(task: Task, scores: np.ndarray, cells: list[str], labels: list[str]) -> float:
-    """How well `scores` match the data's labels. single_label: accuracy of the top-1.
-    multi_label: the share of (input, label) decisions that match, a cell listing the
-    input's labels by name or id, comma-separated (empty: none). regression: the Pearson
-    correlation of the score with the numbers in the cells."""
-    if task == "single_label":
-        return float((scores.argmax(-1) == np.array(label_ids(cells, labels))).mean())
-    if task == "multi_label":
-        truth = np.zeros(scores.shape, dtype=bool)
-        for row, cell in enumerate(cells):
-            try:
-                truth[row, label_ids([c.strip() for c in cell.split(",") if c.strip()], labels)] = True
-            except InputError as exc:  # label_ids counts within the cell; name the data row
-                raise InputError(f"data row {row + 1}: {exc}") from None
-        return float((heads.decisions(task, scores) == truth).mean())
-    try:
-        values = np.array([float(c) for c in cells])
-    except ValueError as exc:
-        raise InputError(f"a regression model's labels are numbers: {exc}") from None
-    return heads.correlation(scores[:, 0], values)
+    """How well `scores` match the data's label cells: a label's name or id per input, a
+    comma-separated list of them where the task has many labels per input (empty: none),
+    or a number where the task has no labels (regression)."""
+    head = heads.HEADS[task]
+    if head.truth is None:
+        try:
+            values = [float(c) for c in cells]
+        except ValueError as exc:
+            raise InputError(f"a regression model's labels are numbers: {exc}") from None
+        return heads.labelled_score(task, scores, values)
+    if not head.many_labels:
+        return heads.labelled_score(task, scores, [[i] for i in label_ids(cells, labels)])
+    ids = []
+    for row, cell in enumerate(cells):
+        try:
+            ids.append(label_ids([c.strip() for c in cell.split(",") if c.strip()], labels))
+        except InputError as exc:  # label_ids counts within the cell; name the data row
+            raise InputError(f"data row {row + 1}: {exc}") from None
+    return heads.labelled_score(task, scores, ids)
 
 
-def latency_ms(run: Callable[[Batch], object], batches: list[Batch]) -> dict[str, float]:
-    """p50/p95 of `run` over prepared batches (tokenizing is done before the clock starts)."""
-    for batch in batches[:3]:  # warm up the arena and kernels
-        run(batch)
-    times = []
-    for batch in batches:
-        start = time.perf_counter()
-        run(batch)
-        times.append((time.perf_counter() - start) * 1000)
-    quantiles = statistics.quantiles(times, n=20)
-    return {"p50": round(statistics.median(times), 3), "p95": round(quantiles[18], 3)}
-
-
-def latencies(prepare: Callable[[list[TextInput]], Batch], run: Callable[[Batch], object],
-              inputs: list[TextInput]) -> dict[str, dict[str, float]]:
-    """Latency at each batch size of LATENCY_RUNS, on `inputs` taken in turn."""
-    def batches(size: int, runs: int) -> list[Batch]:
-        return [prepare([inputs[(i * size + j) % len(inputs)] for j in range(size)]) for i in range(runs)]
-    return {f"batch_{b}": latency_ms(run, batches(b, runs)) for b, runs in LATENCY_RUNS.items()}
+def latencies(opened: Opened, inputs: list[TextInput]) -> dict[str, dict[str, float]]:
+    return {f"batch_{size}": ms for size, ms in measure.latency(opened, inputs, tuple(LATENCY_RUNS),
+                                                                 LATENCY_RUNS).items()}
 
 
 def evaluate(folder: Path, data: Examples | None, dataset: Path | None, reference: np.ndarray | None,
@@ -121,21 +82,21 @@ def evaluate(folder: Path, data: Examples | None, dataset: Path | None, referenc
     """`dataset`: the file `data` was read from; `reference`: the reference's scores on it."""
     variant = open_variant(folder, threads)
     manifest = variant.manifest
-    result: dict = {"variant": variant.name, "method": manifest.method,
+    result: dict = {"variant": variant.name, "method": manifest.method, "runtime": variant.backend.runtime.label(),
                     "quantize": manifest.settings.get("quantize"), "parameters": manifest.parameters,
                     "parameters_original": manifest.parameters_original,
                     "onnx_bytes": (folder / "model.onnx").stat().st_size}
     texts: list[TextInput] = data.inputs() if data else list(PARITY_SENTENCES)
     if data is not None:
         task = manifest.task
-        mine = scores(variant, texts)
+        mine = measure.answers(variant, texts)
         result.update(dataset=dataset.name, examples=len(texts), task=task)
         if data.labels is not None:
             result[labelled_metric(task)] = round(labelled_score(task, mine, data.labels, manifest.labels), 4)
         if reference is not None:
             result.update(reference=reference_name,
                           **{k: round(v, 4) for k, v in heads.agreement(task, mine, reference).items()})
-    result["latency_ms"] = latencies(lambda xs: encode(variant.tokenizer, xs).arrays, variant.backend.run, texts)
+    result["latency_ms"] = latencies(variant, texts)
     if data is not None:
         manifest.evaluations[dataset_key(dataset)] = Evaluation(
             dataset=dataset.name, rows=len(texts), labelled=data.labels is not None, date=timestamp(),
@@ -157,10 +118,10 @@ def evaluate_all(folders: list[Path], data_path: Path | None, reference: Path | 
             raise InputError("--reference needs --data: agreement is measured on its texts")
         reference_variant = open_variant(reference, threads)
         for folder in folders:
-            problem = heads.mismatch(folder.name, head_of(folder), reference.name, head_of(reference))
+            problem = heads.comparable(folder.name, head_of(folder), reference.name, reference_variant.head)
             if problem is not None:
                 raise InputError(f"--reference: {problem}")
-        reference_scores = scores(reference_variant, data.inputs())
+        reference_scores = measure.answers(reference_variant, data.inputs())
     results = [evaluate(f, data, data_path, reference_scores, reference.name if reference else None, threads)
                for f in folders]
     if cascades and data is not None:
@@ -169,9 +130,9 @@ def evaluate_all(folders: list[Path], data_path: Path | None, reference: Path | 
     return results
 
 
-def head_of(folder: Path) -> tuple[Task, list[str]]:
+def head_of(folder: Path) -> heads.Signature:
     manifest = read_manifest(folder)
-    return manifest.task, manifest.labels
+    return manifest.task, tuple(manifest.labels)
 
 
 def cascades_over(folders: list[Path]) -> dict[str, CascadeSpec]:
@@ -194,23 +155,21 @@ def evaluate_cascade(name: str, spec: CascadeSpec, folders: list[Path], data: Ex
     latency is measured the same way, so it includes the share that falls back."""
     by_name = {f.resolve().name: f for f in folders}
     fast, slow = open_variant(by_name[spec.fast], threads), open_variant(by_name[spec.reference], threads)
+    problem = cascade.unfit(name, spec, {spec.fast: fast.head, spec.reference: slow.head})
+    if problem is not None:
+        raise InputError(problem)
     texts = data.inputs()
-    answered = scores(fast, texts)  # cascades are single-label (cascade.problem refuses others)
-    fallback = unsure(answered, spec.threshold)
-    answered[fallback] = scores(slow, [texts[i] for i in fallback])
+    answered = measure.answers(fast, texts)
+    fallback = cascade.unsure(answered, spec.threshold)
+    answered = cascade.merge(answered, fallback, measure.answers(slow, [texts[i] for i in fallback]))
 
-    # Each end reads its own tokenizer's encoding; the reference gets the unsure rows of it.
-    def prepare(batch: list[TextInput]) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
-        return encode(fast.tokenizer, batch).arrays, encode(slow.tokenizer, batch).arrays
-
-    def run(batch: tuple[dict[str, np.ndarray], dict[str, np.ndarray]]) -> None:
-        fast_arrays, slow_arrays = batch
-        rows = unsure(heads.softmax(fast.backend.run(fast_arrays).astype(np.float64)), spec.threshold)
+    def run(batch: list[TextInput]) -> None:
+        rows = cascade.unsure(heads.activate(fast.task, measure.logits(fast, batch)), spec.threshold)
         if rows.size:
-            slow.backend.run({k: v[rows] for k, v in slow_arrays.items()})
+            measure.logits(slow, [batch[i] for i in rows])
 
     result: dict = {"variant": name, "method": f"cascade {spec.fast} → {spec.reference} < {spec.threshold:g}",
-                    "quantize": None, "parameters": fast.manifest.parameters + slow.manifest.parameters,
+                    "runtime": f"{fast.backend.runtime.label()} → {slow.backend.runtime.label()}", "quantize": None, "parameters": fast.manifest.parameters + slow.manifest.parameters,
                     "parameters_original": slow.manifest.parameters_original,
                     "onnx_bytes": sum((by_name[n] / "model.onnx").stat().st_size for n in (spec.fast, spec.reference)),
                     "dataset": dataset.name, "examples": len(texts), "fallback": round(fallback.size / len(texts), 4)}
@@ -219,7 +178,10 @@ def evaluate_cascade(name: str, spec: CascadeSpec, folders: list[Path], data: Ex
     if reference_scores is not None:
         result.update(reference=reference.name,
                       agreement=round(heads.agreement("single_label", answered, reference_scores)["agreement"], 4))
-    result["latency_ms"] = latencies(prepare, run, texts)
+    result["latency_ms"] = {}
+    for size, runs in LATENCY_RUNS.items():
+        batches = measure.groups(texts, size, runs)
+        result["latency_ms"][f"batch_{size}"] = measure.time_runs(run, batches, measure.warm_set(fast, batches))
     return result
 
 
@@ -228,7 +190,7 @@ def table(results: list[dict]) -> str:
     the results, each row also says how it compares: accuracy points, times smaller, times
     faster at batch 1 and at batch 32 (p50 against p50)."""
     base = next((r for r in results if r["variant"] == r.get("reference")), None)
-    head = ["variant", "method", "accuracy" if any("accuracy" in r for r in results) or
+    head = ["variant", "method", "runtime", "accuracy" if any("accuracy" in r for r in results) or
             not any("pearson" in r for r in results) else "pearson", "agreement", "params", "MB", "b1 p50 ms", f"b{BATCH} p50 ms"]
     if base:
         head += ["Δ points", "smaller", "faster b1", f"faster b{BATCH}"]
@@ -236,7 +198,7 @@ def table(results: list[dict]) -> str:
     rows = [head]
     for r in results:
         b1, bn = r["latency_ms"]["batch_1"]["p50"], r["latency_ms"][f"batch_{BATCH}"]["p50"]
-        row = [r["variant"], r["method"], fmt(r.get("accuracy", r.get("pearson"))), fmt(r.get("agreement")),
+        row = [r["variant"], r["method"], r.get("runtime", "-"), fmt(r.get("accuracy", r.get("pearson"))), fmt(r.get("agreement")),
                f"{r['parameters'] / 1e6:.2f}M", f"{r['onnx_bytes'] / 1e6:.1f}", f"{b1:.2f}", f"{bn:.1f}"]
         if base:
             delta = (r["accuracy"] - base["accuracy"]) * 100 if "accuracy" in r and "accuracy" in base else None

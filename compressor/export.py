@@ -8,7 +8,7 @@ graph is the classic BERT pattern that ONNX Runtime's attention and LayerNorm fu
 recognise. The dynamo exporter would add onnxscript and gained nothing for these models.
 
 Parity is measured the way the service will run the variant: the saved tokenizer.json
-through service.tokenization and the ONNX graph through service.backend, against the
+through variant/tokenization.py and the ONNX graph on ONNX Runtime, against the
 PyTorch model on real sentences, padded in one batch so the attention mask is exercised.
 """
 
@@ -27,15 +27,15 @@ from torch import nn
 from compressor.checkpoint import Classifier, parameter_count
 from compressor.errors import ParityError
 from compressor.recipe import NONE, quantizer
-from service.backend import OrtBackend
-from service.manifest import (
+from variant.backends.ort import OrtBackend
+from variant.manifest import (
     ONNX_FILE,
     TOKENIZER_FILE,
     Manifest,
     files_digest,
     write_manifest,
 )
-from service.tokenization import TextInput, encode, load_tokenizer
+from variant.tokenization import TextInput, encode, load_tokenizer
 
 OPSET = 17  # first opset with LayerNormalization as one op
 PARITY_LIMIT = 1e-4  # max |Δlogit| an fp32 export may show against the PyTorch model it was exported from

@@ -21,9 +21,9 @@ from compressor.recipe import (
     pipeline_name,
     quantizer,
 )
-from service.cascade import CASCADE_FILE, CascadeSpec
-from service.manifest import Manifest
-from service.tokenization import TextInput
+from variant.cascade import CASCADE_FILE, CascadeSpec
+from variant.manifest import Manifest
+from variant.tokenization import TextInput
 
 QUANTIZE_SAMPLE = 256  # calibration texts that fix a calibrated quantizer's activation ranges (int8-static)
 

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from compressor.errors import InputError
-from service.manifest import VARIANT_NAME
+from variant.manifest import VARIANT_NAME
 
 NONE = "none"  # the method of a plain export
 

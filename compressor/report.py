@@ -26,17 +26,16 @@ import onnxruntime as ort
 
 from compressor.errors import InputError
 from compressor.evaluate import BATCH, evaluate_all
-from service.manifest import MANIFEST_FILE, ONNX_FILE, read_manifest
+from variant.manifest import MANIFEST_FILE, ONNX_FILE, read_manifest
 
 WEIGHT_MATMULS = ("MatMul", "MatMulInteger", "MatMulNBits")
 RSS_PROBE = """
 import sys
 from pathlib import Path
-from service.backend import open_backend
-from service.repository import load_variant, resident_bytes
-from service.tokenization import encode
-v = load_variant(Path(sys.argv[1]), open_backend)
-v.backend.run(encode(v.tokenizer, ["a short sentence to run once"]).arrays)
+from variant.folder import open_on, resident_bytes
+from variant.measure import logits
+v = open_on(Path(sys.argv[1]))
+logits(v, ["a short sentence to run once"])
 print(resident_bytes())
 """
 

@@ -14,14 +14,14 @@ the machine the variant will serve from. A candidate holds when its score is wit
   embeddings, pruning), as `compressor smallest` always did; the first rung that holds
   wins, on its fastest holding runtime.
 
-Latency is the median time of a run over the scoring texts at each batch size of the
-profile (`--batch 1`, `32`, or `mix`: both), padded to the service's length buckets and
-timed warm, as a speed-up over the fp32 export on ONNX Runtime (geometric mean over the
-profile's sizes), measured in the same process.
+Latency is the median time of a request of the scoring texts at each batch size of the
+profile (`--batch 1`, `32`, or `mix`: both), tokenized, padded and run as the service
+runs it (variant/measure.py) and timed warm, as a speed-up over the fp32 export on ONNX
+Runtime (geometric mean over the profile's sizes), measured in the same process.
 
 The score is accuracy on a labelled TSV (`--data`; the Pearson correlation with the labels
 for a regression head), or, with unlabeled text only, agreement with the fp32 export as
-the model's task defines it (service/heads.py) on held-out calibration text (the methods see the first
+the model's task defines it (variant/heads.py) on held-out calibration text (the methods see the first
 80%, the score is taken on the other 20%). `--time-budget` stops the search from starting
 another build once spent; the best candidate so far wins. The winner's manifest records
 the runtime it won on and the whole search: objective, bound, score and trail.
@@ -34,7 +34,6 @@ from __future__ import annotations
 import math
 import os
 import shutil
-import statistics
 import tempfile
 import time
 from collections.abc import Callable
@@ -44,9 +43,9 @@ from typing import Literal
 
 import numpy as np
 
-from compressor.data import PARITY_SENTENCES, Examples
+from compressor.data import Examples
 from compressor.errors import InputError
-from compressor.evaluate import labelled_metric, labelled_score, scores
+from compressor.evaluate import labelled_metric, labelled_score
 from compressor.inputs import check_checkpoint, check_out
 from compressor.recipe import (
     NEEDS_CALIBRATION,
@@ -56,18 +55,18 @@ from compressor.recipe import (
     pipeline_name,
     quantizer,
 )
-from service import heads
-from service.backend import open_backend, runtimes
-from service.batching import bucket
-from service.manifest import Manifest, Runtime, write_manifest
-from service.repository import Variant, load_variant
-from service.tokenization import TextInput, encode, pad, pad_id, tokenize
+from variant import heads, measure
+from variant.backends import runtimes
+from variant.folder import Opened, open_on
+from variant.manifest import Manifest, Runtime, write_manifest
+from variant.tokenization import TextInput
 
 Objective = Literal["latency", "size"]
 OBJECTIVES: tuple[Objective, ...] = ("latency", "size")
 PROFILES: dict[str, tuple[int, ...]] = {"1": (1,), "32": (32,), "mix": (1, 32)}
-RUNS = {1: 40, 32: 6}  # timed runs per batch size, after a warm-up run
+RUNS = {1: 40, 32: 6}  # timed runs per batch size, after every shape has run once
 HELD_OUT = 0.2  # share of unlabeled text kept for scoring
+PARITY_TEXTS = 32  # scoring texts (pairs for a pair model) a runtime's logits are checked on
 Step = tuple[str, str | None]  # (method, quantize)
 
 # Families for the latency objective, each least aggressive first.
@@ -140,38 +139,18 @@ class Scoring:
     reference_ms: dict[str, float] = field(default_factory=dict)
     reference: np.ndarray | None = None  # the fp32 export's scores, set by its own scoring
 
-    def score(self, variant: Variant) -> float:
+    def score(self, variant: Opened) -> float:
         """The labelled score, or agreement with the reference as the task defines it."""
-        task, mine = variant.manifest.task, scores(variant, self.texts)
+        task, mine = variant.manifest.task, measure.answers(variant, self.texts)
         if self.labels is not None:
             return labelled_score(task, mine, self.labels, variant.manifest.labels)
         if self.reference is None:
             self.reference = mine
         return heads.agreement(task, mine, self.reference)["agreement"]
 
-    def latency(self, variant: Variant) -> dict[str, float]:
-        """Median ms of a run at each batch size of the profile, on batches padded to the
-        service's length buckets; every shape runs once before the clock starts, as the
-        service's warm-up does, so a runtime that prepares kernels per shape is timed warm."""
-        measured = {}
-        for size in self.profile:
-            batches = [self.padded(variant, [self.texts[(i * size + j) % len(self.texts)] for j in range(size)])
-                       for i in range(RUNS[size])]
-            for arrays in batches:
-                variant.backend.run(arrays)
-            times = []
-            for arrays in batches:
-                start = time.perf_counter()
-                variant.backend.run(arrays)
-                times.append((time.perf_counter() - start) * 1000)
-            measured[str(size)] = round(statistics.median(times), 3)
-        return measured
-
-    @staticmethod
-    def padded(variant: Variant, texts: list[TextInput]) -> dict[str, np.ndarray]:
-        rows = tokenize(variant.tokenizer, texts)
-        length = bucket(max(len(r.ids) for r in rows), variant.manifest.max_length)
-        return pad(rows, length, pad_id(variant.tokenizer)).arrays
+    def latency(self, variant: Opened) -> dict[str, float]:
+        """Median ms of a request at each batch size of the profile, as the service runs it."""
+        return {str(size): ms["p50"] for size, ms in measure.latency(variant, self.texts, self.profile, RUNS).items()}
 
     def speedups(self, measured: dict[str, float]) -> dict[str, float]:
         return {size: round(self.reference_ms[size] / ms, 3) for size, ms in measured.items()}
@@ -206,19 +185,9 @@ def held_out_split(calibration: list[TextInput]) -> tuple[list[TextInput], list[
     return calibration[:cut], calibration[cut:]
 
 
-def open_on(folder: Path, runtime: Runtime, threads: int) -> Variant:
-    variant = load_variant(folder, lambda path, _recorded: open_backend(path, runtime, threads))
-    if variant.reason is not None:
-        raise RuntimeError(variant.reason)
-    if variant.backend.runtime.label() != runtime.label():  # a fallback (no bf16 here, say): not the candidate asked for
-        raise RuntimeError(f"runs as {variant.backend.runtime.label()} here")
-    return variant
-
-
-def parity(variant: Variant, reference: Variant) -> float:
+def parity(variant: Opened, reference: Opened, inputs: list[TextInput]) -> float:
     """Max |logit difference| between a runtime and ONNX Runtime on the same graph."""
-    batch = encode(variant.tokenizer, list(PARITY_SENTENCES)).arrays
-    return float(np.abs(variant.backend.run(batch) - reference.backend.run(batch)).max())
+    return float(np.abs(measure.logits(variant, inputs) - measure.logits(reference, inputs)).max())
 
 
 def try_recipe(build: Callable[[Step, Path], Manifest], step: Step, folder: Path, scoring: Scoring,
@@ -362,14 +331,15 @@ def metric_line(metric: str, value: float, measured: dict[str, float]) -> str:
     return f"{metric} {value:.4f}, {times}"
 
 
-def record(folder: Path, chosen: Attempt, reference: Variant, scoring: Scoring, objective: Objective, batch: str,
+def record(folder: Path, chosen: Attempt, reference: Opened, scoring: Scoring, objective: Objective, batch: str,
            max_drop: float, reference_score: float, bound: float, trail: list[Attempt], seconds: float) -> Manifest:
     """Write the runtime it won on, and the search that chose it, into the winner's manifest."""
     backend, precision = chosen.runtime.split("/")
     variant = open_on(folder, Runtime(backend=backend, precision=precision), scoring.threads)
     manifest = variant.manifest
     manifest.runtime = Runtime(backend=backend, precision=precision, speedup=chosen.speedup,
-                               speedups=chosen.speedups, batch=batch, latency_ms=chosen.latency_ms, parity_vs_onnxruntime=round(parity(variant, reference), 6))
+                               speedups=chosen.speedups, batch=batch, latency_ms=chosen.latency_ms,
+                               parity_vs_onnxruntime=round(parity(variant, reference, scoring.texts[:PARITY_TEXTS]), 6))
     manifest.search = {
         "objective": objective, "batch": batch, "max_drop": max_drop, "metric": scoring.metric,
         "reference_score": round(reference_score, 4), "reference_latency_ms": scoring.reference_ms,

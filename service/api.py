@@ -1,30 +1,17 @@
 """What the /v1 and /v2 routes share: reading the served set off the request, the input
-limits, the text and number rules of a JSON body, the timing headers, and how an error
-becomes a response (the v1 shape, or the Open Inference Protocol's under /v2)."""
+limits, the text and number rules of a JSON body, and the timing headers."""
 
 from __future__ import annotations
 
 from typing import Annotated
 
 from fastapi import Request, Response
-from fastapi.responses import JSONResponse
 from pydantic import AfterValidator, BeforeValidator, StrictInt, StrictStr
 
-from service.errors import EmptyInput, PayloadTooLarge, ServiceError
+from service.errors import EmptyInput, PayloadTooLarge
 from service.inference import Outcome
 from service.serving import Serving
-from service.tokenization import TextInput
-
-V2_PREFIX = "/v2"
-
-
-def error_response(error: ServiceError, path: str) -> JSONResponse:
-    """The one rendering of an error: `{"error", "error_type"}`, or under /v2 the Open
-    Inference Protocol's `{"error"}`."""
-    body = {"error": error.message}
-    if not path.startswith(V2_PREFIX):
-        body["error_type"] = error.error_type
-    return JSONResponse(body, status_code=error.status, headers=error.headers())
+from variant.tokenization import TextInput
 
 
 def encodable(text: str) -> str:

@@ -15,11 +15,11 @@ from typing import Literal
 from fastapi import APIRouter, Request, Response
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictStr
 
-from service import heads
 from service.api import Text, check_inputs, serving_of, set_timing_headers
 from service.api_v1 import REFUSALS, PositiveCount
 from service.errors import Malformed
 from service.inference import classify
+from variant import heads
 
 router = APIRouter(prefix="/v1", tags=["v1"])
 

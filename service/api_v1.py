@@ -17,12 +17,12 @@ from pydantic import (
     StrictStr,
 )
 
-from service import heads
 from service.api import Text, check_inputs, integral, serving_of, set_timing_headers
 from service.errors import MODEL_ERRORS, Malformed, NotFound, documented
 from service.inference import Outcome, classify, run_variant
 from service.serving import ReadyVariant, Serving
-from service.tokenization import TextInput
+from variant import heads
+from variant.tokenization import TextInput
 
 router = APIRouter(prefix="/v1", tags=["v1"])
 REFUSALS = documented(*MODEL_ERRORS)
@@ -133,9 +133,10 @@ def model_entries(serving: Serving) -> list[ModelEntry]:
     every declared cascade, each ready or failed with the reason."""
     entries = [
         ModelEntry(name=v.name, state=v.state, reason=v.reason,
-                   manifest=v.manifest.model_dump(mode="json", exclude_none=True) if v.manifest else None,
-                   runtime=RuntimeInUse(backend=v.backend.runtime.backend, precision=v.backend.runtime.precision,
-                                        device=v.backend.provider) if v.backend else None)
+                   manifest=v.opened.manifest.model_dump(mode="json", exclude_none=True) if v.opened else None,
+                   runtime=RuntimeInUse(backend=v.opened.backend.runtime.backend,
+                                        precision=v.opened.backend.runtime.precision,
+                                        device=v.opened.backend.provider) if v.opened else None)
         for v in serving.variants.values()
     ]
     for name, spec in serving.cascades.items():
@@ -178,10 +179,6 @@ async def classify_texts(name: str, body: ClassifyRequest, request: Request) -> 
     return response
 
 
-def head_of(ready: ReadyVariant) -> tuple[str, list[str]]:
-    return ready.task, ready.labels
-
-
 async def timed(ready: ReadyVariant, inputs: list[TextInput], truncate: bool) -> tuple[Outcome, float]:
     start = time.perf_counter()
     outcome = await run_variant(ready, inputs, truncate)
@@ -198,9 +195,9 @@ async def compare(body: CompareRequest, request: Request) -> CompareResponse:
     if reference is None:
         raise Malformed("reference: no variant is an uncompressed export (method 'none') to compare against; "
                         "name one in `reference` or set SLIMSERVE_REFERENCE")
-    reference_head = head_of(serving.variant(reference))
+    reference_head = serving.variant(reference).opened.head
     names = body.models if body.models is not None else [  # by default, every variant comparable with it
-        n for n in serving.ready_variants() if head_of(serving.variant(n)) == reference_head]
+        n for n in serving.ready_variants() if serving.variant(n).opened.head == reference_head]
     if not names:
         raise Malformed("models: name at least one variant")
     targets = {}
@@ -209,7 +206,7 @@ async def compare(body: CompareRequest, request: Request) -> CompareResponse:
             raise Malformed(f"models: {name!r} is a cascade; compare variants")
         targets[name] = serving.variant(name)
     for name in names:
-        problem = heads.mismatch(name, head_of(targets[name]), reference, reference_head)
+        problem = heads.comparable(name, targets[name].opened.head, reference, reference_head)
         if problem is not None:
             raise Malformed(f"models: {problem}")
     order = list(dict.fromkeys([reference, *names]))

@@ -2,7 +2,7 @@
 
 A model takes a BYTES tensor `text` (any shape; read flat) and optionally `text_pair` of
 the same size, and returns two FP32 tensors [n, labels]: `logits` and the head's scores,
-named by its task (`OUTPUTS`): `probabilities` (softmax, or a sigmoid per label for
+named by its task (variant/heads.py's `outputs`): `probabilities` (softmax, or a sigmoid per label for
 multi_label) or, for regression, `scores` (the logits themselves).
 Extensions: `classification` (ask an output with parameters {"classification": k} and
 get its top k as "value:index:label" strings, the values being that output's) and
@@ -31,16 +31,15 @@ from pydantic import (
 
 from service import __version__
 from service.api import (
-    V2_PREFIX,
     Count,
     check_inputs,
     encodable,
     serving_of,
     set_timing_headers,
 )
-from service.cascade import Cascade
 from service.errors import (
     MODEL_ERRORS,
+    V2_PREFIX,
     Malformed,
     NotFound,
     NotReady,
@@ -48,8 +47,10 @@ from service.errors import (
     first_error,
 )
 from service.inference import Outcome, classify
-from service.serving import ReadyVariant
-from service.tokenization import TextInput
+from service.serving import Cascade, ReadyVariant
+from variant.heads import HEADS
+from variant.runtimes import BACKENDS
+from variant.tokenization import TextInput
 
 router = APIRouter(prefix=V2_PREFIX, tags=["v2"])
 LOOKUP_ERRORS = documented(NotFound, Malformed, NotReady, v2=True)
@@ -57,8 +58,6 @@ INFER_ERRORS = documented(*MODEL_ERRORS, v2=True)
 
 HEADER_LENGTH = "inference-header-content-length"
 VERSION = "1"
-OUTPUTS = {"single_label": ("logits", "probabilities"), "multi_label": ("logits", "probabilities"),
-           "regression": ("logits", "scores")}
 EXTENSIONS = ["classification", "binary_tensor_data"]
 
 
@@ -224,7 +223,7 @@ def pack_bytes(strings: list[str]) -> bytes:
 def requested_outputs(parsed: InferRequest, task: str) -> list[RequestedOutput]:
     """The outputs a request asks for (all of the task's when it names none), checked
     before the model runs, so a wrong name costs no inference."""
-    names = OUTPUTS[task]
+    names = HEADS[task].outputs
     wanted = parsed.outputs or [RequestedOutput(name=n) for n in names]
     for out in wanted:
         if out.name not in names:
@@ -237,7 +236,7 @@ def requested_outputs(parsed: InferRequest, task: str) -> list[RequestedOutput]:
 
 def output_tensors(wanted: list[RequestedOutput], outcome: Outcome, options: RequestOptions
                    ) -> tuple[list[dict], list[bytes]]:
-    logits, scores = OUTPUTS[outcome.task]
+    logits, scores = HEADS[outcome.task].outputs
     values = {logits: outcome.logits.astype(np.float32), scores: outcome.scores.astype(np.float32)}
     tensors, blobs = [], []
     for out in wanted:
@@ -293,12 +292,13 @@ async def server_ready(request: Request) -> dict[str, bool]:
 async def model_metadata(name: str, request: Request, version: str | None = None) -> dict[str, Any]:
     target = lookup(request, name, version)
     labels = target.labels
-    platform = "slimserve_cascade" if isinstance(target, Cascade) else "onnxruntime_onnx"
+    platform = ("slimserve_cascade" if isinstance(target, Cascade)
+                else BACKENDS[target.opened.backend.runtime.backend].platform)
     text = {"datatype": "BYTES", "shape": [-1]}
     return {
         "name": name, "versions": [VERSION], "platform": platform,
         "inputs": [{"name": "text", **text}, {"name": "text_pair", **text, "optional": True}],
-        "outputs": [{"name": n, "datatype": "FP32", "shape": [-1, len(labels)]} for n in OUTPUTS[target.task]],
+        "outputs": [{"name": n, "datatype": "FP32", "shape": [-1, len(labels)]} for n in HEADS[target.task].outputs],
         "parameters": {"labels": labels, "task": target.task},
     }
 

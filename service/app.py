@@ -23,8 +23,7 @@ from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from service import __version__, api_rerank, api_v1, api_v2
-from service.api import error_response, serving_of
-from service.backend import Backend, BackendFactory, open_backend
+from service.api import serving_of
 from service.body_limit import BodyLimitMiddleware
 from service.errors import (
     Malformed,
@@ -34,14 +33,16 @@ from service.errors import (
     ServiceError,
     Unauthorized,
     documented,
+    error_response,
     first_error,
     redact,
 )
 from service.inference import Shadow
-from service.manifest import Runtime
 from service.metrics import Metrics, MetricsMiddleware
 from service.serving import Serving, build_serving
 from service.settings import Settings
+from variant.backends import Backend, BackendFactory, open_backend
+from variant.manifest import Runtime
 
 log = logging.getLogger("slimserve")
 # The routes that ask a model for an answer (classify, infer): the ones the metrics time and count.
@@ -79,17 +80,18 @@ def backends(settings: Settings) -> BackendFactory:
 def publish_variant(metrics: Metrics, serving: Serving, name: str) -> None:
     variant = serving.variants[name]
     metrics.model_ready.labels(name).set(1 if variant.ready else 0)
-    if variant.manifest is None:
+    opened = variant.opened
+    if opened is None:
         return
-    m = variant.manifest
+    m = opened.manifest
     metrics.model_parameters.labels(name).set(m.parameters)
     metrics.model_onnx_bytes.labels(name).set(m.onnx_bytes)
-    metrics.model_memory_bytes.labels(name).set(variant.memory_bytes)
-    metrics.model_load_seconds.labels(name).set(variant.load_seconds)
-    metrics.model_warmup_seconds.labels(name).set(variant.warmup_seconds)
+    metrics.model_memory_bytes.labels(name).set(opened.memory_bytes)
+    metrics.model_load_seconds.labels(name).set(opened.load_seconds)
+    metrics.model_warmup_seconds.labels(name).set(opened.warmup_seconds)
     metrics.publish_accuracy(name, m)
     quantization = str(m.settings.get("quantize") or "none")
-    runtime = variant.backend.runtime if variant.backend is not None else m.runtime
+    runtime = opened.backend.runtime
     metrics.model_info.labels(name, m.method, m.base_model, quantization, runtime.backend, runtime.precision).set(1)
 
 

@@ -11,13 +11,10 @@ queue refuses new requests (429) instead of letting latency grow without end. Jo
 client went away before their turn are dropped unrun, and a fault inside the owner fails
 the jobs it held, never the owner.
 
-Batches of several rows pad to the next length bucket rather than to their own longest
-row, so ONNX Runtime sees a dozen shapes and its memory arena stops growing after
-warm-up. The buckets are 16 tokens apart up to 128, where most sentences fall: on a CPU
-every padded token is paid for, and coarser steps cost more than batching saves. A batch
-of one row is not padded at all: at one connection the padding to a bucket cost a third
-of the run (benchmarks/serve.py, the request path), and a lone row's shapes are small
-enough that the arena's growth stays small.
+Each run is padded by variant/tokenization.py's rule (a lone row unpadded, several rows
+to their longest row's length bucket), the rule `compressor search` and `evaluate`
+measure by, so a runtime sees a dozen shapes and its memory arena stops growing after
+warm-up.
 """
 
 from __future__ import annotations
@@ -29,32 +26,29 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from service.backend import Backend
 from service.errors import BackendFailure, Overloaded, redact
 from service.metrics import Metrics
-from service.tokenization import Row, pad
+from variant.backends import Backend
+from variant.tokenization import (
+    MAX_BATCH_SIZE,
+    MAX_BATCH_TOKENS,
+    Row,
+    bucket,
+    chunks,
+    pad,
+    padded_length,
+)
 
 log = logging.getLogger("slimserve.batching")
-
-LENGTH_BUCKETS = (16, 32, 48, 64, 80, 96, 112, 128, 192, 256, 384, 512)
 
 
 @dataclass(frozen=True)
 class Limits:
-    max_batch_size: int = 32
-    max_batch_tokens: int = 2048
+    max_batch_size: int = MAX_BATCH_SIZE
+    max_batch_tokens: int = MAX_BATCH_TOKENS
     max_delay: float = 0.0  # seconds to wait for company once a job is first in line
     max_queue: int = 256  # jobs waiting, per variant
     enabled: bool = True  # off: every request runs alone
-
-
-def bucket(length: int, max_length: int) -> int:
-    """The padded length for a batch whose longest row is `length`."""
-    return next((b for b in LENGTH_BUCKETS if length <= b <= max_length), max(length, 1))
-
-
-def buckets(max_length: int) -> list[int]:
-    return sorted({b for b in LENGTH_BUCKETS if b < max_length} | {max_length})
 
 
 @dataclass(frozen=True)
@@ -105,15 +99,10 @@ class Batcher:
         """How full the queue is, 0 to 1."""
         return self._queue.qsize() / self.limits.max_queue
 
-    def chunks(self, rows: list[Row]) -> list[list[Row]]:
-        """A request's rows in pieces no larger than one batch may hold."""
-        size = max(1, min(self.limits.max_batch_size,
-                          self.limits.max_batch_tokens // bucket(max(len(r.ids) for r in rows), self.max_length)))
-        return [rows[i:i + size] for i in range(0, len(rows), size)]
-
     async def submit(self, rows: list[Row]) -> Result:
         loop = asyncio.get_running_loop()
-        jobs = [Job(chunk, loop.create_future()) for chunk in self.chunks(rows)]
+        jobs = [Job(chunk, loop.create_future()) for chunk in chunks(rows, self.max_length, self.limits.max_batch_size,
+                                                                   self.limits.max_batch_tokens)]
         if not self.serving:
             for job in jobs:
                 await self._run([job])
@@ -182,8 +171,7 @@ class Batcher:
         for job in batch:
             self.metrics.queue_duration.labels(self.name).observe(started - job.enqueued)
         try:
-            longest = max(j.longest for j in batch)
-            padded = pad(rows, longest if len(rows) == 1 else bucket(longest, self.max_length), self.pad_token)
+            padded = pad(rows, padded_length(rows, self.max_length), self.pad_token)
             logits = await asyncio.to_thread(self.backend.run, padded.arrays)
             if logits.shape[0] != len(rows):
                 raise ValueError(f"{logits.shape[0]} rows of logits for {len(rows)} inputs")

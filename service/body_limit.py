@@ -5,8 +5,7 @@ from __future__ import annotations
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from service.api import error_response
-from service.errors import PayloadTooLarge
+from service.errors import PayloadTooLarge, error_response
 
 
 class BodyLimitMiddleware:

@@ -12,7 +12,7 @@
     └── BackendFailure           424 backend
 
 Every error leaves the service as JSON `{"error": message, "error_type": kind}`, or
-`{"error": message}` under /v2 (api.error_response renders both). What a client reads
+`{"error": message}` under /v2 (`error_response` renders both). What a client reads
 never shows the server's file paths: `redact` is applied where server-side text (an ONNX
 Runtime or OS error) becomes a client-facing message, and the full text is logged.
 """
@@ -26,6 +26,9 @@ from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel
+from starlette.responses import JSONResponse
+
+V2_PREFIX = "/v2"
 
 
 class ServiceError(Exception):
@@ -153,3 +156,12 @@ def redact(text: str, models: Path | None = None) -> str:
         for root in {str(models.absolute()), str(models.resolve())}:
             text = text.replace(root + os.sep, "")
     return ABSOLUTE_PATH.sub(lambda m: "…/" + m.group(0).rstrip("/").rsplit("/", 1)[-1], text)
+
+
+def error_response(error: ServiceError, path: str) -> JSONResponse:
+    """The one rendering of an error: `{"error", "error_type"}`, or under /v2 the Open
+    Inference Protocol's `{"error"}`."""
+    body = {"error": error.message}
+    if not path.startswith(V2_PREFIX):
+        body["error_type"] = error.error_type
+    return JSONResponse(body, status_code=error.status, headers=error.headers())

@@ -3,14 +3,15 @@
 A route looks the name up once (`Serving.lookup`) and hands what it found here. A plain
 variant: tokenize in a worker thread, hand the rows to the variant's batcher (which
 refuses non-finite logits), and read what comes back as the head's task says
-(service/heads.py: softmax, a sigmoid per label, or the regression score itself). A cascade: see cascade.run. Shadow
-sampling mirrors a random fraction of a variant's inputs to the reference (see
+(variant/heads.py). A cascade: every input through the fast variant, those it is unsure
+of through the reference (variant/cascade.py's rule). Shadow sampling mirrors a random fraction of a variant's inputs to the reference (see
 `Serving.reference`) after the response has gone, and counts agreement.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import random
 from dataclasses import dataclass
@@ -18,13 +19,12 @@ from dataclasses import dataclass
 import numpy as np
 from starlette.concurrency import run_in_threadpool
 
-from service import cascade, heads
-from service.cascade import Cascade
-from service.errors import ServiceError
-from service.manifest import Task
+from service.errors import PayloadTooLarge, ServiceError
 from service.metrics import Metrics
-from service.serving import ReadyVariant, Serving
-from service.tokenization import TextInput, tokenize
+from service.serving import Cascade, ReadyVariant, Serving
+from variant import cascade, heads
+from variant.heads import Task
+from variant.tokenization import InputTooLong, Row, TextInput, tokenize
 
 log = logging.getLogger("slimserve.inference")
 
@@ -40,13 +40,37 @@ class Outcome:
     digest: str  # digest(s) of the variant(s) that answered
 
 
+def rows_of(ready: ReadyVariant, inputs: list[TextInput], truncate: bool) -> list[Row]:
+    try:
+        return tokenize(ready.opened.tokenizer, inputs, truncate)
+    except InputTooLong as exc:
+        raise PayloadTooLarge(str(exc)) from None
+
+
 async def run_variant(ready: ReadyVariant, inputs: list[TextInput], truncate: bool) -> Outcome:
-    variant = ready.variant
-    rows = await run_in_threadpool(tokenize, variant.tokenizer, inputs, truncate)
+    opened = ready.opened
+    rows = await run_in_threadpool(rows_of, ready, inputs, truncate)
     result = await ready.batcher.submit(rows)
-    task = variant.manifest.task
-    return Outcome(result.logits, heads.activate(task, result.logits.astype(np.float64)), variant.manifest.labels, task,
-                   result.queue_seconds, result.inference_seconds, variant.digest)
+    return Outcome(result.logits, heads.activate(opened.task, result.logits.astype(np.float64)), opened.labels,
+                   opened.task, result.queue_seconds, result.inference_seconds, opened.digest)
+
+
+async def run_cascade(target: Cascade, inputs: list[TextInput], truncate: bool, metrics: Metrics) -> Outcome:
+    """Every input through the fast variant; those it is unsure of through the reference,
+    whose answers replace the fast ones."""
+    fast = await run_variant(target.fast, inputs, truncate)
+    rows = cascade.unsure(fast.scores, target.spec.threshold)
+    metrics.cascade_inputs.labels(target.name).inc(len(inputs))
+    if rows.size == 0:
+        return fast
+    metrics.cascade_fallbacks.labels(target.name).inc(rows.size)
+    reference = await run_variant(target.reference, [inputs[i] for i in rows], truncate)
+    return dataclasses.replace(
+        fast, logits=cascade.merge(fast.logits, rows, reference.logits),
+        scores=cascade.merge(fast.scores, rows, reference.scores),
+        queue_seconds=fast.queue_seconds + reference.queue_seconds,
+        inference_seconds=fast.inference_seconds + reference.inference_seconds,
+        digest=f"{fast.digest},{reference.digest}")
 
 
 class Shadow:
@@ -80,7 +104,8 @@ class Shadow:
         except ServiceError:  # not served (any more): nothing to compare with
             reference = None
         # A reference with another head cannot agree or disagree: nothing to compare with.
-        comparable = reference is not None and (reference.task, reference.labels) == (outcome.task, outcome.labels)
+        comparable = reference is not None and heads.comparable(
+            name, (outcome.task, tuple(outcome.labels)), reference_name, reference.opened.head) is None
         if not comparable or len(self._tasks) >= self.MAX_PENDING or reference.batcher.load() > 0.5:
             self.metrics.shadow_dropped.labels(name).inc(len(picked))
             return
@@ -116,7 +141,7 @@ async def classify(serving: Serving, target: ReadyVariant | Cascade, inputs: lis
                    metrics: Metrics, shadow: Shadow) -> Outcome:
     """`target` (from `serving.lookup`) on the inputs; a variant's inputs may be mirrored."""
     if isinstance(target, Cascade):  # cascades are not mirrored: their variants answer for them
-        return await cascade.run(target, inputs, truncate, metrics)
+        return await run_cascade(target, inputs, truncate, metrics)
     outcome = await run_variant(target, inputs, truncate)
     shadow.sample(serving, target.name, inputs, outcome, truncate)
     return outcome

@@ -20,7 +20,7 @@ from prometheus_client import (
 from starlette.routing import BaseRoute, Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from service.manifest import Manifest
+from variant.manifest import Manifest
 
 # One bucket set for every latency histogram: these models answer in about a millisecond
 # at batch 1 and in tens of milliseconds at batch 32.

@@ -3,7 +3,7 @@ serves, and the cascades over them. Built whole, swapped whole on reload.
 
 Whether a name serves is answered here and nowhere else: a variant serves while its
 `reason` is None (repository.py), and then has a batcher; a cascade serves while
-`cascade.problem` finds nothing wrong. `lookup` turns a name into what a request runs on,
+`cascade_problem` finds nothing wrong. `lookup` turns a name into what a request runs on,
 once per request, or raises NotFound / NotReady.
 
 Reload builds a new Serving beside the old one (loading and warming every variant in a
@@ -15,27 +15,27 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 
+from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 
-from service import cascade
-from service.backend import BackendFactory
-from service.batching import Batcher, Limits, buckets
-from service.cascade import Cascade, CascadeSpec
+from service.batching import Batcher, Limits
 from service.errors import NotFound, NotReady
-from service.manifest import Task
 from service.metrics import Metrics
-from service.repository import Variant, load_repository, missing_files
+from service.repository import Variant, load_repository
 from service.settings import Settings
-from service.tokenization import pad_id
+from variant import cascade
+from variant.backends import BackendFactory
+from variant.cascade import CascadeSpec
+from variant.folder import Opened, missing_files
+from variant.heads import Task
+from variant.manifest import NONE, ORIGINAL
+from variant.tokenization import pad_id, warmup_shapes
 
 log = logging.getLogger("slimserve.serving")
-
-# The manifest method of a plain, uncompressed export (the compressor's `recipe.NONE`;
-# the service never imports the compressor). Quantized-only variants say `int8` etc.
-UNCOMPRESSED = "none"
-ORIGINAL = "original"  # what `compressor build-default` calls its plain export
 
 
 @dataclass(frozen=True)
@@ -44,20 +44,38 @@ class ReadyVariant:
     folder watcher retires the variant meanwhile (a stopped batcher still runs what it is
     handed), so a request in flight completes."""
 
-    variant: Variant
+    opened: Opened
     batcher: Batcher
 
     @property
     def name(self) -> str:
-        return self.variant.name
+        return self.opened.name
 
     @property
     def labels(self) -> list[str]:
-        return self.variant.manifest.labels
+        return self.opened.labels
 
     @property
     def task(self) -> Task:
-        return self.variant.manifest.task
+        return self.opened.task
+
+
+@dataclass(frozen=True)
+class Cascade:
+    """A cascade that can answer: its spec and the two serving variants it runs on."""
+
+    name: str
+    spec: CascadeSpec
+    fast: ReadyVariant
+    reference: ReadyVariant
+
+    @property
+    def labels(self) -> list[str]:
+        return self.fast.labels
+
+    @property
+    def task(self) -> Task:
+        return self.fast.task
 
 
 @dataclass
@@ -77,8 +95,15 @@ class Serving:
         return [name for name in self.cascades if self.cascade_problem(name) is None]
 
     def cascade_problem(self, name: str) -> str | None:
-        """Why cascade `name` cannot answer now, or None when it can."""
-        return cascade.problem(name, self.cascades[name], self.variants, self.ready_variants())
+        """Why cascade `name` cannot answer now, or None when it can: it has a variant's
+        name, a variant it needs does not serve, or the two cannot form a cascade."""
+        if name in self.variants:
+            return f"cascade {name!r} has the name of a variant"
+        spec = self.cascades[name]
+        missing = [m for m in (spec.fast, spec.reference) if m not in self.ready_variants()]
+        if missing:
+            return f"cascade {name!r} needs {', '.join(missing)}, which is not ready"
+        return cascade.unfit(name, spec, {m: self.variants[m].opened.head for m in (spec.fast, spec.reference)})
 
     def variant(self, name: str) -> ReadyVariant:
         variant = self.variants.get(name)
@@ -86,7 +111,7 @@ class Serving:
             raise NotFound(f"model {name!r} not found")
         if not variant.ready:
             raise NotReady(f"model {name!r} is not ready: {variant.reason}")
-        return ReadyVariant(variant, self.batchers[name])
+        return ReadyVariant(variant.opened, self.batchers[name])
 
     def lookup(self, name: str) -> ReadyVariant | Cascade:
         """What a request for `name` runs on. A variant's name means the variant, even
@@ -108,7 +133,7 @@ class Serving:
         alphabetically first. None when there is no such variant."""
         if configured is not None:
             return configured
-        plain = sorted(n for n in self.ready_variants() if self.variants[n].manifest.method == UNCOMPRESSED)
+        plain = sorted(n for n in self.ready_variants() if self.variants[n].opened.manifest.method == NONE)
         if ORIGINAL in plain:
             return ORIGINAL
         return plain[0] if plain else None
@@ -138,24 +163,31 @@ def limits_of(settings: Settings) -> Limits:
                   settings.max_queue, settings.batching)
 
 
-def warmup_shapes(settings: Settings):
-    """(batch, length) for every length bucket: one row, and as many as a batch may hold."""
+def warmup_of(settings: Settings):
+    """A variant's max_length → the shapes it runs once before it serves, or None: no warm-up."""
     def shapes(max_length: int) -> list[tuple[int, int]]:
-        grid = []
-        for length in buckets(max_length):
-            largest = max(1, min(settings.max_batch_size, settings.max_batch_tokens // length))
-            grid += sorted({(1, length), (largest, length)})
-        return grid
+        return warmup_shapes(max_length, settings.max_batch_size, settings.max_batch_tokens)
     return shapes if settings.warmup else None
 
 
+def read_cascades(declared: Mapping[str, CascadeSpec], models: Path) -> dict[str, CascadeSpec]:
+    """The cascades of the settings and of models/cascades.json (the file wins on a clash);
+    a bad file is logged and ignored, so the variants still serve."""
+    specs = dict(declared)
+    try:
+        specs.update(cascade.read_cascade_file(models))
+    except (OSError, ValueError, ValidationError) as exc:
+        log.warning("ignoring %s: %s", models / cascade.CASCADE_FILE, str(exc).splitlines()[0])
+    return specs
+
+
 async def build_serving(settings: Settings, metrics: Metrics, backend_of: BackendFactory) -> Serving:
-    variants = await run_in_threadpool(load_repository, settings.models, backend_of, warmup_shapes(settings))
-    serving = Serving(variants, cascades=cascade.read_cascades(settings.cascades, settings.models))
+    variants = await run_in_threadpool(load_repository, settings.models, backend_of, warmup_of(settings))
+    serving = Serving(variants, cascades=read_cascades(settings.cascades, settings.models))
     limits = limits_of(settings)
     for name in serving.ready_variants():
-        variant = variants[name]
-        batcher = Batcher(name, variant.backend, pad_id(variant.tokenizer), variant.manifest.max_length,
+        opened = variants[name].opened
+        batcher = Batcher(name, opened.backend, pad_id(opened.tokenizer), opened.manifest.max_length,
                           limits, metrics)
         batcher.start()
         serving.batchers[name] = batcher

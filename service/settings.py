@@ -9,10 +9,12 @@ from typing import Literal
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from service import heads
-from service.cascade import CascadeSpec
-from service.manifest import PRECISIONS, BackendName, Precision, Runtime
-from service.providers import EXECUTION_PROVIDERS
+from variant import heads
+from variant.backends.providers import EXECUTION_PROVIDERS
+from variant.cascade import CascadeSpec
+from variant.manifest import BackendName, Precision, Runtime
+from variant.runtimes import BACKENDS
+from variant.tokenization import MAX_BATCH_SIZE, MAX_BATCH_TOKENS
 
 # The table's names, so a new row is a valid setting with no edit here.
 ProviderName = Literal[tuple(EXECUTION_PROVIDERS)]
@@ -41,10 +43,10 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(2 * 1024 * 1024, ge=1024, description="Largest request body accepted.")
     # Dynamic batching, per variant (see batching.py).
     batching: bool = True
-    max_batch_size: int = Field(32, ge=1, description="Most texts in one ONNX Runtime run.")
+    max_batch_size: int = Field(MAX_BATCH_SIZE, ge=1, description="Most texts in one ONNX Runtime run.")
     # On a CPU a run costs what its padded tokens cost: 2048 keeps one batch near 0.5 s on
     # two cores for MiniLM, so a long sentence cannot make 31 short ones wait a second.
-    max_batch_tokens: int = Field(2048, ge=16, description="Most padded tokens in one run.")
+    max_batch_tokens: int = Field(MAX_BATCH_TOKENS, ge=16, description="Most padded tokens in one run.")
     max_queue_delay_ms: float = Field(0.0, ge=0, le=1000, description="Wait for company once first in line.")
     max_queue: int = Field(256, ge=1, description="Requests waiting per variant before 429.")
     watch_seconds: float = Field(5.0, ge=0, description="How often to look for deleted variant folders; 0: never.")
@@ -71,7 +73,7 @@ class Settings(BaseSettings):
         alone speeds up the OpenVINO variants and leaves the others as they are."""
         backend = self.backend or recorded.backend
         precision = self.precision or recorded.precision
-        return Runtime(backend=backend, precision=precision if precision in PRECISIONS[backend] else "f32")
+        return Runtime(backend=backend, precision=precision if precision in BACKENDS[backend].precisions else "f32")
 
     def concurrent_runs(self) -> int:
         return max(1, self.threads // self.session_threads())

@@ -150,7 +150,7 @@ def fake_models_dir(tmp_path_factory) -> Path:
     """A models folder for FakeBackend, built without torch or onnx: each variant has a
     manifest and a real tokenizer; its model.onnx is a placeholder the fake never reads.
     `plain` is an uncompressed export (the reference), `svd` and `int8` are not."""
-    from service.manifest import ONNX_FILE, TOKENIZER_FILE, Manifest, write_manifest
+    from variant.manifest import ONNX_FILE, TOKENIZER_FILE, Manifest, write_manifest
 
     out = tmp_path_factory.mktemp("fake-models")
     tokenizer = wordpiece()

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from service.manifest import Runtime
+from variant.manifest import Runtime
 
 
 class FakeBackend:

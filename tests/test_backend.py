@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 from conftest import toy_graph
 
-from service.backend import OrtBackend
-from service.providers import EXECUTION_PROVIDERS, ExecutionProvider
 from service.settings import Settings
+from variant.backends.ort import OrtBackend
+from variant.backends.providers import EXECUTION_PROVIDERS, ExecutionProvider
 
 
 class CountingSession:

@@ -8,10 +8,11 @@ import pytest
 from conftest import wait_until_async
 from fakes import FakeBackend
 
-from service.batching import LENGTH_BUCKETS, Batcher, Limits, bucket, buckets
+from service.batching import Batcher, Limits
+from variant.tokenization import LENGTH_BUCKETS, bucket, buckets
 from service.errors import BackendFailure, Overloaded
 from service.metrics import Metrics
-from service.tokenization import Row
+from variant.tokenization import Row
 
 
 def row(*ids: int) -> Row:

@@ -15,8 +15,8 @@ from compressor import default_model
 from compressor.checkpoint import load_classifier
 from compressor.pipeline import DEFAULT_CASCADES, Recipe, build
 from service.app import create_app
-from service.cascade import CASCADE_FILE
 from service.settings import Settings
+from variant.cascade import CASCADE_FILE
 
 # Sentences of our own (none is in SST-2), five each way.
 OBVIOUS = {

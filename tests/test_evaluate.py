@@ -7,7 +7,7 @@ from conftest import metric_value
 from compressor.cli import main
 from compressor.errors import InputError
 from compressor.evaluate import dataset_key, evaluate_all
-from service.manifest import MANIFEST_FILE, Evaluation, files_digest, read_manifest
+from variant.manifest import MANIFEST_FILE, Evaluation, files_digest, read_manifest
 
 ROWS = [("a charming and often affecting journey", "1"), ("the plot is thin", "negative"),
         ("wooden acting and a dull script", "0"), ("funny and tender", "positive")] * 3
@@ -26,8 +26,9 @@ def test_evaluate_reports_every_figure(models_copy, data, tmp_path, capsys):
           "--reference", str(models_copy / "tiny-bert"), "--json", str(out), "--threads", "1"])
     head, *rows, summary = capsys.readouterr().out.strip().splitlines()
     results = {r["variant"]: r for r in json.loads(out.read_text())}
-    assert head.split()[:3] == ["variant", "method", "accuracy"]
-    printed = {cells[0]: float(cells[2]) for cells in map(str.split, rows)}
+    assert head.split()[:4] == ["variant", "method", "runtime", "accuracy"]
+    printed = {cells[0]: float(cells[3]) for cells in map(str.split, rows)}
+    assert all(r["runtime"] == "onnxruntime/f32" for r in results.values())
     assert printed == {name: r["accuracy"] for name, r in results.items()}  # one row a variant, as saved
     best = max(r["accuracy"] for r in results.values())
     assert summary.startswith(f"evaluated 2 variant(s); best accuracy {best:.4f} (")
@@ -113,10 +114,11 @@ def test_a_manifest_with_the_old_single_evaluation_loads(models_dir, tmp_path):
 
 def test_accuracy_counts_label_names_and_ids(models_copy, tmp_path):
     """Accuracy against labels that are the variant's own predictions must be 1.0."""
-    from compressor.evaluate import open_variant, scores
+    from compressor.evaluate import open_variant
+    from variant.measure import answers
 
     texts = [t for t, _ in ROWS]
-    predicted = scores(open_variant(models_copy / "tiny-bert", 1), texts).argmax(-1)
+    predicted = answers(open_variant(models_copy / "tiny-bert", 1), texts).argmax(-1)
     names = ["negative", "positive"]
     path = tmp_path / "own.tsv"
     path.write_text("sentence\tlabel\n" + "".join(

@@ -9,9 +9,9 @@ from compressor import export
 from compressor.checkpoint import load_classifier
 from compressor.errors import InputError, ParityError
 from compressor.pipeline import Recipe, build, compress
-from service.backend import OrtBackend
-from service.manifest import files_digest, read_manifest
-from service.tokenization import encode, load_tokenizer
+from variant.backends.ort import OrtBackend
+from variant.manifest import files_digest, read_manifest
+from variant.tokenization import encode, load_tokenizer
 
 MANIFEST_KEYS = {"name", "base_model", "task", "labels", "max_length", "method", "settings", "parameters",
                  "parameters_original", "onnx_bytes", "created", "parity"}

@@ -26,8 +26,8 @@ from compressor.methods import drop_layers, prune
 from compressor.methods.layers import input_readers, layers_of
 from compressor.pipeline import Recipe, compress
 from compressor.recipe import METHODS, QUANTIZERS
-from service.backend import OrtBackend
-from service.tokenization import encode, load_tokenizer
+from variant.backends.ort import OrtBackend
+from variant.tokenization import encode, load_tokenizer
 
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "methods.md"
 FAST_METHODS = ("svd-aware", "embed-ae")  # the encoder Linears, data-aware; the token embeddings

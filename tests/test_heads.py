@@ -11,8 +11,8 @@ import pytest
 from conftest import TINY, wordpiece_tokenizer
 
 from compressor.errors import InputError
-from service import heads
-from service.manifest import read_manifest
+from variant import heads
+from variant.manifest import read_manifest
 
 QUERY = "is the film charming"
 PASSAGES = ["it's a charming and often affecting journey.", "stocks rallied after the central bank held rates steady",
@@ -269,7 +269,7 @@ def test_evaluate_refuses_a_reference_with_another_head(head_models, tmp_path):
 
 
 def test_old_manifests_read_their_task_by_transformers_rule():
-    from service.manifest import Manifest
+    from variant.manifest import Manifest
 
     old = {"name": "x", "base_model": "y", "task": "text-classification", "max_length": 8, "method": "none",
            "parameters": 1, "parameters_original": 1, "onnx_bytes": 1}
@@ -311,7 +311,7 @@ def test_shadow_counts_per_label_agreement_for_multi_label(make_client, head_mod
 
 
 def test_cascades_need_single_label_variants(make_client, head_models):
-    from service.cascade import CascadeSpec
+    from variant.cascade import CascadeSpec
 
     client = make_client(head_models[0], cascades={"c": CascadeSpec(fast="tags", reference="tags", threshold=0.9)})
     response = client.post("/v1/models/c/classify", json={"inputs": ["ok"]})

@@ -7,9 +7,9 @@ from conftest import CORPUS
 
 from compressor.cli import main
 from compressor.pipeline import Recipe, compress
-from service.backend import open_backend
-from service.manifest import Runtime
-from service.tokenization import encode, load_tokenizer
+from variant.backends import open_backend
+from variant.manifest import Runtime
+from variant.tokenization import encode, load_tokenizer
 
 
 @pytest.fixture(scope="module")

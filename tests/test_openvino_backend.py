@@ -7,11 +7,12 @@ import numpy as np
 import pytest
 from conftest import metric_value
 
-from service.backend import OrtBackend, open_backend
-from service.manifest import Runtime, read_manifest, write_manifest
 from service.settings import Settings
+from variant.backends import open_backend
+from variant.backends.ort import OrtBackend
+from variant.manifest import Runtime, read_manifest, write_manifest
 
-openvino_backend = pytest.importorskip("service.openvino_backend", reason="the [openvino] extra is not installed")
+openvino_backend = pytest.importorskip("variant.backends.openvino", reason="the [openvino] extra is not installed")
 
 
 def token_batch(rows: int = 3, length: int = 9) -> dict[str, np.ndarray]:
@@ -83,7 +84,7 @@ def test_each_thread_gets_its_own_infer_request(models_dir):
 def test_without_openvino_a_variant_serves_on_onnx_runtime(models_dir, monkeypatch, caplog):
     import sys
 
-    monkeypatch.setitem(sys.modules, "service.openvino_backend", None)  # import fails as if not installed
+    monkeypatch.setitem(sys.modules, "variant.backends.openvino", None)  # import fails as if not installed
     backend = open_backend(models_dir / "tiny-bert" / "model.onnx", Runtime(backend="openvino", precision="bf16"))
     assert backend.runtime == Runtime() and "not installed" in caplog.text
 

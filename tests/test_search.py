@@ -8,7 +8,7 @@ from compressor import search as search_module
 from compressor.cli import main
 from compressor.data import Examples
 from compressor.search import Scoring, held_out_split, search
-from service.manifest import Runtime, read_manifest
+from variant.manifest import Runtime, read_manifest
 
 LADDER = (("svd@0.2", "int8"), ("prune@0.5", "int8"), ("none", "int8"), ("none", None))
 ORT = [Runtime()]

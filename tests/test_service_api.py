@@ -9,7 +9,7 @@ import pytest
 from conftest import metric_value
 from fakes import FakeBackend
 
-from service.backend import OrtBackend
+from variant.backends.ort import OrtBackend
 
 TEXT = "it's a charming and often affecting journey."
 FAKES = ("plain", "svd", "int8")

@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 from conftest import metric_value, wait_until_async
 
-from service.backend import open_backend
 from service.repository import load_variant
+from variant.backends import open_backend
 
 TEXTS = ["it's a charming and often affecting journey.", "the plot is thin and the acting is wooden", "fine"]
 
@@ -272,7 +272,7 @@ def test_queue_and_batch_metrics(client):
 def test_warmup_runs_before_ready(models_dir):
     shapes = []
     variant = load_variant(models_dir / "tiny-bert", open_backend, warmup=lambda n: shapes.append(n) or [(1, 16), (4, n)])
-    assert variant.ready and shapes == [64] and variant.warmup_seconds > 0
+    assert variant.ready and shapes == [64] and variant.opened.warmup_seconds > 0
     too_long = load_variant(models_dir / "tiny-bert", open_backend, warmup=lambda n: [(1, 4096)])
     assert too_long.state == "failed"  # a shape the model cannot run fails the load, not the first request
 
@@ -292,6 +292,6 @@ def test_a_gpu_provider_is_used_where_present_and_otherwise_the_cpu_says_so(mode
         variant = load_variant(models_dir / "tiny-bert", partial(open_backend, provider=setting))
     assert variant.ready
     if provider in ort.get_available_providers():
-        assert variant.backend.provider == provider and "serving on the CPU" not in caplog.text
+        assert variant.opened.backend.provider == provider and "serving on the CPU" not in caplog.text
     else:
-        assert variant.backend.provider == "CPUExecutionProvider" and "serving on the CPU" in caplog.text
+        assert variant.opened.backend.provider == "CPUExecutionProvider" and "serving on the CPU" in caplog.text

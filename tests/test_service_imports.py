@@ -6,10 +6,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-SERVICE_MODULES = ["service", "service.app", "service.api", "service.api_v1", "service.api_v2", "service.backend",
-                   "service.batching", "service.body_limit", "service.cascade", "service.errors",
-                   "service.inference", "service.manifest", "service.metrics", "service.providers",
-                   "service.repository", "service.serving", "service.settings", "service.tokenization",
+SERVICE_MODULES = ["service", "service.app", "service.api", "service.api_v1", "service.api_v2", "service.api_rerank",
+                   "service.batching", "service.body_limit", "service.errors",
+                   "service.inference", "service.metrics", "variant.backends.ort", "variant.measure",
+                   "service.repository", "service.serving", "service.settings", "variant.tokenization",
                    "service.__main__"]
 BLOCKED = ("torch", "transformers", "optimum", "onnx")  # what only the compressor needs
 ROOT = Path(__file__).resolve().parents[1]

@@ -14,12 +14,13 @@ from __future__ import annotations
 import torch
 from tqdm import tqdm
 
-from compressor.calibration import batches, head_divergence
+from compressor.calibration import batches
 from compressor.checkpoint import Classifier
+from compressor.head_signals import head_divergence
+from compressor.methods.factors import factorize, rank_for, stored
 from compressor.methods.linears import encoder_linears, replace_module, two_linears
-from compressor.methods.svd import factorize, rank_for, stored
 from compressor.progress import progress_options
-from service.tokenization import TextInput
+from variant.tokenization import TextInput
 
 CANDIDATES = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)  # a layer may also stay dense (1.0)
 TEXTS = 128  # calibration texts scored per trial
@@ -29,7 +30,7 @@ TEXTS = 128  # calibration texts scored per trial
 def sensitivities(classifier: Classifier, texts: list[TextInput],
                   scales: dict[str, torch.Tensor] | None) -> dict[str, dict[float, float]]:
     """Layer → {candidate budget: mean divergence of the model with only that layer
-    factorized from the original (calibration.head_divergence: KL for classifiers)}."""
+    factorized from the original (head_signals.py's divergence: KL for classifiers)}."""
     model = classifier.model
     data = list(batches(classifier.tokenizer, texts, classifier.max_length))
     reference = [model(**b).logits for b in data]

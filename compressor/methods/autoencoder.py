@@ -46,7 +46,7 @@ from compressor.methods.linears import (
     replace_module,
 )
 from compressor.progress import progress_options
-from service.tokenization import TextInput
+from variant.tokenization import TextInput
 
 DECODER_WIDTHS = (2, 4)  # hidden layers of the non-linear decoder, in multiples of k (paper default)
 ENCODER_WIDTHS = (8, 4)

@@ -18,7 +18,7 @@ from compressor.calibration import SAMPLE, input_statistics, sample
 from compressor.checkpoint import Classifier
 from compressor.methods.linears import encoder_linears
 from compressor.methods.svd import factorize_linears
-from service.tokenization import TextInput
+from variant.tokenization import TextInput
 
 ALPHA = 0.5
 DAMPING = 1e-6  # ridge on XᵀX, relative to its mean diagonal, for a Cholesky that exists

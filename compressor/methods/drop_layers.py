@@ -51,10 +51,11 @@ from torch import nn
 from tqdm import tqdm
 from transformers import PreTrainedModel
 
-from compressor.calibration import batches, head_divergence, sample
+from compressor.calibration import batches, sample
 from compressor.checkpoint import Classifier, model_task
 from compressor.errors import InputError
 from compressor.families import check_supported
+from compressor.head_signals import head_divergence
 from compressor.methods.layers import (
     embedding_norm,
     encoder_of,
@@ -64,8 +65,8 @@ from compressor.methods.layers import (
 )
 from compressor.progress import progress_options
 from compressor.recipe import DEFAULT_REPAIR, REPAIRS
-from service.manifest import Task
-from service.tokenization import TextInput
+from variant.heads import Task
+from variant.tokenization import TextInput
 
 SAMPLE = 512  # calibration texts; while choosing, every other batch fits the repairs and the rest score them
 RIDGE = 1e-3  # relative to the inputs' mean second moment (variance, per channel): well posed on few texts

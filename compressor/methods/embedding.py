@@ -28,7 +28,7 @@ from tqdm import tqdm
 from compressor.calibration import sample
 from compressor.checkpoint import Classifier
 from compressor.progress import progress_options
-from service.tokenization import TextInput
+from variant.tokenization import TextInput
 
 EPOCHS = 12  # the direction loss moves little past the PCA start; more epochs gain nothing measurable
 BATCH = 256

@@ -13,7 +13,7 @@ from compressor.calibration import FISHER_SAMPLE, fisher_diagonal, sample
 from compressor.checkpoint import Classifier
 from compressor.methods.linears import encoder_linears
 from compressor.methods.svd import factorize_linears
-from service.tokenization import TextInput
+from variant.tokenization import TextInput
 
 
 def compress(classifier: Classifier, ratio: float, calibration: list[TextInput] | None = None,

@@ -21,7 +21,7 @@ from torch import nn
 
 from compressor.checkpoint import Classifier
 from compressor.methods.linears import GeneratedLinear, encoder_linears, replace_module
-from service.tokenization import TextInput
+from variant.tokenization import TextInput
 
 
 def split(size: int) -> tuple[int, int]:

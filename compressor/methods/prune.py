@@ -34,14 +34,15 @@ from tqdm import tqdm
 from transformers import PreTrainedModel
 from transformers.pytorch_utils import prune_linear_layer
 
-from compressor.calibration import batches, sample, self_predicted_loss
+from compressor.calibration import batches, sample
 from compressor.checkpoint import Classifier
 from compressor.errors import InputError
 from compressor.families import check_supported
+from compressor.head_signals import self_predicted_loss
 from compressor.methods.layers import layers_of, prune_heads
 from compressor.methods.linears import replace_module
 from compressor.progress import progress_options
-from service.tokenization import TextInput
+from variant.tokenization import TextInput
 
 SAMPLE = 512  # calibration texts for gradients and rescaling
 GRAD_BATCH = 16  # texts per mini-batch gradient: the rearrangement's sample vectors

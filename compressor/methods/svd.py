@@ -21,34 +21,10 @@ import torch
 
 from compressor.calibration import sample
 from compressor.checkpoint import Classifier
+from compressor.methods import allocation as allocation_search
+from compressor.methods.factors import factorize, rank_for, stored
 from compressor.methods.linears import encoder_linears, replace_module, two_linears
-from service.tokenization import TextInput
-
-
-def rank_for(ratio: float, rows: int, cols: int) -> int:
-    return max(1, int(ratio * rows * cols / (rows + cols)))
-
-
-def stored(ratio: float, rows: int, cols: int) -> int:
-    """Weights a [rows, cols] Linear keeps at budget `ratio`: the dense matrix when the
-    budget is whole or when a factor pair that wide would save nothing."""
-    if ratio >= 1:
-        return rows * cols
-    return min(rows * cols, rank_for(ratio, rows, cols) * (rows + cols))
-
-
-def factorize(weight: torch.Tensor, rank: int, scale: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """(down [rank, in], up [out, rank]); with `scale`, the best rank-`rank` fit of W·S."""
-    w = weight.double()
-    if scale is not None:
-        scale = scale.double()
-        w = w * scale if scale.dim() == 1 else w @ scale
-    u, s, vh = torch.linalg.svd(w, full_matrices=False)
-    root = s[:rank].sqrt()
-    down = root[:, None] * vh[:rank]
-    if scale is not None:
-        down = down / scale if scale.dim() == 1 else torch.linalg.solve_triangular(scale, down, upper=False, left=False)
-    return down.float(), (u[:, :rank] * root).float()
+from variant.tokenization import TextInput
 
 
 def factorize_linears(classifier: Classifier, ratio: float, scales: dict[str, torch.Tensor] | None = None,
@@ -60,12 +36,9 @@ def factorize_linears(classifier: Classifier, ratio: float, scales: dict[str, to
     linears = encoder_linears(model)
     budgets = {name: ratio for name in linears}
     if allocation == "sensitivity":
-        from compressor.methods import (
-            allocation as search,  # imports this module: load lazily
-        )
-
-        sens = search.sensitivities(classifier, sample(calibration, search.TEXTS, "--allocation sensitivity"), scales)
-        budgets = search.allocate(sens, {n: tuple(l.weight.shape) for n, l in linears.items()}, ratio)
+        sens = allocation_search.sensitivities(
+            classifier, sample(calibration, allocation_search.TEXTS, "--allocation sensitivity"), scales)
+        budgets = allocation_search.allocate(sens, {n: tuple(l.weight.shape) for n, l in linears.items()}, ratio)
     ranks = {}
     for name, linear in linears.items():
         rows, cols = linear.weight.shape

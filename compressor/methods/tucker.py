@@ -26,7 +26,7 @@ from torch import nn
 
 from compressor.checkpoint import Classifier
 from compressor.methods.linears import GeneratedLinear, encoder_linears, replace_module
-from service.tokenization import TextInput
+from variant.tokenization import TextInput
 
 ITERATIONS = 5  # alternating updates after the HOSVD start; the fit barely moves after that
 

@@ -1,12 +1,11 @@
 """OpenVINO's CPU plugin as a backend: the same model.onnx, read directly.
 
 It pays where the CPU has bf16 (AVX-512 bf16, AMX): at `precision` bf16 the float
-operations compute in bf16, which on a CPU with AMX ran an fp32 MiniLM about three times
-as fast at batch 32 with the same top-1 answers (docs/benchmarks.md). An int8 graph's QuantizeLinear/DequantizeLinear
-pairs run as int8 kernels at either precision. Where the CPU has no bf16, bf16 falls back
+operations compute in bf16 (docs/benchmarks.md has what that buys). An int8 graph's
+QuantizeLinear/DequantizeLinear pairs run as int8 kernels at either precision. Where the CPU has no bf16, bf16 falls back
 to f32 with a warning.
 
-Threads come from the same budget as ONNX Runtime's sessions (backend.py): each compiled
+Threads come from the same budget as ONNX Runtime's sessions (backends/__init__.py): each compiled
 model gets `intra_op` threads and one stream, and a run holds a slot of the shared
 limiter. An infer request is not safe to share between threads, so each thread that runs
 the model gets its own.
@@ -21,8 +20,8 @@ from pathlib import Path
 import numpy as np
 import openvino as ov
 
-from service.backend import OUTPUT_NAME, budget, check_graph
-from service.manifest import Precision, Runtime
+from variant.backends import OUTPUT_NAME, budget, check_graph
+from variant.manifest import Precision, Runtime
 
 log = logging.getLogger("slimserve.backend")
 DEVICE = "CPU"
@@ -90,3 +89,8 @@ class OpenVinoBackend:
         with self._limiter:
             result = request.infer(feeds)
         return np.array(result[self._output], dtype=np.float32)  # a copy: the request reuses its buffers
+
+
+def create(path: Path, precision: Precision, intra_op: int, limiter: threading.Semaphore | None,
+         provider: str) -> OpenVinoBackend:
+    return OpenVinoBackend(path, precision, intra_op, limiter)

@@ -1,7 +1,6 @@
 """`variant.json`: the manifest of one exported variant (docs/contracts.md, a variant on disk).
 
-Written by the compressor, read by the service and shown by the API. The compressor
-imports this module; the service never imports the compressor, so serving needs no torch.
+Written by the compressor, read by the service and shown by the API.
 """
 
 from __future__ import annotations
@@ -17,11 +16,18 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from variant.heads import Task, task_of
+from variant.runtimes import BACKENDS, DEFAULT_BACKEND
+
 MANIFEST_FILE = "variant.json"
 VARIANT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")  # use fullmatch; also the served model name
 ONNX_FILE = "model.onnx"
 TOKENIZER_FILE = "tokenizer.json"
 DIGEST_FILES = (ONNX_FILE, TOKENIZER_FILE)  # the files that decide a variant's answers
+VARIANT_FILES = (MANIFEST_FILE, ONNX_FILE, TOKENIZER_FILE)
+# The method of a plain, uncompressed export; quantized-only variants say `int8` etc.
+NONE = "none"
+ORIGINAL = "original"  # what `compressor build-default` calls its plain export
 
 
 def files_digest(folder: Path) -> str:
@@ -60,13 +66,7 @@ class Evaluation(BaseModel):
     date: str | None = None  # absent on an evaluation converted from the old single `evaluation`
 
 
-# What each backend can compute a graph's float operations in. Integer operations a
-# graph carries (int8 QDQ, 4-bit MatMulNBits) run as such on every backend.
-PRECISIONS: dict[str, tuple[str, ...]] = {
-    "onnxruntime": ("f32",),
-    "openvino": ("f32", "bf16"),  # bf16 where the CPU computes it (AVX-512 bf16, AMX)
-}
-BackendName = Literal[tuple(PRECISIONS)]
+BackendName = Literal[tuple(BACKENDS)]
 Precision = Literal["f32", "bf16"]
 
 
@@ -77,22 +77,21 @@ class Runtime(BaseModel):
 
     model_config = ConfigDict(extra="allow")
 
-    backend: BackendName = "onnxruntime"
+    backend: BackendName = DEFAULT_BACKEND
     precision: Precision = "f32"
 
     @model_validator(mode="after")
     def precision_of_backend(self) -> Runtime:
-        if self.precision not in PRECISIONS[self.backend]:
-            raise ValueError(f"{self.backend} runs at {' or '.join(PRECISIONS[self.backend])}, not {self.precision}")
+        precisions = BACKENDS[self.backend].precisions
+        if self.precision not in precisions:
+            raise ValueError(f"{self.backend} runs at {' or '.join(precisions)}, not {self.precision}")
         return self
 
     def label(self) -> str:
         return f"{self.backend}/{self.precision}"
 
 
-# What the classifier's head computes (service/heads.py reads the logits accordingly).
-Task = Literal["single_label", "multi_label", "regression"]
-OLD_TASK = "text-classification"  # what manifests said before heads had tasks: all single-label
+OLD_TASK = "text-classification"  # what manifests said before heads had tasks
 
 
 class Manifest(BaseModel):
@@ -122,7 +121,7 @@ class Manifest(BaseModel):
     @classmethod
     def convert_old_task(cls, data: Any) -> Any:
         if isinstance(data, dict) and data.get("task") == OLD_TASK:  # transformers' rule: one output is a regression
-            data = {**data, "task": "regression" if len(data.get("labels") or ()) == 1 else "single_label"}
+            data = {**data, "task": task_of(None, len(data.get("labels") or ()))}
         return data
 
     @model_validator(mode="before")

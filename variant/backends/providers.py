@@ -3,7 +3,7 @@
 Each row names a setting value (`SLIMSERVE_EXECUTION_PROVIDER`) and says which ONNX
 Runtime providers a session asks for, most preferred first, with their options, and
 whether its runs compute on the CPU. CPU runs hold a slot of the process's thread budget
-(see backend.py); a GPU run does not, or every variant would queue behind the CPU slots
+(see backends/__init__.py); a GPU run does not, or every variant would queue behind the CPU slots
 while the GPU idles. Adding a provider is adding a row. Imports nothing heavy, so the
 settings can list the names.
 """
