@@ -11,7 +11,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-DEPLOY = Path(__file__).resolve().parents[1] / "deploy"
+DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 VERSION = "1.30.0"  # a release most clusters run or have passed
 
 

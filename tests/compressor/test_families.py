@@ -29,7 +29,7 @@ from compressor.recipe import METHODS, QUANTIZERS
 from variant.backends.ort import OrtBackend
 from variant.tokenization import encode, load_tokenizer
 
-DOCS = Path(__file__).resolve().parents[1] / "docs" / "methods.md"
+DOCS = Path(__file__).resolve().parents[2] / "docs" / "methods.md"
 FAST_METHODS = ("svd-aware", "embed-ae")  # the encoder Linears, data-aware; the token embeddings
 PAIRS = list(zip(PARITY_SENTENCES, PARITY_SENTENCES[1:] + PARITY_SENTENCES[:1]))
 INT8_DRIFT = 0.15  # max |Δlogit| of dynamic int8 against fp32 on the parity sentences; the logits spread over ~1

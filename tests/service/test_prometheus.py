@@ -12,7 +12,7 @@ import pytest
 
 from compressor.evaluate import evaluate_all
 
-DASHBOARD = Path(__file__).resolve().parents[1] / "deploy" / "grafana" / "dashboards" / "slimserve.json"
+DASHBOARD = Path(__file__).resolve().parents[2] / "deploy" / "grafana" / "dashboards" / "slimserve.json"
 VARIANTS = {"tiny-bert", "tiny-bert-svd", "tiny-roberta-int8"}
 # Which models a panel's series must cover, by the metric family its query reads.
 EXPECTED = [
