@@ -23,6 +23,11 @@ def check_checkpoint(spec: str) -> Checkpoint | None:
     if spec == DEFAULT:
         return None
     checkpoint = resolve(spec)
+    if not checkpoint.folder.exists():
+        raise InputError(f"{spec} does not exist; give a checkpoint folder, an ORG/NAME model on the Hugging Face "
+                         "Hub, or 'default'")
+    if not checkpoint.folder.is_dir():
+        raise InputError(f"{spec} is a file; give the checkpoint's folder (the one holding config.json)")
     config_file = checkpoint.folder / "config.json"
     if not config_file.is_file():
         raise InputError(f"{spec} is not a checkpoint folder (no config.json); use a local folder or 'default'")
