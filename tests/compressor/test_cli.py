@@ -36,7 +36,7 @@ def test_calibration_text_joins_the_parity_check(checkpoints, tmp_path, capsys):
 # Bad invocations: the arguments, what the one error line says, and whether the command
 # can refuse it before importing torch (everything that needs no model).
 BAD = [
-    (["compress", "{missing}", "--method", "none", "--name", "x"], "not a checkpoint folder", True),
+    (["compress", "{missing}", "--method", "none", "--name", "x"], "does not exist", True),
     (["compress", "{encoder}", "--method", "none", "--name", "x"], "not a sequence classifier", True),
     (["compress", "{untokenized}", "--method", "none", "--name", "x"], "has no tokenizer", True),
     (["compress", "{bert}", "--method", "wavelets", "--name", "x"], "unknown method 'wavelets'", True),
@@ -127,7 +127,8 @@ def test_console_script_exit_code(tmp_path):
                             check=False, capture_output=True, text=True, timeout=120)
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
-        f"compressor: error: {tmp_path / 'nothing'} is not a checkpoint folder (no config.json); use a local folder or 'default'"]
+        f"compressor: error: {tmp_path / 'nothing'} does not exist; give a checkpoint folder, an ORG/NAME model on the "
+        "Hugging Face Hub, or 'default'"]
 
 
 def test_out_and_json_paths_that_are_not_folders_or_files(checkpoints, models_dir, tmp_path, capsys):
