@@ -172,6 +172,7 @@ def write_variant(classifier: Classifier, name: str, out: Path, method: str, set
             max_length=classifier.max_length, method=method, settings=settings,
             parameters=parameter_count(classifier.model), parameters_original=parameters_original,
             onnx_bytes=(work / ONNX_FILE).stat().st_size, parity=parity, digest=files_digest(work),
+            batch_invariant=quantize is None or quantizer(quantize).batch_invariant,
         )
         write_manifest(work, manifest)
         replace_folder(work, out / name)

@@ -128,6 +128,9 @@ class Quantizer:
     summary: str  # what `--quantize`'s help says of it
     needs_calibration: bool = False
     parse: Callable[[str], object] | None = None  # the whole text → its options; None: it takes no options
+    # False: one activation scale per tensor, taken from each run's whole batch, so a text's
+    # answer moves with what shares its batch (the manifest records it; search skips it unless asked).
+    batch_invariant: bool = True
 
     def implementation(self) -> Callable[..., dict]:
         """Imports onnxruntime's quantizer."""
@@ -135,7 +138,7 @@ class Quantizer:
 
 
 QUANTIZERS: dict[str, Quantizer] = {
-    "int8": Quantizer("quantize", "quantize_int8", "dynamic"),
+    "int8": Quantizer("quantize", "quantize_int8", "dynamic (answers depend on the batch)", batch_invariant=False),
     "int8-static": Quantizer("quantize", "quantize_static_int8", "QDQ, ranges by ONNX Runtime's calibrator",
                              needs_calibration=True),
     "int8-nncf": Quantizer("nncf_int8", "quantize_nncf_int8", "QDQ by NNCF with SmoothQuant, fastest on OpenVINO",

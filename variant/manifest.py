@@ -91,6 +91,7 @@ class Runtime(BaseModel):
         return f"{self.backend}/{self.precision}"
 
 
+DYNAMIC_INT8 = "int8"  # the compressor's `--quantize int8`, as its settings record it
 OLD_TASK = "text-classification"  # what manifests said before heads had tasks
 
 
@@ -110,6 +111,9 @@ class Manifest(BaseModel):
     created: str = Field(default_factory=timestamp)
     parity: float | None = None
     digest: str | None = None  # files_digest at export; absent from manifests written before it was recorded
+    # False: a text's answer depends on what else shares its batch (dynamic int8's per-batch
+    # activation scale); compare and shadow sampling report such a variant, not count it as disagreement.
+    batch_invariant: bool = True
     runtime: Runtime = Field(default_factory=Runtime)
     # `compressor search`'s record: objective, bound, score and the trail of candidates.
     search: dict[str, Any] | None = None
@@ -122,6 +126,16 @@ class Manifest(BaseModel):
     def convert_old_task(cls, data: Any) -> Any:
         if isinstance(data, dict) and data.get("task") == OLD_TASK:  # transformers' rule: one output is a regression
             data = {**data, "task": task_of(None, len(data.get("labels") or ()))}
+        return data
+
+    @model_validator(mode="before")
+    @classmethod
+    def dynamic_int8_depends_on_the_batch(cls, data: Any) -> Any:
+        """Manifests written before `batch_invariant` was recorded: `--quantize int8` is the
+        one quantizer whose answers depend on the batch."""
+        if isinstance(data, dict) and "batch_invariant" not in data and \
+                isinstance(data.get("settings"), dict) and data["settings"].get("quantize") == DYNAMIC_INT8:
+            data = {**data, "batch_invariant": False}
         return data
 
     @model_validator(mode="before")
