@@ -1,17 +1,23 @@
-"""What the /v1 and /v2 routes share: reading the served set off the request, the input
-limits, the text and number rules of a JSON body, and the timing headers."""
+"""What the /v1 and /v2 routes share: how a route that asks a model for an answer is
+declared (`model_route`), reading the served set and the inference off the request, the
+input limits, the text and number rules of a JSON body, and the timing headers."""
 
 from __future__ import annotations
 
-from typing import Annotated
+from collections.abc import Callable, Coroutine
+from typing import Annotated, Any, TypeVar
 
-from fastapi import Request, Response
+from fastapi import APIRouter, Request, Response
+from fastapi.routing import APIRoute
 from pydantic import AfterValidator, BeforeValidator, StrictInt, StrictStr
 
 from service.errors import EmptyInput, PayloadTooLarge
-from service.inference import Outcome
+from service.inference import Inference, Outcome
+from service.metrics import count_under
 from service.serving import Serving
 from variant.tokenization import TextInput
+
+Endpoint = TypeVar("Endpoint", bound=Callable[..., Any])
 
 
 def encodable(text: str) -> str:
@@ -37,8 +43,39 @@ def integral(value: object) -> object:
 Count = Annotated[StrictInt, BeforeValidator(integral)]
 
 
+class ModelRoute(APIRoute):
+    """A route that asks a model for an answer: the metrics time it and count its status
+    under the model it names. A name in the path is recorded before the body is read, so
+    a body the route refuses (invalid JSON, a field out of bounds) counts under it too; a
+    route whose body names the model (/v1/rerank) records it with `count_under` once read."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+
+        async def counted(request: Request) -> Response:
+            name = request.path_params.get("name")
+            if name is not None:
+                count_under(request.scope, name)
+            return await handler(request)
+
+        return counted
+
+
+def model_route(router: APIRouter, path: str, **options: Any) -> Callable[[Endpoint], Endpoint]:
+    """`@router.post(path, **options)` for a route that asks a model for an answer (a ModelRoute)."""
+    def declare(endpoint: Endpoint) -> Endpoint:
+        router.add_api_route(path, endpoint, methods=["POST"], route_class_override=ModelRoute, **options)
+        return endpoint
+
+    return declare
+
+
 def serving_of(request: Request) -> Serving:
     return request.app.state.serving
+
+
+def inference_of(request: Request) -> Inference:
+    return request.app.state.inference
 
 
 def check_inputs(request: Request, inputs: list[TextInput], field: str = "inputs") -> None:

@@ -15,10 +15,17 @@ from typing import Literal
 from fastapi import APIRouter, Request, Response
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictStr
 
-from service.api import Text, check_inputs, serving_of, set_timing_headers
+from service.api import (
+    Text,
+    check_inputs,
+    inference_of,
+    model_route,
+    serving_of,
+    set_timing_headers,
+)
 from service.api_v1 import REFUSALS, PositiveCount
 from service.errors import Malformed
-from service.inference import classify
+from service.metrics import count_under
 from variant import heads
 
 router = APIRouter(prefix="/v1", tags=["v1"])
@@ -53,20 +60,19 @@ def model_for(request: Request, named: str | None) -> str:
     return serving_now[0]
 
 
-@router.post("/rerank", response_model=list[Ranked], response_model_exclude_none=True, responses=REFUSALS)
+@model_route(router, "/rerank", response_model=list[Ranked], response_model_exclude_none=True, responses=REFUSALS)
 async def rerank(body: RerankRequest, request: Request) -> Response:
     name = model_for(request, body.model)
-    request.state.model = name  # MetricsMiddleware counts it per model, as the routes naming it in the path
-    serving = serving_of(request)
-    target = serving.lookup(name)
+    count_under(request.scope, name)
+    inference = inference_of(request)
+    target = inference.lookup(name)
     column = heads.relevance(target.task, len(target.labels))
     if column is None:
         raise Malformed(f"model: {name!r} is a {target.task} model with {len(target.labels)} labels; rerank needs "
                         "one output (regression, or one multi-label score) or two classes (single_label)")
     inputs = [(body.query, text) for text in body.texts]
     check_inputs(request, inputs, "texts")
-    state = request.app.state
-    outcome = await classify(serving, target, inputs, body.truncate, state.metrics, state.shadow)
+    outcome = await inference.answer(target, inputs, body.truncate)
     relevance = heads.relevance_scores(outcome.task, outcome.logits, outcome.scores, column, body.raw_scores)
     order = (-relevance).argsort(kind="stable")[:body.top_n]  # ties keep the order given
     ranked = [Ranked(index=int(i), score=float(relevance[i]), text=body.texts[i] if body.return_text else None)

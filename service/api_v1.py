@@ -17,10 +17,19 @@ from pydantic import (
     StrictStr,
 )
 
-from service.api import Text, check_inputs, integral, serving_of, set_timing_headers
+from service.api import (
+    Text,
+    check_inputs,
+    inference_of,
+    integral,
+    model_route,
+    serving_of,
+    set_timing_headers,
+)
 from service.errors import MODEL_ERRORS, Malformed, NotFound, documented
-from service.inference import Outcome, classify, run_variant
-from service.serving import ReadyVariant, Serving
+from service.inference import Outcome, run_variant
+from service.repository import Variant
+from service.serving import Serving
 from variant import heads
 from variant.tokenization import TextInput
 
@@ -162,26 +171,25 @@ async def get_model(name: str, request: Request) -> ModelEntry:
     return entry
 
 
-@router.post("/models/{name}/classify", response_model=ClassifyResponse, responses=REFUSALS)
+@model_route(router, "/models/{name}/classify", response_model=ClassifyResponse, responses=REFUSALS)
 async def classify_texts(name: str, body: ClassifyRequest, request: Request) -> Response:
-    serving = serving_of(request)
-    target = serving.lookup(name)
+    inference = inference_of(request)
+    target = inference.lookup(name)
     inputs = as_text_inputs(body.inputs)
     check_inputs(request, inputs)
-    state = request.app.state
-    outcome = await classify(serving, target, inputs, body.truncate, state.metrics, state.shadow)
+    outcome = await inference.answer(target, inputs, body.truncate)
     # Serialized here: returned as a model, it would be validated once more on the way out,
     # on the hot path of every request (response_model still documents it).
-    answer = ClassifyResponse(model=name, predictions=predictions_of(outcome, body.top_k,
-                                                                     state.settings.multi_label_threshold))
+    threshold = request.app.state.settings.multi_label_threshold
+    answer = ClassifyResponse(model=name, predictions=predictions_of(outcome, body.top_k, threshold))
     response = Response(answer.model_dump_json(exclude_none=True), media_type="application/json")
     set_timing_headers(response, outcome)
     return response
 
 
-async def timed(ready: ReadyVariant, inputs: list[TextInput], truncate: bool) -> tuple[Outcome, float]:
+async def timed(variant: Variant, inputs: list[TextInput], truncate: bool) -> tuple[Outcome, float]:
     start = time.perf_counter()
-    outcome = await run_variant(ready, inputs, truncate)
+    outcome = await run_variant(variant, inputs, truncate)
     return outcome, time.perf_counter() - start
 
 

@@ -34,6 +34,8 @@ from service.api import (
     Count,
     check_inputs,
     encodable,
+    inference_of,
+    model_route,
     serving_of,
     set_timing_headers,
 )
@@ -46,8 +48,9 @@ from service.errors import (
     documented,
     first_error,
 )
-from service.inference import Outcome, classify
-from service.serving import Cascade, ReadyVariant
+from service.inference import Outcome
+from service.repository import Variant
+from service.serving import Cascade
 from variant.heads import HEADS
 from variant.runtimes import BACKENDS
 from variant.tokenization import TextInput
@@ -263,11 +266,11 @@ def output_tensors(wanted: list[RequestedOutput], outcome: Outcome, options: Req
     return tensors, blobs
 
 
-def lookup(request: Request, name: str, version: str | None) -> ReadyVariant | Cascade:
+def lookup(request: Request, name: str, version: str | None) -> Variant | Cascade:
     """The model a request names, or 404 (unknown model or version) / 503 (not ready)."""
     if version is not None and version != VERSION:
         raise NotFound(f"version {version!r} not found; every model has version {VERSION}")
-    return serving_of(request).lookup(name)
+    return inference_of(request).lookup(name)
 
 
 @router.get("")
@@ -310,8 +313,8 @@ async def model_ready(name: str, request: Request, version: str | None = None) -
     return {"name": name, "ready": True}
 
 
-@router.post("/models/{name}/infer", responses=INFER_ERRORS, openapi_extra=INFER_BODY)
-@router.post("/models/{name}/versions/{version}/infer", responses=INFER_ERRORS, openapi_extra=INFER_BODY)
+@model_route(router, "/models/{name}/infer", responses=INFER_ERRORS, openapi_extra=INFER_BODY)
+@model_route(router, "/models/{name}/versions/{version}/infer", responses=INFER_ERRORS, openapi_extra=INFER_BODY)
 async def infer(name: str, request: Request, version: str | None = None) -> Response:
     target = lookup(request, name, version)
     parsed, binaries = await parse_request(request)
@@ -322,8 +325,7 @@ async def infer(name: str, request: Request, version: str | None = None) -> Resp
     inputs = inputs_of(parsed, binaries)
     check_inputs(request, inputs)
     wanted = requested_outputs(parsed, target.task)
-    state = request.app.state
-    outcome = await classify(serving_of(request), target, inputs, options.truncate, state.metrics, state.shadow)
+    outcome = await inference_of(request).answer(target, inputs, options.truncate)
     tensors, blobs = output_tensors(wanted, outcome, options)
     header = {"model_name": name, "model_version": VERSION, "outputs": tensors}
     if parsed.id is not None:

@@ -1,18 +1,33 @@
 """Refuse request bodies over `max_bytes` with 413 before any route parses them, in the
-error shape of the API the request addressed."""
+error shape of the API the request addressed.
+
+A refused request never reaches its route, so the refusal counts under the model the
+path names (for the metrics) by matching the model routes, which only these requests
+need: every other request is routed once, by the router.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
+from starlette.routing import BaseRoute, Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.errors import PayloadTooLarge, error_response
+from service.metrics import count_under
 
 
 class BodyLimitMiddleware:
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
-        self.app, self.max_bytes = app, max_bytes
+    def __init__(self, app: ASGIApp, max_bytes: int, model_routes: Sequence[BaseRoute] = ()) -> None:
+        self.app, self.max_bytes, self.model_routes = app, max_bytes, model_routes
 
     async def refuse(self, scope: Scope, receive: Receive, send: Send, size: str) -> None:
+        for route in self.model_routes:
+            match, child = route.matches(scope)
+            name = child.get("path_params", {}).get("name")
+            if match is Match.FULL and name is not None:
+                count_under(scope, name)
+                break
         error = PayloadTooLarge(f"request body is {size} bytes; the limit is {self.max_bytes}")
         await error_response(error, scope["path"])(scope, receive, send)
 

@@ -12,22 +12,28 @@
     └── BackendFailure           424 backend
 
 Every error leaves the service as JSON `{"error": message, "error_type": kind}`, or
-`{"error": message}` under /v2 (`error_response` renders both). What a client reads
+`{"error": message}` under /v2 (`error_response` renders both); `install` gives an app
+the handlers that render every failure so, FastAPI's and Starlette's own included. What a client reads
 never shows the server's file paths: `redact` is applied where server-side text (an ONNX
 Runtime or OS error) becomes a client-facing message, and the full text is logged.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import JSONResponse
 
+log = logging.getLogger("slimserve")
 V2_PREFIX = "/v2"
 
 
@@ -165,3 +171,45 @@ def error_response(error: ServiceError, path: str) -> JSONResponse:
     if not path.startswith(V2_PREFIX):
         body["error_type"] = error.error_type
     return JSONResponse(body, status_code=error.status, headers=error.headers())
+
+
+def validation_message(exc: RequestValidationError, skip: Collection[str] = ()) -> str:
+    """One line naming the offending field, e.g. `inputs.0: Input should be a valid string`."""
+    errors = exc.errors()
+    first = errors[0]
+    if first.get("type") == "json_invalid":
+        return f"request body is not valid JSON: {first.get('ctx', {}).get('error', 'decode error')}"
+    if tuple(first.get("loc", ())) == ("body",) and first.get("type") in ("model_attributes_type", "dict_type"):
+        return "request body must be a JSON object (send content-type: application/json)"
+    return first_error(errors, skip=skip)
+
+
+def install(app: FastAPI, union_branches: Collection[str] = ()) -> None:
+    """The app's error handlers: every failure, ours or the framework's, answers in the
+    shape above. `union_branches` are the names validation errors carry for the branches
+    of a union field, left out of the field a message names."""
+
+    @app.exception_handler(ServiceError)
+    async def service_error(request: Request, exc: ServiceError) -> JSONResponse:
+        return error_response(exc, request.url.path)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
+        return error_response(Malformed(validation_message(exc, union_branches)), request.url.path)
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception) -> JSONResponse:
+        # A bug of ours, never the client's input: still JSON, and logged with its trace.
+        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        return error_response(ServiceError(f"internal error: {type(exc).__name__}"), request.url.path)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        # Starlette's own refusals: no route, wrong method, or a body it could not decode.
+        message = str(exc.detail)
+        if isinstance(exc.__cause__, UnicodeDecodeError):
+            message = f"request body is not UTF-8: {exc.__cause__.reason} at byte {exc.__cause__.start}"
+        elif exc.__cause__ is not None:  # e.g. a number with more digits than Python converts
+            message = f"request body could not be parsed: {str(exc.__cause__).splitlines()[0]}"
+        error = {404: NotFound, 405: MethodNotAllowed}.get(exc.status_code, Malformed)(message)
+        return error_response(error, request.url.path)

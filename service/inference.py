@@ -1,11 +1,13 @@
 """Texts → scores: the one path every route that runs a model goes through.
 
-A route looks the name up once (`Serving.lookup`) and hands what it found here. A plain
+`Inference`, built once per app, is what the model routes call: a route looks the name
+up once (`Inference.lookup`) and hands what it found to `Inference.answer`. A plain
 variant: tokenize in a worker thread, hand the rows to the variant's batcher (which
 refuses non-finite logits), and read what comes back as the head's task says
 (variant/heads.py). A cascade: every input through the fast variant, those it is unsure
-of through the reference (variant/cascade.py's rule). Shadow sampling mirrors a random fraction of a variant's inputs to the reference (see
-`Serving.reference`) after the response has gone, and counts agreement.
+of through the reference (variant/cascade.py's rule). Shadow sampling mirrors a random
+fraction of a variant's inputs to the reference (see `Serving.reference`) after the
+response has gone, and counts agreement.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import asyncio
 import dataclasses
 import logging
 import random
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -21,7 +24,8 @@ from starlette.concurrency import run_in_threadpool
 
 from service.errors import PayloadTooLarge, ServiceError
 from service.metrics import Metrics
-from service.serving import Cascade, ReadyVariant, Serving
+from service.repository import Variant
+from service.serving import Cascade, Serving
 from variant import cascade, heads
 from variant.heads import Task
 from variant.tokenization import InputTooLong, Row, TextInput, tokenize
@@ -40,17 +44,17 @@ class Outcome:
     digest: str  # digest(s) of the variant(s) that answered
 
 
-def rows_of(ready: ReadyVariant, inputs: list[TextInput], truncate: bool) -> list[Row]:
+def rows_of(variant: Variant, inputs: list[TextInput], truncate: bool) -> list[Row]:
     try:
-        return tokenize(ready.opened.tokenizer, inputs, truncate)
+        return tokenize(variant.opened.tokenizer, inputs, truncate)
     except InputTooLong as exc:
         raise PayloadTooLarge(str(exc)) from None
 
 
-async def run_variant(ready: ReadyVariant, inputs: list[TextInput], truncate: bool) -> Outcome:
-    opened = ready.opened
-    rows = await run_in_threadpool(rows_of, ready, inputs, truncate)
-    result = await ready.batcher.submit(rows)
+async def run_variant(variant: Variant, inputs: list[TextInput], truncate: bool) -> Outcome:
+    opened = variant.opened
+    rows = await run_in_threadpool(rows_of, variant, inputs, truncate)
+    result = await variant.batcher.submit(rows)
     return Outcome(result.logits, heads.activate(opened.task, result.logits.astype(np.float64)), opened.labels,
                    opened.task, result.queue_seconds, result.inference_seconds, opened.digest)
 
@@ -114,7 +118,7 @@ class Shadow:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _compare(self, name: str, ready: ReadyVariant, inputs: list[TextInput], scores: np.ndarray,
+    async def _compare(self, name: str, ready: Variant, inputs: list[TextInput], scores: np.ndarray,
                        outcome: Outcome, truncate: bool) -> None:
         """Agreement as the task defines it (heads.row_agreement: a top-1 match, or the
         share of labels decided alike, per input), and the difference of the deciding
@@ -137,11 +141,20 @@ class Shadow:
             await asyncio.gather(*self._tasks, return_exceptions=True)
 
 
-async def classify(serving: Serving, target: ReadyVariant | Cascade, inputs: list[TextInput], truncate: bool,
-                   metrics: Metrics, shadow: Shadow) -> Outcome:
-    """`target` (from `serving.lookup`) on the inputs; a variant's inputs may be mirrored."""
-    if isinstance(target, Cascade):  # cascades are not mirrored: their variants answer for them
-        return await run_cascade(target, inputs, truncate, metrics)
-    outcome = await run_variant(target, inputs, truncate)
-    shadow.sample(serving, target.name, inputs, outcome, truncate)
-    return outcome
+class Inference:
+    """The one call the model routes make (v1 classify, v2 infer, rerank), over the set the
+    app serves at the time of the call (`serving`, which a reload swaps)."""
+
+    def __init__(self, serving: Callable[[], Serving], metrics: Metrics, shadow: Shadow) -> None:
+        self.serving, self.metrics, self.shadow = serving, metrics, shadow
+
+    def lookup(self, name: str) -> Variant | Cascade:
+        return self.serving().lookup(name)
+
+    async def answer(self, target: Variant | Cascade, inputs: list[TextInput], truncate: bool) -> Outcome:
+        """`target` (from `lookup`) on the inputs; a variant's inputs may be mirrored."""
+        if isinstance(target, Cascade):  # cascades are not mirrored: their variants answer for them
+            return await run_cascade(target, inputs, truncate, self.metrics)
+        outcome = await run_variant(target, inputs, truncate)
+        self.shadow.sample(self.serving(), target.name, inputs, outcome, truncate)
+        return outcome

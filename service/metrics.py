@@ -1,14 +1,18 @@
 """Every Prometheus metric of the service, defined once (docs/contracts.md, metrics).
 
-Each app owns its registry, so tests can build many apps in one process. Request
-duration and status are observed by `MetricsMiddleware` for every route that names a
-model, so handlers never repeat that bookkeeping.
+Each app owns its registry, so tests can build many apps in one process. The gauges of
+the variants are published here (`publish`) each time the served set changes. Request
+duration and status are observed by `MetricsMiddleware` for every route that asks a model
+for an answer: such a route records the model it names in the request's state
+(`count_under`), so handlers never repeat that bookkeeping.
 """
 
 from __future__ import annotations
 
+import contextlib
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable
+from typing import Protocol
 
 from prometheus_client import (
     CollectorRegistry,
@@ -17,9 +21,9 @@ from prometheus_client import (
     Histogram,
     ProcessCollector,
 )
-from starlette.routing import BaseRoute, Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from variant.folder import Opened
 from variant.manifest import Manifest
 
 # One bucket set for every latency histogram: these models answer in about a millisecond
@@ -32,6 +36,17 @@ BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128)
 TOKEN_BUCKETS = (8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192)
 DIFFERENCE_BUCKETS = (0.001, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0)
 UNKNOWN_MODEL = "_unknown"  # label for requests naming no loaded variant: bounds cardinality
+MODEL = "model"  # the request state's key for the model a request is counted under
+
+
+class Published(Protocol):
+    """What the gauges read of a variant (service/repository.py's Variant)."""
+
+    name: str
+    opened: Opened | None
+
+    @property
+    def ready(self) -> bool: ...
 
 
 class Metrics:
@@ -111,25 +126,51 @@ class Metrics:
                 self.model_accuracy.labels(model, dataset).set(evaluation.accuracy)
 
 
+    def publish_variant(self, variant: Published) -> None:
+        name = variant.name
+        self.model_ready.labels(name).set(1 if variant.ready else 0)
+        opened = variant.opened
+        if opened is None:
+            return
+        m = opened.manifest
+        self.model_parameters.labels(name).set(m.parameters)
+        self.model_onnx_bytes.labels(name).set(m.onnx_bytes)
+        self.model_memory_bytes.labels(name).set(opened.memory_bytes)
+        self.model_load_seconds.labels(name).set(opened.load_seconds)
+        self.model_warmup_seconds.labels(name).set(opened.warmup_seconds)
+        self.publish_accuracy(name, m)
+        quantization = str(m.settings.get("quantize") or "none")
+        runtime = opened.backend.runtime
+        self.model_info.labels(name, m.method, m.base_model, quantization, runtime.backend, runtime.precision).set(1)
+
+    def publish(self, variants: Iterable[Published], gone: Iterable[str] = ()) -> None:
+        """Gauges for the variants now served; a variant of the previous set that is `gone`
+        stops reporting."""
+        for name in gone:
+            for gauge in (self.model_ready, self.model_parameters, self.model_onnx_bytes,
+                          self.model_memory_bytes, self.model_load_seconds, self.model_warmup_seconds):
+                with contextlib.suppress(KeyError):
+                    gauge.remove(name)
+        self.model_info.clear()
+        self.model_accuracy.clear()
+        for variant in variants:
+            self.publish_variant(variant)
+
+
+def count_under(scope: Scope, model: str) -> None:
+    """Count the request `scope` under `model`: MetricsMiddleware times it and counts its status."""
+    scope.setdefault("state", {})[MODEL] = model
+
+
 class MetricsMiddleware:
-    """Times every request that asks a model for an answer (`routes`: the POST routes with
-    a `{name}` path parameter, classify and infer) and counts its status, refusals before
-    the route runs (the body limit's 413) included. Probes and metadata reads are left
-    out, so they do not dilute the latency a client sees."""
+    """Times every request that asks a model for an answer and counts its status, refusals
+    before the route runs (the body limit's 413) included: the requests recorded under a
+    model (`count_under`, by service/api.py's ModelRoute, and by the body limit for a
+    request it refuses). Probes and metadata reads are left out, so they do not dilute the
+    latency a client sees."""
 
-    def __init__(self, app: ASGIApp, metrics: Metrics, routes: Sequence[BaseRoute],
-                 is_known: Callable[[str], bool]) -> None:
-        self.app, self.metrics, self.routes, self.is_known = app, metrics, routes, is_known
-
-    def model_named(self, scope: Scope) -> str | None:
-        """The `{name}` a request for a model answer addresses, else None. Matched here, not
-        read from what the router leaves in the scope: a request refused before routing
-        names one too."""
-        for route in self.routes:
-            match, child = route.matches(scope)
-            if match is Match.FULL:
-                return child["path_params"]["name"]
-        return None
+    def __init__(self, app: ASGIApp, metrics: Metrics, is_known: Callable[[str], bool]) -> None:
+        self.app, self.metrics, self.is_known = app, metrics, is_known
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -146,8 +187,7 @@ class MetricsMiddleware:
         try:
             await self.app(scope, receive, send_and_record)
         finally:
-            # A route that takes the model from the body (/v1/rerank) leaves its name in the request state.
-            name = self.model_named(scope) or scope.get("state", {}).get("model")
+            name = scope.get("state", {}).get(MODEL)
             if name is not None:
                 model = name if self.is_known(name) else UNKNOWN_MODEL
                 self.metrics.request_duration.labels(model).observe(time.perf_counter() - start)

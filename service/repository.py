@@ -6,6 +6,9 @@ is kept with the reason, so the others still serve and `GET /v1/models` says wha
 wrong; the reason a client reads names no server path (the full text is logged). A
 variant is ready only after it has run once at every warm-up shape, so its first
 requests pay no first-run costs.
+
+Each Variant is its own readiness record, the one place that says whether it serves
+(serving.py starts and retires it).
 """
 
 from __future__ import annotations
@@ -15,26 +18,41 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from service.batching import Batcher
 from service.errors import redact
 from variant.backends import BackendFactory
 from variant.folder import Opened, Warmup, open_folder
+from variant.heads import Task
 
 log = logging.getLogger("slimserve.repository")
 
 
 @dataclass
 class Variant:
-    """A folder of the models folder, and whether it serves: `opened` is what serves,
-    `reason` why it does not (it failed to load, or was retired: serving.py)."""
+    """A folder of the models folder and whether it serves. It serves while `reason` is
+    None: `opened` is what it runs and `batcher` its queue owner (serving.py starts one for
+    every variant that loaded, before anyone can look it up). Otherwise `reason` says why
+    not: it failed to load, or was retired. A retired variant keeps what it had, so a
+    request that looked it up before completes on it (a stopped batcher still runs what
+    it is handed)."""
 
     name: str
     folder: Path
     reason: str | None = None
     opened: Opened | None = field(default=None, repr=False)
+    batcher: Batcher | None = field(default=None, repr=False)
 
     @property
     def ready(self) -> bool:
         return self.reason is None
+
+    @property
+    def labels(self) -> list[str]:
+        return self.opened.labels
+
+    @property
+    def task(self) -> Task:
+        return self.opened.task
 
     @property
     def state(self) -> Literal["ready", "failed"]:

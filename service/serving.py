@@ -1,10 +1,10 @@
-"""What the service serves right now: the loaded variants, one batcher for each that
-serves, and the cascades over them. Built whole, swapped whole on reload.
+"""What the service serves right now: the loaded variants, each its own readiness
+record (repository.py) holding the batcher it serves through, and the cascades over
+them. Built whole by the Loader, swapped whole on reload.
 
 Whether a name serves is answered here and nowhere else: a variant serves while its
-`reason` is None (repository.py), and then has a batcher; a cascade serves while
-`cascade_problem` finds nothing wrong. `lookup` turns a name into what a request runs on,
-once per request, or raises NotFound / NotReady.
+`reason` is None; a cascade serves while `cascade_problem` finds nothing wrong. `lookup`
+turns a name into what a request runs on, once per request, or raises NotFound / NotReady.
 
 Reload builds a new Serving beside the old one (loading and warming every variant in a
 worker thread), swaps it in, and only then stops the old batchers, which first finish
@@ -30,7 +30,7 @@ from service.settings import Settings
 from variant import cascade
 from variant.backends import BackendFactory
 from variant.cascade import CascadeSpec
-from variant.folder import Opened, missing_files
+from variant.folder import missing_files
 from variant.heads import Task
 from variant.manifest import NONE, ORIGINAL
 from variant.tokenization import pad_id, warmup_shapes
@@ -39,35 +39,13 @@ log = logging.getLogger("slimserve.serving")
 
 
 @dataclass(frozen=True)
-class ReadyVariant:
-    """A variant that serves, as a request found it: it keeps its batcher even if the
-    folder watcher retires the variant meanwhile (a stopped batcher still runs what it is
-    handed), so a request in flight completes."""
-
-    opened: Opened
-    batcher: Batcher
-
-    @property
-    def name(self) -> str:
-        return self.opened.name
-
-    @property
-    def labels(self) -> list[str]:
-        return self.opened.labels
-
-    @property
-    def task(self) -> Task:
-        return self.opened.task
-
-
-@dataclass(frozen=True)
 class Cascade:
     """A cascade that can answer: its spec and the two serving variants it runs on."""
 
     name: str
     spec: CascadeSpec
-    fast: ReadyVariant
-    reference: ReadyVariant
+    fast: Variant
+    reference: Variant
 
     @property
     def labels(self) -> list[str]:
@@ -81,7 +59,6 @@ class Cascade:
 @dataclass
 class Serving:
     variants: dict[str, Variant]
-    batchers: dict[str, Batcher] = field(default_factory=dict)  # one per variant that serves
     cascades: dict[str, CascadeSpec] = field(default_factory=dict)  # every one declared, serving or not
 
     def knows(self, name: str) -> bool:
@@ -105,15 +82,15 @@ class Serving:
             return f"cascade {name!r} needs {', '.join(missing)}, which is not ready"
         return cascade.unfit(name, spec, {m: self.variants[m].opened.head for m in (spec.fast, spec.reference)})
 
-    def variant(self, name: str) -> ReadyVariant:
+    def variant(self, name: str) -> Variant:
         variant = self.variants.get(name)
         if variant is None:
             raise NotFound(f"model {name!r} not found")
         if not variant.ready:
             raise NotReady(f"model {name!r} is not ready: {variant.reason}")
-        return ReadyVariant(variant.opened, self.batchers[name])
+        return variant
 
-    def lookup(self, name: str) -> ReadyVariant | Cascade:
+    def lookup(self, name: str) -> Variant | Cascade:
         """What a request for `name` runs on. A variant's name means the variant, even
         where a (refused) cascade has the same name."""
         if name in self.variants or name not in self.cascades:
@@ -148,12 +125,14 @@ class Serving:
             variant.reason = (f"{', '.join(missing_files(variant.folder))} removed from disk while serving; "
                               "restore the folder and POST /admin/reload")
             log.warning("variant %s stops serving: %s", name, variant.reason)
-            await asyncio.shield(self.batchers.pop(name).stop())  # shutdown cancels the watcher, not the drain
+            await asyncio.shield(variant.batcher.stop())  # shutdown cancels the watcher, not the drain
         return gone
 
     async def stop(self) -> None:
-        for name, outcome in zip(self.batchers, await asyncio.gather(
-                *(b.stop() for b in self.batchers.values()), return_exceptions=True)):
+        """Stop every batcher, a retired variant's (already stopped: nothing to do) included."""
+        batchers = {name: v.batcher for name, v in self.variants.items() if v.batcher is not None}
+        for name, outcome in zip(batchers, await asyncio.gather(
+                *(b.stop() for b in batchers.values()), return_exceptions=True)):
             if isinstance(outcome, Exception):
                 log.warning("stopping %s's batcher: %s", name, outcome)
 
@@ -186,13 +165,45 @@ async def build_serving(settings: Settings, metrics: Metrics, backend_of: Backen
     serving = Serving(variants, cascades=read_cascades(settings.cascades, settings.models))
     limits = limits_of(settings)
     for name in serving.ready_variants():
-        opened = variants[name].opened
-        batcher = Batcher(name, opened.backend, pad_id(opened.tokenizer), opened.manifest.max_length,
-                          limits, metrics)
-        batcher.start()
-        serving.batchers[name] = batcher
+        variant = variants[name]
+        opened = variant.opened
+        variant.batcher = Batcher(name, opened.backend, pad_id(opened.tokenizer), opened.manifest.max_length,
+                                  limits, metrics)
+        variant.batcher.start()
     for name in serving.cascades:
         problem = serving.cascade_problem(name)
         if problem is not None:
             log.warning("%s", problem)
     return serving
+
+
+def check_shadow(settings: Settings, serving: Serving) -> None:
+    """One warning when shadow sampling is asked for but has nothing to mirror to."""
+    if settings.shadow_rate <= 0:
+        return
+    reference = serving.reference(settings.reference)
+    if reference is None:
+        log.warning("shadow_rate is %s but there is no reference (set SLIMSERVE_REFERENCE or serve an "
+                    "uncompressed variant, method 'none'): shadow sampling is off", settings.shadow_rate)
+    elif reference not in serving.ready_variants():
+        log.warning("shadow_rate is %s but the reference %r is not a ready variant: nothing is mirrored",
+                    settings.shadow_rate, reference)
+
+
+class Loader:
+    """Builds the served set from the models folder, and holds the lock every change to
+    the set takes (a reload, the folder watcher retiring a variant), so two changes never
+    interleave and the gauges always describe the set that serves."""
+
+    def __init__(self, settings: Settings, metrics: Metrics, backend_of: BackendFactory) -> None:
+        self.settings, self.metrics, self.backend_of = settings, metrics, backend_of
+        self.lock = asyncio.Lock()
+
+    async def load(self, previous: Serving | None = None) -> Serving:
+        """A new set, its variants' gauges published (those of `previous` it lacks stop
+        reporting); raises OSError when the models folder cannot be read."""
+        serving = await build_serving(self.settings, self.metrics, self.backend_of)
+        gone = set(previous.variants) - set(serving.variants) if previous is not None else set()
+        self.metrics.publish(serving.variants.values(), gone)
+        check_shadow(self.settings, serving)
+        return serving

@@ -84,7 +84,7 @@ def test_a_variant_folder_deleted_while_serving_is_retired(client_for, models_di
 
 
 def test_a_model_that_raises_fails_only_its_own_requests(client):
-    batcher = client.app.state.serving.batchers["tiny-bert"]
+    batcher = client.app.state.serving.variants["tiny-bert"].batcher
     real = batcher.backend.run
 
     def explode(arrays):

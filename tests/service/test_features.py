@@ -188,7 +188,7 @@ def test_reload_swaps_variants_while_requests_keep_answering(client_for, models_
     shutil.copytree(folder / "tiny-bert", folder / "tiny-bert-copy")
     shutil.rmtree(folder / "tiny-roberta-int8")
     # Hold the old set's tiny-bert inside a run, so requests are in flight across the swap.
-    old = client.app.state.serving.batchers["tiny-bert"]
+    old = client.app.state.serving.variants["tiny-bert"].batcher
     held = Held(old)
 
     async def traffic_during_reload():
@@ -196,7 +196,7 @@ def test_reload_swaps_variants_while_requests_keep_answering(client_for, models_
                     for _ in range(20)]
         await wait_until_async(lambda: held.submitted == 20, "all 20 requests to reach the old batcher")
         reload = asyncio.ensure_future(client.client.post("/admin/reload", headers={"authorization": "Bearer s3cret"}))
-        await wait_until_async(lambda: client.app.state.serving.batchers.get("tiny-bert") is not old,
+        await wait_until_async(lambda: client.app.state.serving.variants["tiny-bert"].batcher is not old,
                                "the reload to swap in the new set (the old one then drains)")
         held.gate.set()
         return await asyncio.gather(reload, *requests)
@@ -241,7 +241,7 @@ def test_bodies_over_the_limit_are_413(client_for):
 
 def test_a_full_queue_answers_429_with_retry_after(client_for):
     client = client_for(max_queue=1)
-    held = Held(client.app.state.serving.batchers["tiny-bert"])
+    held = Held(client.app.state.serving.variants["tiny-bert"].batcher)
 
     async def burst():
         tasks = [asyncio.ensure_future(client.client.post("/v1/models/tiny-bert/classify", json={"inputs": ["a"]}))

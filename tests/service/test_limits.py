@@ -74,7 +74,7 @@ def test_the_body_size_is_capped_before_it_is_read(client_for):
 
 
 def test_a_model_that_returns_nan_fails_those_requests_with_424(client):
-    batcher = client.app.state.serving.batchers["tiny-bert"]
+    batcher = client.app.state.serving.variants["tiny-bert"].batcher
     real = batcher.backend.run
 
     def poisoned(arrays):
