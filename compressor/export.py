@@ -27,14 +27,17 @@ from torch import nn
 from compressor.checkpoint import Classifier, parameter_count
 from compressor.errors import ParityError
 from compressor.recipe import NONE, quantizer
+from variant.backends import runtimes
 from variant.backends.ort import OrtBackend
 from variant.manifest import (
     ONNX_FILE,
     TOKENIZER_FILE,
     Manifest,
+    Runtime,
     files_digest,
     write_manifest,
 )
+from variant.runtimes import BACKENDS, DEFAULT_BACKEND
 from variant.tokenization import TextInput, encode, load_tokenizer
 
 OPSET = 17  # first opset with LayerNormalization as one op
@@ -144,6 +147,20 @@ def calibration_feeds(folder: Path, classifier: Classifier, texts: list[TextInpu
     return feeds
 
 
+def preferred_runtime(quantize: str | None) -> Runtime:
+    """The runtime a variant is recorded to run on: its quantizer's backend at the last
+    (fastest) precision this machine computes, where that backend is installed; else
+    ONNX Runtime, the manifest saying why."""
+    wanted = quantizer(quantize).runtime if quantize is not None else None
+    if wanted is None:
+        return Runtime()
+    here = [r for r in runtimes() if r.backend == wanted]
+    if not here:
+        return Runtime(note=f"{wanted} is not installed where this variant was built (pip install "
+                            f"'slimserve[{BACKENDS[wanted].extra}]'); it runs on {DEFAULT_BACKEND}")
+    return Runtime(backend=wanted, precision=here[-1].precision)
+
+
 def write_variant(classifier: Classifier, name: str, out: Path, method: str, settings: dict,
                   parameters_original: int, quantize: str | None, sentences: list[TextInput],
                   calibration: list[TextInput] | None = None) -> Manifest:
@@ -173,6 +190,7 @@ def write_variant(classifier: Classifier, name: str, out: Path, method: str, set
             parameters=parameter_count(classifier.model), parameters_original=parameters_original,
             onnx_bytes=(work / ONNX_FILE).stat().st_size, parity=parity, digest=files_digest(work),
             batch_invariant=quantize is None or quantizer(quantize).batch_invariant,
+            runtime=preferred_runtime(quantize),
         )
         write_manifest(work, manifest)
         replace_folder(work, out / name)

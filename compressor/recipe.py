@@ -131,6 +131,9 @@ class Quantizer:
     # False: one activation scale per tensor, taken from each run's whole batch, so a text's
     # answer moves with what shares its batch (the manifest records it; search skips it unless asked).
     batch_invariant: bool = True
+    # The backend its graphs run fastest on (variant/runtimes.py); the export records it,
+    # at its fastest precision this CPU computes, where the backend is installed.
+    runtime: str | None = None
 
     def implementation(self) -> Callable[..., dict]:
         """Imports onnxruntime's quantizer."""
@@ -141,8 +144,8 @@ QUANTIZERS: dict[str, Quantizer] = {
     "int8": Quantizer("quantize", "quantize_int8", "dynamic (answers depend on the batch)", batch_invariant=False),
     "int8-static": Quantizer("quantize", "quantize_static_int8", "QDQ, ranges by ONNX Runtime's calibrator",
                              needs_calibration=True),
-    "int8-nncf": Quantizer("nncf_int8", "quantize_nncf_int8", "QDQ by NNCF with SmoothQuant, fastest on OpenVINO",
-                           needs_calibration=True),
+    "int8-nncf": Quantizer("nncf_int8", "quantize_nncf_int8", "QDQ by NNCF with SmoothQuant, recorded to run on "
+                           "OpenVINO", needs_calibration=True, runtime="openvino"),
     INT4: Quantizer("int4", "quantize_int4", "4-bit MatMuls, int8 embeddings; options such as int4-emb4-b64-sym, "
                     "see the README", parse=parse_int4),
 }
