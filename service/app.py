@@ -29,13 +29,15 @@ from service.inference import Inference, Shadow
 from service.metrics import Metrics, MetricsMiddleware
 from service.serving import Loader, Serving
 from service.settings import Settings
+from variant import heads
 from variant.backends import Backend, BackendFactory, open_backend
 from variant.manifest import Runtime
 
 log = logging.getLogger("slimserve")
 ROUTERS = (api_v1.router, api_rerank.router, api_v2.router, api_health.router, api_admin.router)
-# The text of the ready line's example request: no apostrophe, so it sits in single quotes.
+# The texts of the ready line's example request: no apostrophe, so they sit in single quotes.
 EXAMPLE_TEXT = "a charming and often affecting journey"
+EXAMPLE_PAIR = {"text": "is the journey worth taking", "text_pair": EXAMPLE_TEXT}
 
 
 def backends(settings: Settings) -> BackendFactory:
@@ -60,7 +62,11 @@ def ready_message(app: FastAPI, url: str) -> str:
         return f"slimserve up on {url} but no variant is ready; see: curl -s {url}/v1/models"
     reference = serving.reference(app.state.settings.reference)
     name = reference if reference in ready else ready[0]
-    body = json.dumps({"inputs": [EXAMPLE_TEXT]})
+    variant = serving.variants[name]
+    # Nothing records whether a model was trained on pairs; a head with one relevance
+    # output (a regression or one sigmoid label) is a cross-encoder scoring a pair.
+    pairs = len(variant.labels) == 1 and heads.relevance(variant.task, 1) is not None
+    body = json.dumps({"inputs": [EXAMPLE_PAIR if pairs else EXAMPLE_TEXT]})
     return (f"slimserve ready on {url} with {len(ready)} variant(s); try: curl -s {url}/v1/models/{name}/classify "
             f"-H 'content-type: application/json' -d '{body}'")
 

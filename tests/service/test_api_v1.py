@@ -4,6 +4,7 @@ freshly exported tiny variants and skip where torch is missing."""
 
 import json
 import shutil
+from functools import partial
 
 import pytest
 from conftest import metric_value
@@ -223,6 +224,34 @@ def test_health(fake_client, fake_client_for, tmp_path):
     assert empty.get("/health/live").status_code == 200
     assert empty.get("/health/ready").status_code == 503
     assert empty.get("/health/ready").json()["error_type"] == "unavailable"
+
+
+
+def the_ready_lines_body(client) -> dict:
+    from service.app import ready_message
+
+    line = ready_message(client.app, "http://127.0.0.1:8000")
+    assert line.startswith("slimserve ready on http://127.0.0.1:8000"), line
+    return json.loads(line.split(" -d '", 1)[1].removesuffix("'"))
+
+
+def test_the_ready_line_sends_a_classifier_a_text(fake_client):
+    body = the_ready_lines_body(fake_client)
+    assert body == {"inputs": ["a charming and often affecting journey"]}
+    assert fake_client.post("/v1/models/plain/classify", json=body).status_code == 200
+
+
+@pytest.mark.parametrize("task", ["regression", "multi_label"])
+def test_the_ready_line_sends_a_cross_encoder_a_pair(make_client, fake_models_dir, tmp_path, task):
+    from variant.manifest import read_manifest, write_manifest
+
+    folder = shutil.copytree(fake_models_dir / "plain", tmp_path / "scorer")
+    write_manifest(folder, read_manifest(folder).model_copy(update={"task": task, "labels": ["relevant"]}))
+    client = make_client(tmp_path, partial(FakeBackend, width=1))
+    body = the_ready_lines_body(client)
+    assert body == {"inputs": [{"text": "is the journey worth taking",
+                                "text_pair": "a charming and often affecting journey"}]}
+    assert client.post("/v1/models/scorer/classify", json=body).status_code == 200
 
 
 def test_a_broken_variant_is_reported_and_the_others_serve(client_for, models_dir, tmp_path):
