@@ -1,10 +1,12 @@
 """Dynamic batching: one queue and one owner task per variant.
 
 Routes tokenize in a worker thread, then `submit` the rows and await their logits. The
-owner task takes the oldest job and adds whatever else waits while the batch stays
-within `max_batch_size` texts and `max_batch_tokens` padded tokens, waiting at most
-`max_delay` for more. While a batch runs, new jobs queue up, so under load batches grow
-by themselves; when idle, a lone request runs at once (with the default delay of 0).
+owner task takes the oldest job and whatever else waits, up to `ROUND_BATCHES` batches'
+worth of texts, waiting at most `max_delay` for company; grouping.py cuts that round into
+runs of like lengths (each within `max_batch_size` texts and `max_batch_tokens` padded
+tokens), which run one after the other. While a round runs, new jobs queue up, so under
+load rounds grow by themselves; when idle, a lone request runs at once (with the default
+delay of 0).
 A request with more texts than a batch may hold is split into several jobs and put back
 together; a single text over the token budget runs alone. The queue is bounded; a full
 queue refuses new requests (429) instead of letting latency grow without end. Jobs whose
@@ -27,19 +29,20 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from service.errors import BackendFailure, Overloaded, redact
+from service.grouping import group
 from service.metrics import Metrics
 from variant.backends import Backend
 from variant.tokenization import (
     MAX_BATCH_SIZE,
     MAX_BATCH_TOKENS,
     Row,
-    bucket,
     chunks,
     pad,
     padded_length,
 )
 
 log = logging.getLogger("slimserve.batching")
+ROUND_BATCHES = 4  # batches' worth of texts the owner takes off the queue to sort by length
 
 
 @dataclass(frozen=True)
@@ -123,47 +126,43 @@ class Batcher:
         return Result(np.concatenate([r.logits for r in results]), max(r.queue_seconds for r in results),
                       sum(r.inference_seconds for r in results))
 
-    def _fits(self, batch: list[Job], job: Job) -> bool:
-        rows = sum(len(j.rows) for j in batch) + len(job.rows)
-        longest = max(job.longest, *(j.longest for j in batch))
-        padded = rows * bucket(longest, self.max_length)
-        return rows <= self.limits.max_batch_size and padded <= self.limits.max_batch_tokens
+    async def _take(self) -> tuple[list[Job], bool]:
+        """The next round: the oldest job and what waits behind it, and whether the queue
+        said stop meanwhile."""
+        first = await self._queue.get()
+        if first is None:
+            return [], True
+        round_, rows = [first], len(first.rows)
+        deadline = first.enqueued + self.limits.max_delay  # the wait counts from arrival
+        while self.limits.enabled and rows < ROUND_BATCHES * self.limits.max_batch_size:
+            try:
+                job = self._queue.get_nowait()
+            except asyncio.QueueEmpty:
+                remaining = deadline - time.perf_counter()
+                if remaining <= 0:
+                    break
+                try:
+                    job = await asyncio.wait_for(self._queue.get(), remaining)
+                except TimeoutError:
+                    break
+            if job is None:
+                return round_, True
+            round_.append(job)
+            rows += len(job.rows)
+        return round_, False
 
     async def _serve(self) -> None:
-        held: Job | None = None  # took from the queue but did not fit: it opens the next batch
         stopping = False
-        while not stopping or held is not None or not self._queue.empty():
-            first = held if held is not None else await self._queue.get()
-            held = None
-            if first is None:
-                stopping = True
-                continue
-            if first.future.done():  # cancelled: its client went away
-                continue
-            batch = [first]
-            deadline = first.enqueued + self.limits.max_delay  # the wait counts from arrival
-            while self.limits.enabled:
-                try:
-                    job = self._queue.get_nowait()
-                except asyncio.QueueEmpty:
-                    remaining = deadline - time.perf_counter()
-                    if remaining <= 0:
-                        break
-                    try:
-                        job = await asyncio.wait_for(self._queue.get(), remaining)
-                    except TimeoutError:
-                        break
-                if job is None:
-                    stopping = True
-                    break
-                if job.future.done():
-                    continue
-                if not self._fits(batch, job):
-                    held = job
-                    break
-                batch.append(job)
+        while not stopping or not self._queue.empty():
+            round_, stopping = await self._take()
+            waiting = [job for job in round_ if not job.future.done()]  # done: cancelled, its client went away
             self.metrics.queue_depth.labels(self.name).set(self._queue.qsize())
-            await self._run(batch)
+            runs = group([(len(job.rows), job.longest) for job in waiting], self.max_length,
+                         self.limits.max_batch_size, self.limits.max_batch_tokens)
+            for run in runs:
+                jobs = [waiting[i] for i in run if not waiting[i].future.done()]
+                if jobs:
+                    await self._run(jobs)
 
     async def _run(self, batch: list[Job]) -> None:
         rows = [r for job in batch for r in job.rows]
@@ -186,7 +185,7 @@ class Batcher:
         self.runs += 1
         self.metrics.inference_duration.labels(self.name).observe(seconds)
         self.metrics.batch_size.labels(self.name).observe(len(rows))
-        self.metrics.input_tokens.labels(self.name).observe(padded.tokens)
+        self.metrics.observe_tokens(self.name, padded.tokens, padded.arrays["input_ids"].size)
         start = 0
         for job in batch:
             part = logits[start:start + len(job.rows)]

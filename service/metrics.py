@@ -58,7 +58,8 @@ class Metrics:
             "slimserve_request_duration_seconds", "Time from request received to response sent.",
             ["model"], buckets=LATENCY_BUCKETS, registry=r)
         self.inference_duration = Histogram(
-            "slimserve_inference_duration_seconds", "Time inside the ONNX Runtime session for one batch.",
+            "slimserve_inference_duration_seconds",
+            "Time one run took: padding its rows, handing them to a worker thread and the runtime's computation.",
             ["model"], buckets=LATENCY_BUCKETS, registry=r)
         self.queue_duration = Histogram(
             "slimserve_queue_duration_seconds", "Time a request waited in its variant's queue before its batch ran.",
@@ -66,10 +67,17 @@ class Metrics:
         self.queue_depth = Gauge(
             "slimserve_queue_depth", "Requests waiting in the variant's queue.", ["model"], registry=r)
         self.batch_size = Histogram(
-            "slimserve_batch_size", "Inputs per ONNX Runtime run.", ["model"], buckets=BATCH_BUCKETS, registry=r)
+            "slimserve_batch_size", "Inputs per run.", ["model"], buckets=BATCH_BUCKETS, registry=r)
         self.input_tokens = Histogram(
-            "slimserve_input_tokens", "Real (unpadded) tokens per ONNX Runtime run.",
+            "slimserve_input_tokens", "Real (unpadded) tokens per run.",
             ["model"], buckets=TOKEN_BUCKETS, registry=r)
+        self.padded_tokens = Histogram(
+            "slimserve_padded_tokens", "Token slots per run, padding included (rows × padded length).",
+            ["model"], buckets=TOKEN_BUCKETS, registry=r)
+        self.token_slots = Counter(
+            "slimserve_token_slots",
+            "Token slots run, by kind: `real` tokens or `padding`; the padded share is padding / (real + padding).",
+            ["model", "kind"], registry=r)
         self.requests = Counter(
             "slimserve_requests", "Requests by model and HTTP status.", ["model", "status"], registry=r)
         self.model_parameters = Gauge(
@@ -114,6 +122,13 @@ class Metrics:
         self.model_info = Gauge(
             "slimserve_model_info", "Always 1; labels carry the variant's manifest and the backend and precision it runs at.",
             ["model", "method", "base_model", "quantization", "backend", "precision"], registry=r)
+
+    def observe_tokens(self, model: str, real: int, slots: int) -> None:
+        """One run's real tokens and its token slots, padding included."""
+        self.input_tokens.labels(model).observe(real)
+        self.padded_tokens.labels(model).observe(slots)
+        self.token_slots.labels(model, "real").inc(real)
+        self.token_slots.labels(model, "padding").inc(slots - real)
 
     def publish_accuracy(self, model: str, manifest: Manifest) -> None:
         """The accuracy gauge's rule: one series per labelled evaluation in the manifest, its

@@ -2,9 +2,10 @@
 
 The pad rule the service batches by lives here, so the compressor measures the shapes the
 service runs: a batch of one row is not padded at all; a batch of several rows pads to
-the next length bucket of its longest row. The buckets are 16 tokens apart up to 128,
-where most sentences fall: on a CPU every padded token is paid for, and coarser steps
-cost more than batching saves; a runtime that plans per shape sees a dozen shapes.
+the next length bucket of its longest row. The buckets are 8 tokens apart up to 128,
+where most sentences fall: on a CPU every padded token is paid for, and the service
+groups queued texts of like lengths into a run (service/grouping.py), so a finer step
+saves padding; a runtime that plans per shape still sees a bounded set of shapes.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from tokenizers import Tokenizer
 TextInput = str | tuple[str, str]
 
 
-LENGTH_BUCKETS = (16, 32, 48, 64, 80, 96, 112, 128, 192, 256, 384, 512)
+LENGTH_BUCKETS = (*range(8, 129, 8), 160, 192, 256, 320, 384, 448, 512)
 # The service's defaults for one run (SLIMSERVE_MAX_BATCH_SIZE, SLIMSERVE_MAX_BATCH_TOKENS).
 MAX_BATCH_SIZE = 32
 MAX_BATCH_TOKENS = 2048
