@@ -16,7 +16,9 @@ RUN pip install --find-links /wheels --index-url "$TORCH_INDEX" --extra-index-ur
 COPY pyproject.toml README.md ./
 COPY compressor compressor
 COPY service service
-RUN pip install ".[compress,serve]"
+COPY variant variant
+# OpenVINO too: build-default records the int8 variants for it where it is installed.
+RUN pip install ".[compress,serve,openvino]"
 RUN compressor build-default --out /models
 
 FROM ${PYTHON_IMAGE} AS serve
@@ -31,6 +33,7 @@ RUN python -c "import tomllib; p = tomllib.load(open('pyproject.toml', 'rb'))['p
 print('\n'.join(p['dependencies'] + x['serve'] + x['openvino']))" > requirements.txt \
  && pip install -r requirements.txt \
  && useradd --uid 10001 --no-create-home --shell /usr/sbin/nologin slimserve
+COPY variant variant
 COPY service service
 COPY --from=builder --chown=10001:10001 /models /models
 USER 10001

@@ -1,7 +1,7 @@
 """What a variant's graph runs on: the `Backend` protocol and opening one by the table.
 
 One module per runtime (ort.py: ONNX Runtime; openvino.py: the optional `openvino`
-package), each named by its row of variant/runtimes.py and defining `open(path,
+package), each named by its row of variant/runtimes.py and defining `create(path,
 precision, intra_op, limiter, provider)` and `supported(precision)`. The service takes a
 `BackendFactory` (a variant's model.onnx and runtime → backend), so tests can serve on a fake.
 
