@@ -27,8 +27,10 @@ from torch import nn
 from compressor.checkpoint import Classifier, parameter_count
 from compressor.errors import ParityError
 from compressor.recipe import NONE, quantizer
+from variant import measure
 from variant.backends import runtimes
 from variant.backends.ort import OrtBackend
+from variant.folder import open_on
 from variant.manifest import (
     ONNX_FILE,
     TOKENIZER_FILE,
@@ -161,6 +163,23 @@ def preferred_runtime(quantize: str | None) -> Runtime:
     return Runtime(backend=wanted, precision=here[-1].precision)
 
 
+def record_batch_variation(folder: Path, manifest: Manifest, inputs: list[TextInput]) -> None:
+    """Measure how far answers move with what shares their run on the runtime the variant
+    is recorded for; where they move more than variant.measure allows and ONNX Runtime
+    keeps them still, record ONNX Runtime instead, the manifest saying why. A served
+    answer must not depend on what else is in the batch."""
+    variation = measure.batch_variation(open_on(folder, manifest.runtime), inputs)
+    if variation > measure.INVARIANCE_LIMIT and manifest.runtime.backend != DEFAULT_BACKEND:
+        fallback = measure.batch_variation(open_on(folder, Runtime()), inputs)
+        if fallback <= measure.INVARIANCE_LIMIT:
+            manifest.runtime = Runtime(note=f"{manifest.runtime.label()} moved answers by {variation:.2g} with what "
+                                            f"shared their run; {DEFAULT_BACKEND} does not")
+            variation = fallback
+    manifest.batch_variation = float(f"{variation:.3g}")
+    manifest.batch_invariant = variation <= measure.INVARIANCE_LIMIT
+    write_manifest(folder, manifest)
+
+
 def write_variant(classifier: Classifier, name: str, out: Path, method: str, settings: dict,
                   parameters_original: int, quantize: str | None, sentences: list[TextInput],
                   calibration: list[TextInput] | None = None) -> Manifest:
@@ -189,10 +208,10 @@ def write_variant(classifier: Classifier, name: str, out: Path, method: str, set
             max_length=classifier.max_length, method=method, settings=settings,
             parameters=parameter_count(classifier.model), parameters_original=parameters_original,
             onnx_bytes=(work / ONNX_FILE).stat().st_size, parity=parity, digest=files_digest(work),
-            batch_invariant=quantize is None or quantizer(quantize).batch_invariant,
             runtime=preferred_runtime(quantize),
         )
         write_manifest(work, manifest)
+        record_batch_variation(work, manifest, sentences)
         replace_folder(work, out / name)
     except BaseException:
         shutil.rmtree(work, ignore_errors=True)

@@ -23,6 +23,7 @@ from service.errors import redact
 from variant.backends import BackendFactory
 from variant.folder import Opened, Warmup, open_folder
 from variant.heads import Task
+from variant.manifest import VARIANT_NAME
 
 log = logging.getLogger("slimserve.repository")
 
@@ -67,6 +68,8 @@ def discover(models: Path) -> list[Path]:
 
 def load_variant(folder: Path, backend_of: BackendFactory, warmup: Warmup | None = None) -> Variant:
     """Open one variant, its model through `backend_of`, warmed up at the shapes `warmup` gives."""
+    if not VARIANT_NAME.fullmatch(folder.name):  # the folder's name is the model's name in every route
+        return Variant(folder.name, folder, f"invalid variant name {folder.name!r}")
     try:
         opened = open_folder(folder, backend_of, warmup)
     except Exception as exc:  # noqa: BLE001 — any fault of one variant must not stop the others

@@ -26,7 +26,6 @@ from variant.manifest import (
     ONNX_FILE,
     TOKENIZER_FILE,
     VARIANT_FILES,
-    VARIANT_NAME,
     Manifest,
     Runtime,
     files_digest,
@@ -108,8 +107,6 @@ Warmup = Callable[[int], Sequence[tuple[int, int]]]  # a variant's max_length â†
 def open_folder(folder: Path, backend_of: BackendFactory, warmup: Warmup | None = None) -> Opened:
     """The variant in `folder`, its graph opened through `backend_of` and run once at each
     shape `warmup` gives. Raises on any fault of the folder, naming it in one line."""
-    if not VARIANT_NAME.fullmatch(folder.name):
-        raise ValueError(f"invalid variant name {folder.name!r}")
     before, start = resident_bytes(), time.perf_counter()
     missing = missing_files(folder)
     if missing:

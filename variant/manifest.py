@@ -111,9 +111,12 @@ class Manifest(BaseModel):
     created: str = Field(default_factory=timestamp)
     parity: float | None = None
     digest: str | None = None  # files_digest at export; absent from manifests written before it was recorded
-    # False: a text's answer depends on what else shares its batch (dynamic int8's per-batch
-    # activation scale); compare and shadow sampling report such a variant, not count it as disagreement.
+    # False: a text's answer depends on what else shares its run (dynamic int8's per-batch
+    # activation scale, or a runtime whose kernels round differently by shape): measured at
+    # export on the recorded runtime (`batch_variation`, the largest |Δ score|, against
+    # variant.measure.INVARIANCE_LIMIT). Compare and shadow sampling report such a variant.
     batch_invariant: bool = True
+    batch_variation: float | None = None
     runtime: Runtime = Field(default_factory=Runtime)
     # `compressor search`'s record: objective, bound, score and the trail of candidates.
     search: dict[str, Any] | None = None

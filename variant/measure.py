@@ -32,6 +32,10 @@ from variant.tokenization import (
 )
 
 RUNS = {1: 100, 32: 20}  # timed runs per batch size
+# A text's scores may move by at most this between running alone and sharing a run with
+# others (padded, in a batch of 8 or 32 mixed lengths) for a variant to count as batch-invariant.
+INVARIANCE_LIMIT = 1e-4
+VARIATION_BATCHES = (8, 32)
 T = TypeVar("T")
 
 
@@ -99,3 +103,18 @@ def latency(opened: Opened, inputs: list[TextInput], sizes: tuple[int, ...] = (1
         batches = groups(inputs, size, runs.get(size, RUNS[32]))
         measured[size] = time_runs(lambda batch: logits(opened, batch), batches, warm_set(opened, batches))
     return measured
+
+
+def batch_variation(opened: Opened, inputs: list[TextInput]) -> float:
+    """The largest |Δ score| of an input between running alone and running in one request
+    with its neighbours in `inputs` (VARIATION_BATCHES at a time, mixed lengths, so it is
+    padded too): 0 where the runtime computes each row on its own, as fp32 graphs do;
+    more where activations are scaled per batch (dynamic int8) or a runtime's kernels
+    round differently by shape."""
+    alone = np.concatenate([answers(opened, [x]) for x in inputs])
+    worst = 0.0
+    for size in VARIATION_BATCHES:
+        for start in range(0, len(inputs), size):
+            together = heads.activate(opened.task, logits(opened, inputs[start:start + size]).astype(np.float64))
+            worst = max(worst, float(np.abs(together - alone[start:start + size]).max()))
+    return worst
