@@ -111,6 +111,9 @@ class Comparison(BaseModel):
     mae: float | None = Field(None, description="regression only: mean |score − reference score|.")
     latency_seconds: float = Field(description="Tokenization, queue and inference for this model.")
     inference_seconds: float
+    batch_invariant: bool = Field(True, description=(
+        "false: this variant's answers move with what shares their run (its manifest's batch_variation), so part "
+        "of any disagreement is the batch, not the compression."))
 
 
 class CompareResponse(BaseModel):
@@ -226,5 +229,6 @@ async def compare(body: CompareRequest, request: Request) -> CompareResponse:
         outcome, seconds = outcomes[name]
         agreement = heads.agreement(outcome.task, outcome.scores, ref_outcome.scores, threshold)
         results.append(Comparison(model=name, predictions=predictions_of(outcome, None, threshold), **agreement,
-                                  latency_seconds=seconds, inference_seconds=outcome.inference_seconds))
+                                  latency_seconds=seconds, inference_seconds=outcome.inference_seconds,
+                                  batch_invariant=targets[name].opened.manifest.batch_invariant))
     return CompareResponse(reference=reference, results=results)

@@ -120,8 +120,10 @@ class Metrics:
             "Accuracy `compressor evaluate` recorded in the manifest on labelled `dataset` (file@content hash).",
             ["model", "dataset"], registry=r)
         self.model_info = Gauge(
-            "slimserve_model_info", "Always 1; labels carry the variant's manifest and the backend and precision it runs at.",
-            ["model", "method", "base_model", "quantization", "backend", "precision"], registry=r)
+            "slimserve_model_info", "Always 1; labels carry the variant's manifest, the backend and precision it runs "
+            "at, and whether its answers are batch-invariant (shadow agreement of a variant that is not counts the "
+            "batch too).",
+            ["model", "method", "base_model", "quantization", "backend", "precision", "batch_invariant"], registry=r)
 
     def observe_tokens(self, model: str, real: int, slots: int) -> None:
         """One run's real tokens and its token slots, padding included."""
@@ -156,7 +158,8 @@ class Metrics:
         self.publish_accuracy(name, m)
         quantization = str(m.settings.get("quantize") or "none")
         runtime = opened.backend.runtime
-        self.model_info.labels(name, m.method, m.base_model, quantization, runtime.backend, runtime.precision).set(1)
+        self.model_info.labels(name, m.method, m.base_model, quantization, runtime.backend, runtime.precision,
+                               str(m.batch_invariant).lower()).set(1)
 
     def publish(self, variants: Iterable[Published], gone: Iterable[str] = ()) -> None:
         """Gauges for the variants now served; a variant of the previous set that is `gone`
