@@ -5,20 +5,24 @@ library (WordPiece for BERT and DistilBERT, byte-level BPE for RoBERTa), so the
 checkpoint folders look exactly like a user's.
 
 torch and transformers are imported only by the fixtures that build checkpoints (and
-skip without torch), so the service tests over `fake_client` (tests/fakes.py) or a toy
-graph run where only the serving side is installed.
+skip without torch), onnx only by `toy_graph` (which skips without it), so everything
+over fake variants (`fake_variant`, `fake_client`: tests/fakes.py) runs where only the
+serving side is installed (`pip install -e ".[serve]" pytest httpx`); a test module that
+needs the [compress] extra skips at collection.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
+import json
 import re
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import httpx
 import pytest
-from fakes import FakeBackend
+from fakes import FakeBackends
 from tokenizers import (
     Tokenizer,
     decoders,
@@ -145,25 +149,53 @@ def models_dir(tmp_path_factory, checkpoints) -> Path:
     return out
 
 
-@pytest.fixture(scope="session")
-def fake_models_dir(tmp_path_factory) -> Path:
-    """A models folder for FakeBackend, built without torch or onnx: each variant has a
-    manifest and a real tokenizer; its model.onnx is a placeholder the fake never reads.
-    `plain` is an uncompressed export (the reference), `svd` and `int8` are not."""
+@functools.cache
+def fixed_wordpiece_json() -> str:
+    """A BERT-style WordPiece over a vocabulary listed here, not trained: the same ids in
+    every process (training breaks ties between equally frequent pairs differently from
+    run to run), which the fake variants' answers are computed from."""
+    normalizer, pre_tokenizer = normalizers.BertNormalizer(lowercase=True), pre_tokenizers.BertPreTokenizer()
+    words = sorted({w for text in CORPUS for w, _ in pre_tokenizer.pre_tokenize_str(normalizer.normalize_str(text))})
+    characters = "abcdefghijklmnopqrstuvwxyz0123456789"
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *words, *characters, *("##" + c for c in characters)]
+    tok = Tokenizer(models.WordPiece({token: i for i, token in enumerate(dict.fromkeys(vocab))}, unk_token="[UNK]"))
+    tok.normalizer, tok.pre_tokenizer, tok.decoder = normalizer, pre_tokenizer, decoders.WordPiece()
+    tok.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1", special_tokens=[("[CLS]", 2), ("[SEP]", 3)])
+    return tok.to_str()
+
+
+def fake_variant(folder: Path, method: str = "none", *, labels: tuple[str, ...] = tuple(LABELS.values()),
+                 task: str = "single_label", quantize: str | None = None, max_length: int = 64, **graph) -> Path:
+    """A variant folder for FakeBackend, built without torch or onnx: a manifest, a real
+    WordPiece tokenizer (fixed_wordpiece_json), and for model.onnx the fake's graph (tests/fakes.py): `graph`
+    holds `answers`, `salt`, `positions`; its width is the number of labels."""
     from variant.manifest import ONNX_FILE, TOKENIZER_FILE, Manifest, write_manifest
 
-    out = tmp_path_factory.mktemp("fake-models")
-    tokenizer = wordpiece()
-    for name, method, quantize in (("plain", "none", None), ("svd", "svd", None), ("int8", "int8", "int8")):
-        folder = out / name
-        folder.mkdir()
-        tokenizer.save(str(folder / TOKENIZER_FILE))
-        (folder / ONNX_FILE).write_bytes(b"read by no one: FakeBackend computes the logits")
-        write_manifest(folder, Manifest(
-            name=name, base_model="fake", labels=list(LABELS.values()), max_length=64, method=method,
-            settings={"quantize": quantize} if quantize else {}, parameters=1000, parameters_original=1000,
-            onnx_bytes=0))
-    return out
+    folder.mkdir(parents=True)
+    (folder / TOKENIZER_FILE).write_text(fixed_wordpiece_json(), encoding="utf-8")
+    (folder / ONNX_FILE).write_text(json.dumps({"width": len(labels), **graph}), encoding="utf-8")
+    write_manifest(folder, Manifest(
+        name=folder.name, base_model="fake", task=task, labels=list(labels), max_length=max_length, method=method,
+        settings={"quantize": quantize} if quantize else {}, parameters=1000, parameters_original=1000,
+        onnx_bytes=0))
+    return folder
+
+
+def fake_variants(root: Path, **variants: dict) -> Path:
+    """A models folder `root` of fake variants, each name → fake_variant's arguments."""
+    root.mkdir(parents=True, exist_ok=True)
+    for name, spec in variants.items():
+        fake_variant(root / name, **spec)
+    return root
+
+
+@pytest.fixture(scope="session")
+def fake_models_dir(tmp_path_factory) -> Path:
+    """A models folder for FakeBackend: `plain` is an uncompressed export (the reference),
+    `svd` and `int8` are not; all three answer "sums" (tests/fakes.py)."""
+    return fake_variants(tmp_path_factory.mktemp("fake-models"), plain={}, svd={"method": "svd"},
+                         int8={"method": "int8", "quantize": "int8"})
 
 
 # --- the service over an in-process ASGI client ---------------------------------------
@@ -229,8 +261,14 @@ def client(client_for):
 
 @pytest.fixture
 def fake_client_for(make_client, fake_models_dir):
-    """Clients serving on FakeBackend, by default over `fake_models_dir` (no torch, no onnx)."""
-    return lambda folder=None, **settings: make_client(folder or fake_models_dir, FakeBackend, **settings)
+    """Clients serving on FakeBackend, by default over `fake_models_dir` (no torch, no onnx);
+    `client.backends[name]` is the fake that serves variant `name`."""
+    def make(folder=None, **settings):
+        backends = FakeBackends()
+        client = make_client(folder or fake_models_dir, backends, **settings)
+        client.backends = backends
+        return client
+    return make
 
 
 @pytest.fixture
@@ -249,7 +287,8 @@ def metric_value(text: str, name: str, **labels) -> float:
 
 @pytest.fixture
 def live_server():
-    """Start the service with uvicorn in a thread on a free loopback port; returns host:port."""
+    """Start the service with uvicorn in a thread on a free loopback port; returns host:port.
+    `backend_of` is create_app's (FakeBackend, say); by default ONNX Runtime."""
     import socket
     import threading
     import time
@@ -261,12 +300,12 @@ def live_server():
 
     servers = []
 
-    def start(**settings) -> str:
+    def start(backend_of=None, **settings) -> str:
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             port = s.getsockname()[1]
         settings.setdefault("warmup", False)
-        config = uvicorn.Config(create_app(Settings(**settings)), host="127.0.0.1", port=port, log_level="warning")
+        config = uvicorn.Config(create_app(Settings(**settings), backend_of), host="127.0.0.1", port=port, log_level="warning")
         server = uvicorn.Server(config)
         thread = threading.Thread(target=server.run, daemon=True)
         thread.start()
@@ -286,9 +325,11 @@ def live_server():
 def toy_graph(path: Path, inputs=("input_ids", "attention_mask"), width: int = 2, slow: int = 0) -> None:
     """A stand-in classifier ONNX graph: logits = mean(input_ids) · w, with the given inputs
     and number of labels. `slow` chains that many 1500×1500 MatMuls that depend on the
-    input (so ONNX Runtime cannot fold them at load): about 0.1–0.3 s each on two cores."""
+    input (so ONNX Runtime cannot fold them at load): about 0.1–0.3 s each on two cores.
+    Skips the test where the onnx package (the [compress] extra) is not installed."""
     import numpy as np
-    import onnx
+
+    onnx = pytest.importorskip("onnx", reason="building a graph needs onnx (the [compress] extra)")
     from onnx import TensorProto, helper, numpy_helper
 
     nodes = [
@@ -361,6 +402,19 @@ async def wait_until_async(predicate, what, timeout: float = 10.0, interval: flo
             return
         check()
         await asyncio.sleep(interval)
+
+
+def wait_for_metric(client: SyncClient, name: str, value: float, **labels) -> None:
+    """Poll the app's /metrics until `name{labels}` equals `value`: for what the service
+    finishes after the response has gone (shadow comparisons, the folder watcher)."""
+    async def reached() -> bool:
+        text = (await client.client.get("/metrics")).text
+        try:
+            return metric_value(text, name, **labels) == value
+        except AssertionError:  # not exported yet
+            return False
+
+    client.wait(wait_until_async(reached, f"{name}{labels} to reach {value}"))
 
 
 @pytest.fixture

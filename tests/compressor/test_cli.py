@@ -127,8 +127,8 @@ def test_console_script_exit_code(tmp_path):
                             check=False, capture_output=True, text=True, timeout=120)
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
-        f"compressor: error: {tmp_path / 'nothing'} does not exist; give a checkpoint folder, an ORG/NAME model on the "
-        "Hugging Face Hub, or 'default'"]
+        (f"compressor: error: {tmp_path / 'nothing'} does not exist; give a checkpoint folder, an ORG/NAME model on "
+         "the Hugging Face Hub, or 'default'")]
 
 
 def test_out_and_json_paths_that_are_not_folders_or_files(checkpoints, models_dir, tmp_path, capsys):

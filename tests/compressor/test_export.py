@@ -1,8 +1,12 @@
 import json
 
+import pytest
+
+pytest.importorskip("torch", reason="exporting needs torch and onnx (the [compress] extra)")
+pytest.importorskip("onnx", reason="exporting needs torch and onnx (the [compress] extra)")
+
 import numpy as np
 import onnx
-import pytest
 import torch
 
 from compressor import export

@@ -7,12 +7,19 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+# compressor.hub is written for huggingface_hub below 1.0, which the [compress] extra pins;
+# a serving-only install may carry a newer one (tokenizers pulls it in) with other errors.
+if int(pytest.importorskip("huggingface_hub").__version__.split(".")[0]) >= 1:
+    pytest.skip("compressor.hub needs huggingface_hub<1 (the [compress] extra)", allow_module_level=True)
+
 from huggingface_hub import constants
 from huggingface_hub.errors import RepositoryNotFoundError, RevisionNotFoundError
 
@@ -114,7 +121,7 @@ def test_a_local_folder_wins_over_the_hub(cache, tmp_path, monkeypatch):
 @pytest.mark.parametrize("name", ["./nowhere", "a/b/c", "org/x..y", "org--x/y", "org/x.git", "has space", "org/x@"])
 def test_names_that_are_no_repo_id_keep_the_folder_message(cache, monkeypatch, name):
     monkeypatch.setattr(hub, "snapshot", lambda *args: pytest.fail("the Hub was consulted"))
-    with pytest.raises(InputError, match="is not a checkpoint folder"):
+    with pytest.raises(InputError, match=f"^{re.escape(name)} does not exist; give a checkpoint folder"):
         check_checkpoint(name)
 
 

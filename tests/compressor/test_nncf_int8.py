@@ -1,8 +1,11 @@
 """`--quantize int8-nncf`: NNCF's static int8 on a tiny model, run on both runtimes."""
 
+import pytest
+
+pytest.importorskip("onnx", reason="quantizing needs onnx and nncf (the [compress] extra)")
+
 import numpy as np
 import onnx
-import pytest
 from conftest import CORPUS
 
 from compressor.cli import main

@@ -4,8 +4,8 @@ import pytest
 
 pytest.importorskip("torch", reason="the export needs torch")
 
-from compressor import export  # noqa: E402
-from variant.manifest import Runtime  # noqa: E402
+from compressor import export
+from variant.manifest import Runtime
 
 
 def test_a_quantizer_without_a_backend_runs_on_onnxruntime():

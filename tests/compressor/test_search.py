@@ -141,6 +141,7 @@ def test_the_command_ends_with_one_summary_line(checkpoints, tmp_path, capsys):
 
 
 def test_a_method_the_family_refuses_is_a_candidate_less(tmp_path, monkeypatch):
+    pytest.importorskip("torch", reason="building a checkpoint needs torch (the [compress] extra)")
     from families import save_family_checkpoint
 
     monkeypatch.setattr(Scoring, "score", score_by_method({"prune@0.5+int8", "none+int8", "int8"}))

@@ -7,8 +7,12 @@ import shutil
 import subprocess
 from pathlib import Path
 
-import kubernetes_validate
 import pytest
+
+pytest.importorskip("yaml", reason="the manifests are read with pyyaml (the [dev] extra)")
+pytest.importorskip("kubernetes_validate", reason="kubernetes-validate is in the [dev] extra")
+
+import kubernetes_validate
 import yaml
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"

@@ -9,10 +9,9 @@ from conftest import wait_until_async
 from fakes import FakeBackend
 
 from service.batching import Batcher, Limits
-from variant.tokenization import LENGTH_BUCKETS, bucket, buckets
 from service.errors import BackendFailure, Overloaded
 from service.metrics import Metrics
-from variant.tokenization import Row
+from variant.tokenization import Row, bucket
 
 
 def row(*ids: int) -> Row:
@@ -29,13 +28,6 @@ async def started(backend, **limits) -> Batcher:
     return batcher
 
 
-def test_buckets():
-    assert bucket(3, 128) == 16 and bucket(17, 128) == 32 and bucket(100, 128) == 112
-    assert bucket(100, 100) == 100  # max_length itself closes the list
-    assert buckets(100) == [16, 32, 48, 64, 80, 96, 100]
-    assert set(buckets(512)) == set(LENGTH_BUCKETS)
-
-
 def test_concurrent_requests_share_one_run():
     async def scenario():
         backend = FakeBackend()
@@ -45,7 +37,7 @@ def test_concurrent_requests_share_one_run():
         return backend, batcher, results
 
     backend, batcher, results = run(scenario())
-    assert batcher.runs == 1 and backend.shapes == [(10, 16)]  # 10 rows padded to the first bucket
+    assert batcher.runs == 1 and backend.shapes == [(10, bucket(2, 128))]  # 10 rows padded to the first bucket
     for i, result in enumerate(results, start=1):
         assert result.logits.tolist() == [[i + 1, 2], [i, 1]]  # each request gets its own rows back
 
@@ -71,11 +63,12 @@ def test_a_request_larger_than_a_batch_is_split_and_rejoined():
         await batcher.stop()
         return backend.shapes, result
 
+    first = bucket(1, 128)
     shapes, result = run(scenario(max_batch_size=2))
-    assert shapes == [(2, 16), (2, 16), (1, 1)]  # the lone last row runs unpadded
+    assert shapes == [(2, first), (2, first), (1, 1)]  # the lone last row runs unpadded
     assert result.logits[:, 0].tolist() == [1, 2, 3, 4, 5]  # back in the request's order
-    shapes, _ = run(scenario(max_batch_tokens=32))  # two rows of 16 padded tokens per run
-    assert shapes == [(2, 16), (2, 16), (1, 1)]
+    shapes, _ = run(scenario(max_batch_tokens=2 * first))  # two rows of the first bucket per run
+    assert shapes == [(2, first), (2, first), (1, 1)]
 
 
 def test_several_rows_pad_to_a_length_bucket_and_a_lone_row_to_its_own_length():
@@ -87,7 +80,7 @@ def test_several_rows_pad_to_a_length_bucket_and_a_lone_row_to_its_own_length():
         return backend.shapes
 
     assert run(scenario([row(*range(1, 21))])) == [(1, 20)]
-    assert run(scenario([row(*range(1, 21)), row(7)])) == [(2, 32)]
+    assert run(scenario([row(*range(1, 21)), row(7)])) == [(2, bucket(20, 128))]
 
 
 def test_one_text_over_the_token_budget_still_runs():
@@ -129,7 +122,7 @@ def test_a_full_queue_answers_overloaded():
         await batcher.stop()
         return backend.shapes
 
-    assert run(scenario()) == [(1, 1), (2, 16)]
+    assert run(scenario()) == [(1, 1), (2, bucket(1, 128))]
 
 
 def test_cancelled_jobs_are_not_run():
@@ -179,4 +172,4 @@ def test_stop_finishes_queued_work_and_late_jobs_run_alone():
 
     shapes, queued_logits, late = run(scenario())
     assert queued_logits == [[[0, 1]], [[1, 1]], [[2, 1]]] and late == [[9, 1]]
-    assert shapes == [(1, 1), (3, 16), (1, 1)]  # the three queued ran as one batch; the late one alone
+    assert shapes == [(1, 1), (3, bucket(1, 128)), (1, 1)]  # the three queued ran as one batch; the late one alone

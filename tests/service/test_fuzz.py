@@ -5,6 +5,9 @@ response may be a 5xx, and every response must match what the schema documents."
 from collections import Counter
 
 import pytest
+
+pytest.importorskip("schemathesis", reason="schemathesis is in the [dev] extra")
+
 import schemathesis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st

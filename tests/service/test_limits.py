@@ -1,13 +1,13 @@
 """Input limits: whatever a client sends, the answer is a documented 4xx with the JSON
-error shape (or a clean 424 when the model itself misbehaves), never a 500."""
+error shape (or a clean 424 when the model itself misbehaves), never a 500. On fake
+variants (tests/fakes.py): the limits are the service's, not the graph's."""
 
 import json
 
-import numpy as np
 import pytest
 
-V1 = "/v1/models/tiny-bert/classify"
-V2 = "/v2/models/tiny-bert/infer"
+V1 = "/v1/models/plain/classify"
+V2 = "/v2/models/plain/infer"
 
 
 def v2_body(texts) -> dict:
@@ -38,8 +38,8 @@ CASES = [
 
 
 @pytest.mark.parametrize("what, url, body, status, error_type, mentions", CASES, ids=[c[0] for c in CASES])
-def test_hostile_bodies_get_a_documented_4xx(client, what, url, body, status, error_type, mentions):
-    response = post_raw(client, url, body)
+def test_hostile_bodies_get_a_documented_4xx(fake_client, what, url, body, status, error_type, mentions):
+    response = post_raw(fake_client, url, body)
     assert response.status_code == status, response.text
     error = response.json()
     assert mentions in error["error"]
@@ -47,16 +47,16 @@ def test_hostile_bodies_get_a_documented_4xx(client, what, url, body, status, er
         assert error["error_type"] == error_type
 
 
-def test_inputs_per_request_are_capped(client_for):
-    client = client_for(max_inputs=4)
+def test_inputs_per_request_are_capped(fake_client_for):
+    client = fake_client_for(max_inputs=4)
     for url, body in ((V1, {"inputs": ["a"] * 5}), (V2, v2_body(["a"] * 5))):
         response = client.post(url, json=body)
         assert response.status_code == 413 and "limit is 4" in response.json()["error"]
     assert client.post(V1, json={"inputs": ["a"] * 4}).status_code == 200
 
 
-def test_characters_per_input_are_capped(client_for):
-    client = client_for(max_input_chars=1000)
+def test_characters_per_input_are_capped(fake_client_for):
+    client = fake_client_for(max_input_chars=1000)
     long = "word " * 250  # 1,250 characters
     for url, body in ((V1, {"inputs": ["ok", long]}), (V1, {"inputs": [{"text": "ok", "text_pair": long}]}),
                       (V2, v2_body(["ok", long]))):
@@ -67,28 +67,19 @@ def test_characters_per_input_are_capped(client_for):
     assert client.post(V1, json={"inputs": [long[:1000]]}).status_code == 200
 
 
-def test_the_body_size_is_capped_before_it_is_read(client_for):
-    client = client_for(max_body_bytes=4096)
+def test_the_body_size_is_capped_before_it_is_read(fake_client_for):
+    client = fake_client_for(max_body_bytes=4096)
     response = post_raw(client, V1, b'{"inputs": ["' + b"a" * 5000 + b'"]}')
     assert response.status_code == 413 and response.json()["error_type"] == "too_large"
 
 
-def test_a_model_that_returns_nan_fails_those_requests_with_424(client):
-    batcher = client.app.state.serving.variants["tiny-bert"].batcher
-    real = batcher.backend.run
-
-    def poisoned(arrays):
-        logits = real(arrays)
-        logits[0, 0] = np.nan
-        return logits
-
-    batcher.backend.run = poisoned
-    try:
-        for url, body in ((V1, {"inputs": ["a"]}), (V2, v2_body(["a"]))):
-            response = client.post(url, json=body)
-            assert response.status_code == 424, response.text
-            assert "non-finite" in response.json()["error"]
-    finally:
-        batcher.backend.run = real
-    assert client.post(V1, json={"inputs": ["a"]}).status_code == 200
-    assert client.post("/v1/models/tiny-bert-svd/classify", json={"inputs": ["a"]}).status_code == 200
+def test_a_model_that_returns_nan_fails_those_requests_with_424(fake_client):
+    model = fake_client.backends["plain"]
+    model.fault = "nan"
+    for url, body in ((V1, {"inputs": ["a"]}), (V2, v2_body(["a"]))):
+        response = fake_client.post(url, json=body)
+        assert response.status_code == 424, response.text
+        assert "non-finite" in response.json()["error"]
+    assert fake_client.post("/v1/models/svd/classify", json={"inputs": ["a"]}).status_code == 200
+    model.fault = None
+    assert fake_client.post(V1, json={"inputs": ["a"]}).status_code == 200

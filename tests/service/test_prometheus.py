@@ -10,8 +10,6 @@ from pathlib import Path
 import httpx
 import pytest
 
-from compressor.evaluate import evaluate_all
-
 DASHBOARD = Path(__file__).resolve().parents[2] / "deploy" / "grafana" / "dashboards" / "slimserve.json"
 VARIANTS = {"tiny-bert", "tiny-bert-svd", "tiny-roberta-int8"}
 # Which models a panel's series must cover, by the metric family its query reads.
@@ -41,9 +39,9 @@ def expected_models(expr: str) -> set[str]:
     return next(models for prefix, models in EXPECTED if first.startswith(prefix))
 
 
-def test_dashboard_queries_use_only_exported_metrics(client):
+def test_dashboard_queries_use_only_exported_metrics(fake_client):
     # Every family has a TYPE line, even before its first sample.
-    lines = client.get("/metrics").text.splitlines()
+    lines = fake_client.get("/metrics").text.splitlines()
     families = {family(line.split()[2]) for line in lines if line.startswith("# TYPE ")}
     for title, expr in dashboard_queries():
         for name in re.findall(r"slimserve_\w+", expr):
@@ -54,6 +52,8 @@ def test_dashboard_queries_use_only_exported_metrics(client):
 @pytest.mark.skipif(PROMETHEUS is None, reason="the prometheus binary is not installed (Debian package 'prometheus')")
 def test_every_dashboard_query_returns_series_for_its_variants(live_server, models_copy, tmp_path):
     from conftest import CORPUS, wait_until
+
+    from compressor.evaluate import evaluate_all
 
     folder = models_copy
     (folder / "cascades.json").write_text(json.dumps(

@@ -1,6 +1,9 @@
 """Sensitivity-based rank allocation for the SVD family."""
 
 import pytest
+
+pytest.importorskip("torch", reason="the compression methods need torch (the [compress] extra)")
+
 from conftest import CORPUS
 
 from compressor.checkpoint import load_classifier

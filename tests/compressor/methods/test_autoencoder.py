@@ -1,7 +1,10 @@
 """The weight-space autoencoder of Banaei et al. (ae, ae-shared, ae-linear, ae-linear-shared)."""
 
-import onnx
 import pytest
+
+pytest.importorskip("torch", reason="the compression methods need torch (the [compress] extra)")
+
+import onnx
 import torch
 from torch import nn
 

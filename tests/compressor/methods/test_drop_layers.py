@@ -3,8 +3,11 @@
 import json
 from pathlib import Path
 
-import onnx
 import pytest
+
+pytest.importorskip("torch", reason="the compression methods need torch (the [compress] extra)")
+
+import onnx
 import torch
 from conftest import ARCHITECTURES, CORPUS, tiny_classifier
 

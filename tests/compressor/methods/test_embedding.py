@@ -1,6 +1,9 @@
 """Token-embedding compression with the direction loss (embed-ae) on tiny models."""
 
 import pytest
+
+pytest.importorskip("torch", reason="the compression methods need torch (the [compress] extra)")
+
 import torch
 from conftest import CORPUS
 from torch import nn

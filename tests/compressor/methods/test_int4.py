@@ -1,9 +1,12 @@
 """`--quantize int4`: 4-bit MatMulNBits weights and 8- or 4-bit embedding tables, on tiny models."""
 
+import pytest
+
+pytest.importorskip("torch", reason="the compression methods need torch (the [compress] extra)")
+
 import numpy as np
 import onnx
 import onnxruntime as ort
-import pytest
 import torch
 from conftest import CORPUS, TINY
 from onnx import helper, numpy_helper

@@ -1,6 +1,9 @@
 """Nearest Kronecker products and shared-factor Tucker, both rebuilt in the graph."""
 
 import pytest
+
+pytest.importorskip("torch", reason="the compression methods need torch (the [compress] extra)")
+
 import torch
 
 from compressor.checkpoint import load_classifier, parameter_count

@@ -3,6 +3,9 @@
 import copy
 
 import pytest
+
+pytest.importorskip("torch", reason="the compression methods need torch (the [compress] extra)")
+
 import torch
 from conftest import CORPUS
 

@@ -1,4 +1,7 @@
 import pytest
+
+pytest.importorskip("torch", reason="the compression methods need torch (the [compress] extra)")
+
 import torch
 from torch import nn
 
