@@ -7,9 +7,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
+pytest.importorskip("torch", reason="the families are built with torch and transformers (the [compress] extra)")
+pytest.importorskip("transformers", reason="the families are built with torch and transformers (the [compress] extra)")
+
 import numpy as np
 import onnx
-import pytest
 import torch
 from conftest import CORPUS
 from families import TINY_FAMILIES, save_family_checkpoint, tiny_family_classifier
@@ -18,7 +22,7 @@ from transformers import AutoConfig
 from compressor.calibration import batches
 from compressor.checkpoint import Classifier, load_classifier
 from compressor.cli import main
-from compressor.data import PARITY_SENTENCES
+from compressor.data import PARITY_SENTENCES, parity_inputs
 from compressor.errors import InputError
 from compressor.export import PARITY_LIMIT
 from compressor.families import FAMILIES, markdown_table, refusal_message
@@ -27,6 +31,8 @@ from compressor.methods.layers import input_readers, layers_of
 from compressor.pipeline import Recipe, compress
 from compressor.recipe import METHODS, QUANTIZERS
 from variant.backends.ort import OrtBackend
+from variant.folder import open_on
+from variant.manifest import Manifest, Runtime
 from variant.tokenization import encode, load_tokenizer
 
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "methods.md"
@@ -69,8 +75,9 @@ def pytorch(classifier: Classifier, inputs: list) -> tuple[np.ndarray, dict[str,
     return classifier.model(**encoded).logits.numpy(), encoded
 
 
-def outcome(folder: Path, model_type: str, method: str, out: Path, quantize: str | None = None) -> None:
-    """Run one (family, method) cell: the variant within parity, or the table's refusal."""
+def outcome(folder: Path, model_type: str, method: str, out: Path, quantize: str | None = None) -> Manifest | None:
+    """Run one (family, method) cell: the variant within parity (a method's; a quantizer's
+    drift is its own test), or the table's refusal (None)."""
     refusal = refusal_message(model_type, method, AutoConfig.from_pretrained(folder))
     recipe = Recipe("cell", method, 0.5, quantize)
     if refusal is not None:
@@ -80,12 +87,13 @@ def outcome(folder: Path, model_type: str, method: str, out: Path, quantize: str
         assert message == refusal and "\n" not in message
         assert message.startswith(f"{method} does not support {FAMILIES[model_type].name} (")
         assert not (out / "cell").exists()
-        return
+        return None
     manifest = compress(str(folder), recipe, out, list(CORPUS))
     if quantize is None:
         assert manifest.parity <= PARITY_LIMIT
     if method != "none":
         assert manifest.parameters < manifest.parameters_original
+    return manifest
 
 
 @pytest.mark.parametrize("family", TINY_FAMILIES)
@@ -228,5 +236,20 @@ def test_every_method_writes_a_variant_or_refuses(tiny, tmp_path, family, method
 @pytest.mark.slow
 @pytest.mark.parametrize("quantize", [q for q in QUANTIZERS if q != "int8"])
 @pytest.mark.parametrize("family", TINY_FAMILIES)
-def test_every_quantizer_runs(tiny, tmp_path, family, quantize):
-    outcome(tiny[family], family, "none", tmp_path, quantize)
+def test_every_quantizer_runs(tiny, exported, tmp_path, family, quantize):
+    """The quantized variant is written and says so, its weights shrank, and on ONNX Runtime
+    (where the export measures it) it drifts from PyTorch by the drift its manifest records,
+    on the inputs that was measured on: more than fp32 rounding, so the graph really is
+    quantized."""
+    manifest = outcome(tiny[family], family, "none", tmp_path, quantize)
+    assert manifest.method == quantize and manifest.settings["quantize"] == quantize
+    folder = tmp_path / "cell"
+    plain = weight_bytes(onnx.load(exported / family / "model.onnx").graph)
+    assert weight_bytes(onnx.load(folder / "model.onnx").graph) < 0.6 * plain
+    opened = open_on(folder, Runtime())
+    inputs = parity_inputs(list(CORPUS))
+    logits = opened.backend.run(encode(opened.tokenizer, inputs).arrays)
+    assert logits.shape == (len(inputs), len(manifest.labels)) and np.isfinite(logits).all()
+    drift = float(np.abs(logits - pytorch(load_classifier(str(tiny[family])), inputs)[0]).max())
+    assert drift == pytest.approx(manifest.parity, rel=1e-3, abs=1e-6)
+    assert drift > 10 * PARITY_LIMIT
