@@ -54,3 +54,41 @@ def test_the_padded_share_of_a_mixed_round_is_small():
     padded = sum(slots(run, sizes) for run in runs)
     one_run = 32 * bucket(max(n for _, n in sizes), 128)
     assert (padded - real) / padded < 0.2 < (one_run - real) / one_run
+
+
+def test_the_batcher_runs_what_queued_behind_a_busy_model_by_length():
+    """While the model is busy, short and long texts queue up in mixed order; the next
+    round runs the short ones together and the long ones apart, each request getting its
+    own answer back."""
+    import asyncio
+
+    import numpy as np
+    from conftest import wait_until_async
+    from fakes import FakeBackend
+
+    from service.batching import Batcher, Limits
+    from service.metrics import Metrics
+    from variant.tokenization import Row
+
+    def row(length: int, first: int) -> Row:
+        return Row(np.array([first] + [1] * (length - 1), dtype=np.int64), np.zeros(length, dtype=np.int64))
+
+    async def scenario():
+        backend = FakeBackend()
+        batcher = Batcher("m", backend, 0, 128, Limits(), Metrics())
+        batcher.start()
+        backend.gate.clear()
+        blocker = asyncio.ensure_future(batcher.submit([row(5, 1)]))
+        await wait_until_async(backend.running.is_set, "the first run to start")
+        lengths = [6, 100, 7, 6, 99, 8, 7, 6]
+        waiting = [asyncio.ensure_future(batcher.submit([row(n, i + 10)])) for i, n in enumerate(lengths)]
+        await wait_until_async(lambda: batcher.load() * batcher.limits.max_queue == len(lengths), "all to queue")
+        backend.gate.set()
+        results = await asyncio.gather(blocker, *waiting)
+        await batcher.stop()
+        return backend.shapes, lengths, results[1:]
+
+    shapes, lengths, results = asyncio.run(scenario())
+    assert shapes == [(1, 5), (6, bucket(8, 128)), (2, bucket(100, 128))]
+    for i, (n, result) in enumerate(zip(lengths, results)):
+        assert result.logits[0, :2].tolist() == [i + 10 + n - 1, n]  # its own row: [sum of ids, real tokens]
