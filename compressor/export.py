@@ -105,9 +105,9 @@ def measure_parity(classifier: Classifier, folder: Path, sentences: list[TextInp
 
 def parity_limit(quantize: str | None) -> float | None:
     """The parity an export must keep to be written. Every fp32 export, compressed or not,
-    computes what its PyTorch model computes, so it differs by float rounding only; a
-    quantized one rounds its weights on purpose and is held to none."""
-    return PARITY_LIMIT if quantize is None else None
+    fused or not, computes what its PyTorch model computes, so it differs by float
+    rounding only; a quantized one rounds its weights on purpose and is held to none."""
+    return PARITY_LIMIT if quantize is None or quantizer(quantize).exact else None
 
 
 def parity_against(method: str) -> str:

@@ -134,6 +134,7 @@ class Quantizer:
     # The backend its graphs run fastest on (variant/runtimes.py); the export records it,
     # at its fastest precision this CPU computes, where the backend is installed.
     runtime: str | None = None
+    exact: bool = False  # True: the graph stays float and is held to the fp32 export's parity limit
 
     def implementation(self) -> Callable[..., dict]:
         """Imports onnxruntime's quantizer."""
@@ -146,6 +147,8 @@ QUANTIZERS: dict[str, Quantizer] = {
                              needs_calibration=True),
     "int8-nncf": Quantizer("nncf_int8", "quantize_nncf_int8", "QDQ by NNCF with SmoothQuant, recorded to run on "
                            "OpenVINO", needs_calibration=True, runtime="openvino"),
+    "fused": Quantizer("fuse", "fuse_graph", "no rounding: ONNX Runtime's fused transformer operators, for "
+                       "ONNX Runtime only", exact=True),
     INT4: Quantizer("int4", "quantize_int4", "4-bit MatMuls, int8 embeddings; options such as int4-emb4-b64-sym, "
                     "see the README", parse=parse_int4),
 }

@@ -234,7 +234,7 @@ def test_every_method_writes_a_variant_or_refuses(tiny, tmp_path, family, method
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("quantize", [q for q in QUANTIZERS if q != "int8"])
+@pytest.mark.parametrize("quantize", [q for q, row in QUANTIZERS.items() if q != "int8" and not row.exact])
 @pytest.mark.parametrize("family", TINY_FAMILIES)
 def test_every_quantizer_runs(tiny, exported, tmp_path, family, quantize):
     """The quantized variant is written and says so, its weights shrank, and on ONNX Runtime
@@ -253,3 +253,14 @@ def test_every_quantizer_runs(tiny, exported, tmp_path, family, quantize):
     drift = float(np.abs(logits - pytorch(load_classifier(str(tiny[family])), inputs)[0]).max())
     assert drift == pytest.approx(manifest.parity, rel=1e-3, abs=1e-6)
     assert drift > 10 * PARITY_LIMIT
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("quantize", [q for q, row in QUANTIZERS.items() if row.exact])
+@pytest.mark.parametrize("family", TINY_FAMILIES)
+def test_every_exact_graph_rewrite_keeps_fp32_parity(tiny, tmp_path, family, quantize):
+    """A rewrite that rounds nothing (fused operators) is held to the fp32 limit, whatever
+    it managed to fuse in this family, and its answers do not move with the batch."""
+    manifest = outcome(tiny[family], family, "none", tmp_path, quantize)
+    assert manifest.settings["quantize"] == quantize and manifest.parity <= PARITY_LIMIT
+    assert manifest.batch_invariant
