@@ -4,11 +4,11 @@ import pytest
 
 pytest.importorskip("torch", reason="exporting needs torch")
 
-from conftest import CORPUS  # noqa: E402
+from conftest import CORPUS
 
-from compressor.export import PARITY_LIMIT  # noqa: E402
-from compressor.pipeline import compress  # noqa: E402
-from compressor.recipe import Recipe  # noqa: E402
+from compressor.export import PARITY_LIMIT
+from compressor.pipeline import compress
+from compressor.recipe import Recipe
 
 
 def test_a_bert_graph_gets_fused_attention_and_keeps_fp32_parity(checkpoints, tmp_path):
