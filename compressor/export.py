@@ -165,16 +165,19 @@ def preferred_runtime(quantize: str | None) -> Runtime:
 
 def record_batch_variation(folder: Path, manifest: Manifest, inputs: list[TextInput]) -> None:
     """Measure how far answers move with what shares their run on the runtime the variant
-    is recorded for; where they move more than variant.measure allows and ONNX Runtime
-    keeps them still, record ONNX Runtime instead, the manifest saying why. A served
-    answer must not depend on what else is in the batch."""
-    variation = measure.batch_variation(open_on(folder, manifest.runtime), inputs)
-    if variation > measure.INVARIANCE_LIMIT and manifest.runtime.backend != DEFAULT_BACKEND:
+    is recorded for. Where that runtime cannot open the graph, or moves answers more than
+    variant.measure allows, record ONNX Runtime instead, the manifest saying why: a
+    served answer must not depend on what else is in the batch."""
+    try:
+        variation = measure.batch_variation(open_on(folder, manifest.runtime), inputs)
+    except Exception as exc:  # noqa: BLE001 - a backend that cannot run this graph: ONNX Runtime runs it
+        variation, why = None, f"{manifest.runtime.label()} cannot run it: {str(exc).splitlines()[0][:160]}"
+    else:
+        why = f"{manifest.runtime.label()} moved answers by {variation:.2g} with what shared their run"
+    if manifest.runtime.backend != DEFAULT_BACKEND and (variation is None or variation > measure.INVARIANCE_LIMIT):
         fallback = measure.batch_variation(open_on(folder, Runtime()), inputs)
-        if fallback <= measure.INVARIANCE_LIMIT:
-            manifest.runtime = Runtime(note=f"{manifest.runtime.label()} moved answers by {variation:.2g} with what "
-                                            f"shared their run; {DEFAULT_BACKEND} does not")
-            variation = fallback
+        if variation is None or fallback <= measure.INVARIANCE_LIMIT:
+            manifest.runtime, variation = Runtime(note=f"{why}; recorded for {DEFAULT_BACKEND}"), fallback
     manifest.batch_variation = float(f"{variation:.3g}")
     manifest.batch_invariant = variation <= measure.INVARIANCE_LIMIT
     write_manifest(folder, manifest)

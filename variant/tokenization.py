@@ -81,7 +81,8 @@ def tokenize(tokenizer: Tokenizer, inputs: list[TextInput], truncate: bool = Tru
 
 def bucket(length: int, max_length: int) -> int:
     """The padded length for a batch of several rows whose longest row is `length`."""
-    return next((b for b in LENGTH_BUCKETS if length <= b <= max_length), max(length, 1))
+    fits = next((b for b in LENGTH_BUCKETS if length <= b <= max_length), max_length)
+    return fits if length <= fits else max(length, 1)  # over max_length: only a refused input is, truncation off
 
 
 def buckets(max_length: int) -> list[int]:

@@ -40,8 +40,10 @@ def test_bucket_is_the_next_length_bucket_up_to_max_length():
     for smaller, larger in itertools.pairwise(LENGTH_BUCKETS):
         assert bucket(smaller, 512) == smaller and bucket(smaller + 1, 512) == larger
     assert bucket(0, 128) == bucket(1, 128) == LENGTH_BUCKETS[0]
-    assert 100 not in LENGTH_BUCKETS and bucket(100, 100) == 100  # no bucket over max_length
-    assert bucket(600, 1024) == 600  # past the last bucket: the length itself
+    assert 100 not in LENGTH_BUCKETS and bucket(100, 100) == bucket(99, 100) == 100  # max_length is the last bucket
+    assert bucket(600, 1024) == 1024  # past the last length bucket: max_length, a shape the warm-up ran
+    assert all(bucket(n, m) in buckets(m) for m in (64, 100, 128, 1024) for n in range(1, m + 1))
+    assert bucket(130, 128) == 130  # over max_length (truncation refused): the length itself
 
 
 def test_buckets_end_at_max_length():
