@@ -85,7 +85,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         if command == "search":
             s.add_argument("--objective", default="latency", help="latency (default) or size")
             s.add_argument("--batch", default="mix", help="batch profile timed: 1, 32 or mix (both; default)")
-            s.add_argument("--time-budget", type=float, help="seconds; no new candidate is built once spent")
+            s.add_argument("--time-budget", type=float,
+                           help="seconds of wall-clock time for the whole search: the candidate running when it "
+                                "is spent is stopped and the best that held so far wins (exits 2 if the fp32 "
+                                "export, which every candidate is measured against, does not fit in it)")
+        s.add_argument("--batch-dependent", action="store_true",
+                       help="also try quantizers whose answers depend on the batch (dynamic int8: one activation "
+                            "scale per batch, so a text's answer moves with what shares its batch); skipped "
+                            "by default")
         s.add_argument("--data", type=Path, help="labelled TSV to score accuracy on (GLUE style)")
         s.add_argument("--text-col", help="text column of --data and of a .tsv --calibration (default: sentence)")
         s.add_argument("--text-pair-col", help="second text column of both, for pair tasks")
@@ -127,7 +134,7 @@ def run(args: argparse.Namespace) -> str:
                 f"{m.onnx_bytes / 1e6:.1f} MB, {parity_summary(m.method, recipe.quantize, m.parity)}")
     if args.command in ("search", "smallest"):
         # search() checks its inputs before it loads torch.
-        from compressor.search import search
+        from compressor.search import STOPPED, search
 
         data = read_tsv(args.data, args.text_col, args.text_pair_col, args.label_col) if args.data else None
         # --data's columns name the calibration's too when it is a TSV; a text file is one text per line.
@@ -136,12 +143,14 @@ def run(args: argparse.Namespace) -> str:
             if args.calibration else None
         objective = getattr(args, "objective", "size")
         m, trail = search(args.model, args.name, args.out, args.max_drop, data, calibration, objective,
-                          getattr(args, "batch", "mix"), getattr(args, "time_budget", None), args.threads)
+                          getattr(args, "batch", "mix"), getattr(args, "time_budget", None), args.threads,
+                          batch_dependent=args.batch_dependent)
         found = m.search
         return (f"wrote {args.out / m.name}: {m.method} on {m.runtime.label()}, {m.onnx_bytes / 1e6:.1f} MB, "
                 f"{found['metric']} {found['score']:.4f} (bound {found['bound']:.4f}), "
                 f"{m.runtime.model_extra['speedup']:.2f}x the fp32 export's speed at batch {found['batch']}; "
-                f"{len(trail)} candidates in {found['seconds']:.0f} s")
+                f"{len(trail)} candidates in {found['seconds']:.0f} s"
+                + "".join(f"; {a.recipe} {a.note}" for a in trail if a.note.startswith(STOPPED)))
     if args.command == "build-default":
         check_out(args.out)
         from compressor.pipeline import build_default

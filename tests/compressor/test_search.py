@@ -1,5 +1,12 @@
 """`compressor search`: which candidate wins under each objective, when a family stops being
-refined, the time budget, the record in the winner's manifest, and nothing else left on disk."""
+refined, the time budget (a wall-clock limit: the candidate running at it is stopped), dynamic
+int8 skipped unless asked for, the record in the winner's manifest, and nothing else left on disk."""
+
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import pytest
 from conftest import CORPUS
@@ -7,6 +14,7 @@ from conftest import CORPUS
 from compressor import search as search_module
 from compressor.cli import main
 from compressor.data import Examples
+from compressor.errors import InputError
 from compressor.search import Scoring, held_out_split, search
 from variant.manifest import Runtime, read_manifest
 
@@ -14,15 +22,21 @@ LADDER = (("svd@0.2", "int8"), ("prune@0.5", "int8"), ("none", "int8"), ("none",
 ORT = [Runtime()]
 BOTH = [Runtime(), Runtime(backend="openvino")]
 LABELLED = Examples(texts=CORPUS[:6], pairs=None, labels=["0", "1"] * 3)
+ESTIMATE = re.compile(r"elapsed [\d.]+s, about [\d.]+s left")
 
 
 def quiet(line: str) -> None:
     pass
 
 
+def candidate_lines(lines: list[str]) -> list[str]:
+    """The report's lines of attempts, without the time estimates between them."""
+    return [line for line in lines[2:] if not ESTIMATE.fullmatch(line)]
+
+
 def test_a_loose_bound_takes_the_first_rung_scored_for_real(checkpoints, tmp_path):
     manifest, trail = search(str(checkpoints["bert"]), "small", tmp_path, 100.0, calibration=CORPUS,
-                             objective="size", ladder=LADDER, runtimes_here=ORT, report=quiet)
+                             objective="size", ladder=LADDER, runtimes_here=ORT, report=quiet, batch_dependent=True)
     assert manifest.method == "svd@0.2+int8" and len(trail) == 1 and trail[0].held
     held_out = len(held_out_split(CORPUS)[1])  # agreement with the fp32 export on the held-out texts
     assert trail[0].score * held_out == pytest.approx(round(trail[0].score * held_out)) and 0 <= trail[0].score <= 1
@@ -32,6 +46,7 @@ def test_a_loose_bound_takes_the_first_rung_scored_for_real(checkpoints, tmp_pat
     assert written.search["objective"] == "size" and written.search["bound"] == pytest.approx(0.0, abs=1e-9)
     assert [a["method"] for a in written.search["trail"]] == ["svd@0.2"]
     assert written.runtime.model_extra["latency_ms"].keys() == {"1", "32"}  # the mix profile
+    assert 0 <= written.runtime.model_extra["parity_vs_onnxruntime"] == trail[0].parity
 
 
 def score_by_method(holding: set[str]):
@@ -45,14 +60,16 @@ def test_the_first_rung_that_holds_wins_and_the_trail_shows_the_rest(checkpoints
     monkeypatch.setattr(Scoring, "score", score_by_method({"int8"}))
     lines = []
     manifest, trail = search(str(checkpoints["bert"]), "small", tmp_path, 1.0, data=LABELLED, objective="size",
-                             ladder=LADDER, runtimes_here=ORT, report=lines.append)
+                             ladder=LADDER, runtimes_here=ORT, report=lines.append, batch_dependent=True)
     assert manifest.method == "int8"
     assert [(a.method, a.held) for a in trail] == [("svd@0.2", False), ("prune@0.5", False), ("none", True)]
     assert trail[1].onnx_bytes is None and "needs --calibration" in trail[1].note  # skipped, not failed
     assert trail[0].onnx_bytes > 0 and trail[2].onnx_bytes > 0
     assert lines[0].startswith("fp32 export on onnxruntime/f32: accuracy 1.0000") and "holds at accuracy >= 0.9900" in lines[0]
-    assert lines[2:] == [a.line("accuracy") for a in trail]  # one line an attempt, as it went
-    assert "accuracy 0.5000" in lines[2] and "misses" in lines[2] and "skipped: prune needs --calibration" in lines[3]
+    assert candidate_lines(lines) == [a.line("accuracy") for a in trail]  # one line an attempt, as it went
+    assert "accuracy 0.5000" in lines[2] and "misses" in lines[2] and "skipped: prune needs --calibration" in lines[4]
+    assert ESTIMATE.fullmatch(lines[3]) and ESTIMATE.fullmatch(lines[-1])  # after each candidate built, not skipped
+    assert len(lines) == 2 + len(trail) + 2
     assert [p.name for p in tmp_path.iterdir()] == ["small"]
 
 
@@ -89,13 +106,83 @@ def test_latency_refines_a_family_while_it_holds_and_gets_faster(checkpoints, tm
     assert len(manifest.search["trail"]) == len(trail)
 
 
-def test_a_spent_time_budget_stops_building_and_keeps_the_plain_export(checkpoints, tmp_path):
+def slow_build(classifier, recipe, out, calibration):
+    """compressor.pipeline.build, except that svd@0.3 never finishes: it leaves a file in its
+    folder, says where in `.blocked` beside the output, and sleeps (in the child process the
+    budget stops)."""
+    from compressor.pipeline import build
+
+    if recipe.method == "svd@0.3":
+        out.mkdir(parents=True)
+        (out / "half-written.onnx").write_bytes(b"\0" * 1000)
+        (out.parent.parent / ".blocked").write_text(str(out))
+        time.sleep(3600)
+    return build(classifier, recipe, out, calibration)
+
+
+def nothing(classifier):
+    return None
+
+
+def warm_fork_server(model: str) -> None:
+    """The first child waits while the fork server imports torch (seconds, once per process): not
+    what the budget test measures."""
+    assert search_module.Workers(model, time.monotonic() + 300).run(nothing) == ("done", None)
+
+
+def test_a_candidate_still_running_at_the_budget_is_stopped_and_the_best_that_held_wins(checkpoints, tmp_path):
+    model, out, budget = str(checkpoints["bert"]), tmp_path / "models", 15.0
+    warm_fork_server(model)
+    families = ((("svd@0.5", None),), (("svd@0.3", None),), (("svd@0.2", None),))
     lines = []
-    manifest, trail = search(str(checkpoints["bert"]), "fast", tmp_path, 1.0, data=LABELLED, objective="latency",
-                             time_budget=1e-6, runtimes_here=ORT, report=lines.append)
-    assert manifest.method == "none" and manifest.search["score"] == manifest.search["reference_score"]
-    assert [a.note for a in trail] == ["time budget spent"] and "time budget spent" in lines[-1]
-    assert [p.name for p in tmp_path.iterdir()] == ["fast"]
+    begun = time.monotonic()
+    manifest, trail = search(model, "fast", out, 100.0, data=LABELLED, objective="latency", families=families,
+                             time_budget=budget, runtimes_here=ORT, report=lines.append, builder=slow_build)
+    wall = time.monotonic() - begun
+    assert wall <= budget * 1.1
+    assert manifest.method == "svd@0.5" and trail[0].held  # the best that held
+    assert [a.method for a in trail] == ["svd@0.5", "svd@0.3"]  # svd@0.2 never starts
+    assert trail[1].note.startswith("stopped at the time budget after") and trail[1].onnx_bytes is None
+    assert lines[-2] == trail[1].line("accuracy") and ESTIMATE.fullmatch(lines[-1])
+    recorded = read_manifest(out / "fast").search
+    assert recorded["time_budget"] == budget and recorded["trail"][1]["note"] == trail[1].note
+    cut = Path((out / ".blocked").read_text())
+    assert cut.name.startswith("step-") and not cut.exists()  # its half-written folder went with it
+    assert sorted(p.name for p in out.iterdir()) == [".blocked", "fast"]
+
+
+@pytest.mark.slow
+def test_what_the_fork_server_imports_starts_no_thread():
+    # A fork while another thread holds a lock (an import's, say) leaves the child waiting for ever.
+    code = f"import threading, time\nimport {', '.join(search_module.CHILD_MODULES)}\ntime.sleep(1)\n" \
+        "print(threading.active_count())"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=300)
+    assert done.stdout.split()[-1] == "1"
+
+
+def test_a_budget_that_cannot_hold_the_fp32_export_is_one_line_of_bad_input(checkpoints, tmp_path):
+    begun = time.monotonic()
+    with pytest.raises(InputError, match="ran out before the fp32 export"):
+        search(str(checkpoints["bert"]), "fast", tmp_path, 1.0, data=LABELLED, objective="latency",
+               time_budget=0.05, runtimes_here=ORT, report=quiet)
+    assert time.monotonic() - begun < 1.0
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_dynamic_int8_is_skipped_unless_asked_for(checkpoints, tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(search_module, "LATENCY_FAMILIES", ((("none", "int8"),),))
+    args = ["search", str(checkpoints["bert"]), "--max-drop", "100", "--batch", "1", "--out", str(tmp_path)]
+    (tmp_path / "corpus.txt").write_text("\n".join(CORPUS))
+    args += ["--calibration", str(tmp_path / "corpus.txt")]
+    main([*args, "--name", "default"])
+    skipped = read_manifest(tmp_path / "default").search["trail"]
+    assert [(a["method"], a.get("quantize"), a.get("runtime")) for a in skipped] == [("none", "int8", None)]
+    assert "not batch-invariant" in skipped[0]["note"] and "--batch-dependent" in skipped[0]["note"]
+    assert "skipped: int8 is not batch-invariant" in capsys.readouterr().out
+    main([*args, "--name", "asked", "--batch-dependent"])
+    tried = read_manifest(tmp_path / "asked").search["trail"]
+    assert tried[0]["runtime"] == "onnxruntime/f32" and "score" in tried[0]  # then the other runtimes here
+    assert all(a["method"] == "none" and a["quantize"] == "int8" and a["runtime"] for a in tried)
 
 
 def test_a_search_that_fails_midway_leaves_nothing_on_disk(checkpoints, tmp_path, monkeypatch):
@@ -131,13 +218,24 @@ def test_bad_input_exits_2_with_one_line(checkpoints, tmp_path, capsys, args, me
     assert not out.exists() or list(out.iterdir()) == []
 
 
-def test_the_command_ends_with_one_summary_line(checkpoints, tmp_path, capsys):
+def test_the_command_ends_with_one_summary_line(checkpoints, tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(search_module, "SIZE_LADDER", (("none", None),))
     (tmp_path / "corpus.txt").write_text("\n".join(CORPUS))
     main(["search", str(checkpoints["bert"]), "--max-drop", "1", "--calibration", str(tmp_path / "corpus.txt"),
-          "--time-budget", "0.001", "--batch", "1", "--name", "x", "--out", str(tmp_path / "out")])
+          "--objective", "size", "--batch", "1", "--name", "x", "--out", str(tmp_path / "out")])
     last = capsys.readouterr().out.strip().splitlines()[-1]
     assert last.startswith(f"wrote {tmp_path / 'out' / 'x'}: none on onnxruntime/f32") and "batch 1" in last
     assert read_manifest(tmp_path / "out" / "x").search["batch"] == "1"
+
+
+def test_a_budget_too_small_exits_2_with_one_line(checkpoints, tmp_path, capsys):
+    (tmp_path / "corpus.txt").write_text("\n".join(CORPUS))
+    with pytest.raises(SystemExit) as exit_info:
+        main(["search", str(checkpoints["bert"]), "--max-drop", "1", "--calibration", str(tmp_path / "corpus.txt"),
+              "--time-budget", "0.001", "--name", "x", "--out", str(tmp_path / "out")])
+    assert exit_info.value.code == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and "--time-budget 0.001 s ran out before the fp32 export" in lines[0]
 
 
 def test_a_method_the_family_refuses_is_a_candidate_less(tmp_path, monkeypatch):
@@ -147,7 +245,8 @@ def test_a_method_the_family_refuses_is_a_candidate_less(tmp_path, monkeypatch):
     monkeypatch.setattr(Scoring, "score", score_by_method({"prune@0.5+int8", "none+int8", "int8"}))
     checkpoint = save_family_checkpoint("modernbert", tmp_path / "modernbert")
     manifest, trail = search(str(checkpoint), "small", tmp_path / "models", 1.0, data=LABELLED, calibration=CORPUS,
-                             objective="size", ladder=LADDER[1:], runtimes_here=ORT, report=quiet)
+                             objective="size", ladder=LADDER[1:], runtimes_here=ORT, report=quiet,
+                             batch_dependent=True)
     assert trail[0].method == "prune@0.5" and trail[0].onnx_bytes is None
     assert trail[0].note.startswith("prune does not support ModernBERT")
     assert manifest.method == "int8"
