@@ -101,6 +101,9 @@ def generator_nodes(graph: onnx.GraphProto) -> list[str]:
 def quantize_static_int8(source: Path, target: Path, spec: str, feeds: Feeds | None = None) -> dict:
     """`--quantize int8-static`: activation ranges fixed on `feeds`, calibration batches."""
     assert feeds, "int8-static needs calibration batches: its row says needs_calibration"
+    # The embedding tables are no MatMul weights: stored as int8 rows, as dynamic int8 stores
+    # them, before calibration, so the activation ranges are those of the stored tables.
+    tables = store_factors_int8(source, tables=True)
     keep_generators_fp32(source)
     advice = _SkipPreprocessAdvice()
     logging.getLogger().addFilter(advice)
@@ -120,7 +123,7 @@ def quantize_static_int8(source: Path, target: Path, spec: str, feeds: Feeds | N
     finally:
         logging.getLogger().removeFilter(advice)
     return {"quantize": spec, "quantize_recipe": "static QDQ, per-channel s8 weights, u8 activations (min-max)",
-            **store_factors_int8(target)}
+            **tables, **store_factors_int8(target)}
 
 
 def generator_factors(graph: onnx.GraphProto) -> list[onnx.TensorProto]:
@@ -179,20 +182,35 @@ def keep_generators_fp32(path: Path) -> list[str]:
     return generator_nodes(graph)
 
 
-def store_factors_int8(path: Path) -> dict:
+def embedding_tables(graph: onnx.GraphProto) -> list[onnx.TensorProto]:
+    """Float tables a Gather reads rows of (token, position and type embeddings)."""
+    tables = {node.input[0] for node in graph.node if node.op_type == "Gather"}
+    return [init for init in graph.initializer
+            if init.name in tables and init.data_type == onnx.TensorProto.FLOAT and len(init.dims) == 2]
+
+
+STORED = "/stored_int8"  # the quantizer's own suffixes are _quantized, _scale, ...
+
+
+def store_factors_int8(path: Path, tables: bool = False) -> dict:
+    """Store the generator factors (or with `tables`, the embedding tables) as int8 with
+    one scale per row, dequantized by a Cast and a Mul that ONNX Runtime folds at load."""
     model = onnx.load(str(path))
     graph = model.graph
-    factors = generator_factors(graph)
-    if not factors:
+    if tables:
+        stored = embedding_tables(graph)
+    else:  # a row scale stored before is a generator's input too, and stays float
+        stored = [f for f in generator_factors(graph) if STORED not in f.name]
+    if not stored:
         return {}
     nodes = []
-    for init in factors:
+    for init in stored:
         values = numpy_helper.to_array(init)
         scale = np.abs(values).reshape(len(values), -1).max(1) / 127
         scale = np.where(scale > 0, scale, 1).astype(np.float32).reshape((-1,) + (1,) * (values.ndim - 1))
         quantized = np.clip(np.round(values / scale), -127, 127).astype(np.int8)
         graph.initializer.remove(init)
-        stem = f"{init.name}/stored_int8"  # the quantizer's own suffixes are _quantized, _scale, ...
+        stem = init.name + STORED
         graph.initializer.extend([numpy_helper.from_array(quantized, stem),
                                   numpy_helper.from_array(scale, f"{stem}/row_scale")])
         nodes += [helper.make_node("Cast", [stem], [f"{stem}/fp32"], to=onnx.TensorProto.FLOAT, name=f"{stem}/Cast"),
@@ -200,4 +218,4 @@ def store_factors_int8(path: Path) -> dict:
     for node in reversed(nodes):
         graph.node.insert(0, node)
     onnx.save(model, str(path))
-    return {"factors_int8": len(factors)}
+    return {"tables_int8" if tables else "factors_int8": len(stored)}
