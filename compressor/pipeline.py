@@ -13,6 +13,7 @@ from compressor.checkpoint import Classifier, load_classifier, parameter_count
 from compressor.data import parity_inputs, read_calibration
 from compressor.export import write_variant
 from compressor.inputs import DEFAULT, check_compress, check_out
+from compressor.progress import step
 from compressor.recipe import (
     METHODS,
     Recipe,
@@ -37,6 +38,10 @@ DEFAULT_RECIPES = (
     Recipe("prune75-int8", "prune", 0.75, "int8-static"),  # the fastest within 1 point
     Recipe("embed50-int4", "embed-ae", 0.5, "int4-emb4"),  # the smallest within 1.5 points
 )
+# Calibration texts a default recipe is built from, the first of the shipped sample, where
+# fewer than all of it: enough for pruning's gradients to hold within a point, few enough
+# that `make demo` builds the set in about a minute on two cores (docs/benchmarks.md).
+DEFAULT_CALIBRATION_TEXTS = {"prune75-int8": 128}
 # int8 answers; inputs it is unsure of (top-1 under 0.9) go to the original.
 DEFAULT_CASCADES = {"int8-cascade": CascadeSpec(fast="int8", reference="original", threshold=0.9)}
 
@@ -78,7 +83,9 @@ def build(classifier: Classifier, recipe: Recipe, out: Path, calibration: list[T
 def compress(model: str, recipe: Recipe, out: Path, calibration: list[TextInput] | None = None,
              max_length: int | None = None) -> Manifest:
     check_compress(model, recipe, out, calibration)  # fail on bad input before the slow load
-    return build(load_classifier(model, max_length), recipe, out, calibration)
+    classifier = load_classifier(model, max_length)
+    with step(recipe.name, "building"):
+        return build(classifier, recipe, out, calibration)
 
 
 def build_default(out: Path) -> list[Manifest]:
@@ -87,7 +94,10 @@ def build_default(out: Path) -> list[Manifest]:
     check_out(out)
     classifier = load_classifier(DEFAULT)
     calibration = read_calibration(default_model.CALIBRATION_FILE)
-    manifests = [build(classifier, recipe, out, calibration) for recipe in DEFAULT_RECIPES]
+    manifests = []
+    for recipe in DEFAULT_RECIPES:
+        with step(recipe.name, "building"):
+            manifests.append(build(classifier, recipe, out, calibration[:DEFAULT_CALIBRATION_TEXTS.get(recipe.name)]))
     partial = out / f".{CASCADE_FILE}"
     specs = {name: spec.model_dump() for name, spec in DEFAULT_CASCADES.items()}
     partial.write_text(json.dumps(specs, indent=2) + "\n", encoding="utf-8")
