@@ -142,6 +142,7 @@ class Attempt:
     seconds: float = 0.0  # building and measuring the recipe
     note: str = ""
     parity: float | None = None  # max |logit difference| from the fp32 export on ONNX Runtime
+    batch_variation: float | None = None  # largest |Δ score| alone against in a batch (variant.measure)
 
     @property
     def recipe(self) -> str:
@@ -151,7 +152,7 @@ class Attempt:
         if self.score is None:
             why = self.note if self.note.startswith((STOPPED, FAILED)) else f"skipped: {self.note}"
             return f"  {self.recipe:<46} {self.runtime or '':<17} {why}"
-        verdict = "holds" if self.held else "misses"
+        verdict = "holds" if self.held else ("misses: answers move with the batch" if self.note else "misses")
         each = ", ".join(f"b{size} {x:.2f}x" for size, x in self.speedups.items())
         return (f"  {self.recipe:<46} {self.runtime:<17} {self.onnx_bytes / 1e6:6.1f} MB  {metric} {self.score:.4f}  "
                 f"{self.speedup:5.2f}x ({each})  {verdict}")
@@ -171,6 +172,7 @@ class Scoring:
     reference: np.ndarray | None = None  # the fp32 export's scores, set by its own scoring
     reference_score: float | None = None
     reference_logits: np.ndarray | None = None  # on the first PARITY_TEXTS texts
+    batch_dependent: bool = False  # True: a candidate whose answers move with its batch may hold
 
     def score(self, variant: Opened) -> float:
         """The labelled score, or agreement with the reference as the task defines it."""
@@ -187,6 +189,16 @@ class Scoring:
 
     def speedups(self, measured: dict[str, float]) -> dict[str, float]:
         return {size: round(self.reference_ms[size] / ms, 3) for size, ms in measured.items()}
+
+    def variation(self, variant: Opened) -> tuple[float, str]:
+        """How far answers move with what shares their run on this runtime, and why that
+        keeps the candidate from holding ("" where it does not): a served answer must not
+        depend on its batch unless --batch-dependent allows it."""
+        variation = measure.batch_variation(variant, self.texts[:PARITY_TEXTS])
+        if variation <= measure.INVARIANCE_LIMIT or self.batch_dependent:
+            return variation, ""
+        return variation, (f"answers move by {variation:.2g} with what shares their run (limit "
+                           f"{measure.INVARIANCE_LIMIT:g}); --batch-dependent allows it")
 
     def parity(self, variant: Opened) -> float:
         """Max |logit difference| from the fp32 export on ONNX Runtime, on the same texts."""
@@ -281,11 +293,13 @@ def try_recipe(classifier, builder: Builder | None, name: str, step: Step, folde
                 attempts.append(Attempt(method, quantize, runtime.label(), None, None, False, note=reason))
                 continue
             value = scoring.score(variant)
+            variation, moves = scoring.variation(variant)
             measured = scoring.latency(variant)
             speedups = scoring.speedups(measured)
             attempts.append(Attempt(method, quantize, runtime.label(), manifest.onnx_bytes, value,
-                                    value >= bound - 1e-9, measured, round(geometric_mean(speedups.values()), 3),
-                                    speedups, parity=scoring.parity(variant)))
+                                    value >= bound - 1e-9 and not moves, measured,
+                                    round(geometric_mean(speedups.values()), 3), speedups, note=moves,
+                                    parity=scoring.parity(variant), batch_variation=round(variation, 9)))
             status.done += 1
     elapsed = time.perf_counter() - start
     return [Attempt(**{**asdict(a), "seconds": round(elapsed, 1)}) for a in attempts]
@@ -462,7 +476,8 @@ def search(model: str, name: str, out: Path, max_drop: float, data: Examples | N
     work = Path(tempfile.mkdtemp(prefix=".search-", dir=out))  # hidden: the service skips it
     try:
         scoring = Scoring(data.inputs() if data is not None else list(held_out),
-                          data.labels if data is not None else None, "agreement", threads, PROFILES[batch])
+                          data.labels if data is not None else None, "agreement", threads, PROFILES[batch],
+                          batch_dependent=batch_dependent)
         kind, scoring = workers.run(measure_reference, builder, name, work / "fp32", scoring, calibration)
         if kind == "stopped":
             raise InputError(f"--time-budget {time_budget:g} s ran out before the fp32 export, which every "
@@ -554,6 +569,9 @@ def record(folder: Path, chosen: Attempt, scoring: Scoring, objective: Objective
     manifest.runtime = Runtime(backend=backend, precision=precision, speedup=chosen.speedup,
                                speedups=chosen.speedups, batch=batch, latency_ms=chosen.latency_ms,
                                parity_vs_onnxruntime=chosen.parity)
+    if chosen.batch_variation is not None:  # measured on the runtime it won on, which may not be the export's
+        manifest.batch_variation = chosen.batch_variation
+        manifest.batch_invariant = chosen.batch_variation <= measure.INVARIANCE_LIMIT
     manifest.search = {
         "objective": objective, "batch": batch, "max_drop": max_drop, "metric": scoring.metric,
         "reference_score": round(scoring.reference_score, 4), "reference_latency_ms": scoring.reference_ms,

@@ -250,3 +250,32 @@ def test_a_method_the_family_refuses_is_a_candidate_less(tmp_path, monkeypatch):
     assert trail[0].method == "prune@0.5" and trail[0].onnx_bytes is None
     assert trail[0].note.startswith("prune does not support ModernBERT")
     assert manifest.method == "int8"
+
+
+def test_a_runtime_that_moves_answers_with_the_batch_does_not_hold_unless_asked(checkpoints, tmp_path, monkeypatch):
+    """svd@0.8 is faster on OpenVINO, but there its answers move with what shares their run:
+    the search takes it on ONNX Runtime, and on OpenVINO only with batch_dependent."""
+    monkeypatch.setattr(Scoring, "score", score_by_method({"svd@0.8"}))
+    real_latency = Scoring.latency
+
+    def latency(self, variant):
+        measured = real_latency(self, variant)
+        fast = variant.manifest.method != "none"
+        factor = 3.0 if fast and variant.backend.runtime.backend == "openvino" else 2.0 if fast else 1.0
+        return {size: 12.0 / factor for size in measured}
+
+    def variation(opened, texts):
+        return 1e-3 if opened.manifest.method != "none" and opened.backend.runtime.backend == "openvino" else 0.0
+
+    monkeypatch.setattr(Scoring, "latency", latency)
+    monkeypatch.setattr(search_module.measure, "batch_variation", variation)
+    families = ((("svd@0.8", None),),)
+    for allowed, backend in ((False, "onnxruntime"), (True, "openvino")):
+        out = tmp_path / backend
+        manifest, trail = search(str(checkpoints["bert"]), "fast", out, 1.0, data=LABELLED, objective="latency",
+                                 families=families, runtimes_here=BOTH, report=quiet, batch_dependent=allowed)
+        assert manifest.runtime.backend == backend
+        on_openvino = next(a for a in trail if a.runtime == "openvino/f32")
+        assert on_openvino.batch_variation == 1e-3 and on_openvino.held is allowed
+        assert ("answers move by 0.001" in on_openvino.note) is not allowed
+        assert manifest.batch_invariant is not allowed and manifest.batch_variation == (1e-3 if allowed else 0.0)
