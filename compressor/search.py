@@ -98,14 +98,15 @@ Builder = Callable[..., Manifest]  # compressor.pipeline.build(classifier, recip
 
 # Families for the latency objective, each least aggressive first. The rows with dynamic
 # int8 are skipped unless asked for (--batch-dependent): its answers depend on the batch.
+PRUNE_STEPS = (0.85, 0.75, 0.62, 0.5)  # kept fractions, least aggressive first
 LATENCY_FAMILIES: tuple[tuple[Step, ...], ...] = (
     (("none", None),),  # the plain export, on the runtimes besides ONNX Runtime at f32 (bf16, say)
-    (("none", "int8"),),
+    (("none", "fused"),),  # fewer, larger operators: what a run of one short text pays for most
     (("none", "int8-static"),),
     (("none", "int8-nncf"),),
-    (("prune@0.85", "int8-nncf"), ("prune@0.75", "int8-nncf"), ("prune@0.62", "int8-nncf"),
-     ("prune@0.5", "int8-nncf")),
-    (("prune@0.85", "int8"), ("prune@0.75", "int8"), ("prune@0.62", "int8"), ("prune@0.5", "int8")),
+    (("none", "int8"),),  # skipped unless --batch-dependent
+    *(tuple((f"prune@{ratio}", quantize) for ratio in PRUNE_STEPS)
+      for quantize in ("int8-static", "int8-nncf", "fused", "int8")),
 )
 
 # The size objective's ladder, smallest file first on BERT-family classifiers; the last
