@@ -83,9 +83,7 @@ def build(classifier: Classifier, recipe: Recipe, out: Path, calibration: list[T
 def compress(model: str, recipe: Recipe, out: Path, calibration: list[TextInput] | None = None,
              max_length: int | None = None) -> Manifest:
     check_compress(model, recipe, out, calibration)  # fail on bad input before the slow load
-    classifier = load_classifier(model, max_length)
-    with step(recipe.name, "building"):
-        return build(classifier, recipe, out, calibration)
+    return build(load_classifier(model, max_length), recipe, out, calibration)
 
 
 def build_default(out: Path) -> list[Manifest]:

@@ -24,7 +24,7 @@ def test_a_quantizer_is_found_by_its_name_or_by_its_name_and_options():
     assert quantizer("int8") is QUANTIZERS["int8"] and quantizer("int8-static") is QUANTIZERS["int8-static"]
     assert quantizer("int4") is quantizer("int4-emb4-sym") is QUANTIZERS["int4"]
     for spec in ("int8-fast", "int", "int8-static-b32", "int4b32"):
-        with pytest.raises(InputError, match=f"unknown --quantize '{spec}'; choose from int8, int8-static, int8-nncf, int4"):
+        with pytest.raises(InputError, match=f"unknown --quantize '{spec}'; choose from int8, int8-static, int8-nncf, fused, int4"):
             quantizer(spec)
     with pytest.raises(InputError, match="'b8' is out of range"):
         check_recipe(Recipe("x", quantize="int4-b8"))  # the row's parse checks the options
