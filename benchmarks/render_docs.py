@@ -403,6 +403,24 @@ def gpu_section(results: Results) -> list[str]:
             *table(["variant", *providers], rows)]
 
 
+def invariance_section(results: Results) -> list[str]:
+    """Short on purpose: one line a variant would not fit the page's budget."""
+    found = results["invariance.json"]
+    sizes = sorted(next(iter(found["invariance"].values()))["max_abs_dp"], key=lambda k: int(k.split("_")[1]))
+    most = max(r["connections"] for r in found["padding"])
+    moved = "; ".join(f"{code(name)} {max(r['max_abs_dp'].values()):.1e}"
+                      + ("" if r["recorded_batch_invariant"] else " (recorded as not invariant)")
+                      for name, r in found["invariance"].items())
+    loads = "; ".join(f"{code(r['model'])} {pct(r['padded_share'])} at {r['throughput_rps']:.1f} req/s"
+                      for r in found["padding"] if r["connections"] == most)
+    return ["## Batch invariance and padding", "",
+            source(results, "invariance.json") + " Through the service on loopback, every SST-2 dev sentence sent "
+            "alone, then in requests of " + " and ".join(k.split("_")[1] for k in sizes) + " shuffled sentences from "
+            f"4 clients at once; the largest |Δ probability| per variant: {moved}. Then wrk at {most} connections, "
+            "one dev sentence per request; the padded share of token slots the service reports "
+            f"(`slimserve_token_slots_total`): {loads}."]
+
+
 # The page's sections in order, each with the results files it reads.
 SECTIONS: list[tuple[tuple[str, ...], Callable[[Results], list[str]]]] = [
     (("teacher.json",), teacher_section),
@@ -414,6 +432,7 @@ SECTIONS: list[tuple[tuple[str, ...], Callable[[Results], list[str]]]] = [
     (("soak.json",), soak_section),
     (("pairs.json",), pairs_section),
     (("default-variants.json",), default_variants_section),
+    (("invariance.json",), invariance_section),
     (("gpu.json",), gpu_section),
 ]
 
@@ -440,7 +459,7 @@ def intro(results: Results) -> list[str]:
             "run: compare them within a table, not across tables. Runs recorded before 2026-12-03 time the model's run "
             "alone, on batches tokenized beforehand, unless a section says otherwise; from that date "
             "`variant/measure.py` times tokenizing and padding too, as the service pays them. ONNX Runtime and "
-            f"OpenVINO ran with 2 threads. Two machines: {machines}."), "",
+            f"OpenVINO ran with 2 threads. The machines: {machines}."), "",
             "## Data and teacher", "",
             ("Calibration text is drawn from SST-2 train (text only, no labels); accuracy is on SST-2 dev "
             f"({teacher['examples']} sentences). The teacher is all-MiniLM-L6-v2 (BERT, 6 layers, hidden size 384, "
