@@ -43,6 +43,7 @@ Importing this module imports no torch; `search` checks its inputs before it loa
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import math
 import multiprocessing
@@ -84,7 +85,8 @@ OBJECTIVES: tuple[Objective, ...] = ("latency", "size")
 PROFILES: dict[str, tuple[int, ...]] = {"1": (1,), "32": (32,), "mix": (1, 32)}
 RUNS = {1: 40, 32: 6}  # timed runs per batch size, after every shape has run once
 HELD_OUT = 0.2  # share of unlabeled text kept for scoring
-PARITY_TEXTS = 32  # scoring texts (pairs for a pair model) a runtime's logits are checked on
+PARITY_TEXTS = 32
+VARIATION_TEXTS = 128  # scoring texts run alone and in batches to see whether answers move with the batch  # scoring texts (pairs for a pair model) a runtime's logits are checked on
 STOPPED = "stopped at the time budget"
 FAILED = "failed"
 GRACE = 2.0  # seconds a child that has sent its result gets to exit before it is killed
@@ -170,6 +172,7 @@ class Scoring:
     threads: int
     profile: tuple[int, ...]
     reference_ms: dict[str, float] = field(default_factory=dict)
+    reference_folder: Path | None = None  # the fp32 export, timed again beside each candidate
     reference: np.ndarray | None = None  # the fp32 export's scores, set by its own scoring
     reference_score: float | None = None
     reference_logits: np.ndarray | None = None  # on the first PARITY_TEXTS texts
@@ -195,7 +198,7 @@ class Scoring:
         """How far answers move with what shares their run on this runtime, and why that
         keeps the candidate from holding ("" where it does not): a served answer must not
         depend on its batch unless --batch-dependent allows it."""
-        variation = measure.batch_variation(variant, self.texts[:PARITY_TEXTS])
+        variation = measure.batch_variation(variant, self.texts[:VARIATION_TEXTS])
         if variation <= measure.INVARIANCE_LIMIT or self.batch_dependent:
             return variation, ""
         return variation, (f"answers move by {variation:.2g} with what shares their run (limit "
@@ -269,6 +272,7 @@ def measure_reference(classifier, builder: Builder | None, name: str, folder: Pa
         scoring.reference_score = scoring.score(reference)
         status.what = "timing"
         scoring.reference_ms = scoring.latency(reference)
+        scoring.reference_folder = folder / name
         scoring.reference_logits = measure.logits(reference, scoring.texts[:PARITY_TEXTS])
     return scoring
 
@@ -285,6 +289,12 @@ def try_recipe(classifier, builder: Builder | None, name: str, step: Step, folde
             return [Attempt(method, quantize, None, None, None, False, note=str(exc))]
         attempts = []
         status.done, status.total = 0, len(runtimes_here)
+        if scoring.reference_folder is not None:
+            # Speed-ups are against the fp32 export timed now, in this process: a time taken
+            # earlier, elsewhere, differs by more than the gaps between candidates.
+            status.what = "timing the fp32 export again"
+            scoring = dataclasses.replace(
+                scoring, reference_ms=scoring.latency(open_on(scoring.reference_folder, Runtime(), scoring.threads)))
         for runtime in runtimes_here:
             status.what = f"measuring on {runtime.label()}"
             try:
