@@ -129,7 +129,8 @@ class Quantizer:
     needs_calibration: bool = False
     parse: Callable[[str], object] | None = None  # the whole text → its options; None: it takes no options
     # False: one activation scale per tensor, taken from each run's whole batch, so a text's
-    # answer moves with what shares its batch (the manifest records it; search skips it unless asked).
+    # answer moves with what shares its batch, whatever the runtime: search does not build it
+    # unless asked. Every export still measures its batch variation (export.py).
     batch_invariant: bool = True
     # The backend its graphs run fastest on (variant/runtimes.py); the export records it,
     # at its fastest precision this CPU computes, where the backend is installed.

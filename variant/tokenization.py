@@ -128,9 +128,3 @@ def encode(tokenizer: Tokenizer, inputs: list[TextInput], truncate: bool = True)
     """Tokenize and pad to the longest input; refuse over-long inputs unless `truncate`."""
     rows = tokenize(tokenizer, inputs, truncate)
     return pad(rows, max((len(r.ids) for r in rows), default=0), pad_id(tokenizer))
-
-
-def batch_as_served(tokenizer: Tokenizer, inputs: list[TextInput], max_length: int) -> Batch:
-    """Tokenize and pad `inputs` as one run of the service's batcher pads them."""
-    rows = tokenize(tokenizer, inputs)
-    return pad(rows, padded_length(rows, max_length), pad_id(tokenizer))

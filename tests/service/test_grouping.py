@@ -2,7 +2,7 @@
 
 import random
 
-from service.grouping import RUN_COST_TOKENS, group
+from service.grouping import group
 from variant.tokenization import bucket
 
 
@@ -42,8 +42,7 @@ def test_long_texts_do_not_make_short_ones_pad_to_their_length():
 def test_like_lengths_share_one_run_when_a_run_costs_more_than_their_padding():
     sizes = [(1, n) for n in (17, 18, 20, 23, 24)]
     assert group(sizes, 128, 32, 2048) == [[0, 1, 2, 3, 4]]
-    # each row alone would cost RUN_COST_TOKENS more per run than the padding it saves
-    assert 5 * bucket(24, 128) + RUN_COST_TOKENS < sum(n for _, n in sizes) + 5 * RUN_COST_TOKENS
+    assert group(sizes, 128, 32, 2048, run_cost=0) == [[0], [1], [2], [3], [4]]  # free runs: no padding at all
 
 
 def test_the_padded_share_of_a_mixed_round_is_small():

@@ -12,7 +12,6 @@ from variant.tokenization import (
     LENGTH_BUCKETS,
     InputTooLong,
     Row,
-    batch_as_served,
     bucket,
     buckets,
     chunks,
@@ -98,11 +97,9 @@ def test_pairs_carry_their_token_types(tokenizer):
     assert row.type_ids.tolist() == [0, 0, 0, 1, 1, 1]
 
 
-def test_encode_pads_to_the_longest_and_batch_as_served_to_its_bucket(tokenizer):
+def test_encode_pads_to_the_longest(tokenizer):
     texts = ["film", "the plot is thin"]  # 3 and 6 tokens
     assert encode(tokenizer, texts).arrays["input_ids"].shape == (2, 6)
-    assert batch_as_served(tokenizer, texts, 16).arrays["input_ids"].shape == (2, bucket(6, 16))
-    assert batch_as_served(tokenizer, texts[:1], 16).arrays["input_ids"].shape == (1, 3)
 
 
 def test_a_tokenizer_without_padding_pads_with_its_pad_token(tmp_path):
