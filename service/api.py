@@ -1,6 +1,6 @@
 """What the /v1 and /v2 routes share: how a route that asks a model for an answer is
 declared (`model_route`), reading the served set and the inference off the request, the
-input limits, the text and number rules of a JSON body, and the timing headers."""
+input limits and rules, the text and number rules of a JSON body, and the timing headers."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from fastapi import APIRouter, Request, Response
 from fastapi.routing import APIRoute
 from pydantic import AfterValidator, BeforeValidator, StrictInt, StrictStr
 
-from service.errors import EmptyInput, PayloadTooLarge
+from service.errors import EmptyInput, Malformed, PayloadTooLarge
 from service.inference import Inference, Outcome
 from service.metrics import count_under
 from service.serving import Serving
@@ -47,7 +47,9 @@ class ModelRoute(APIRoute):
     """A route that asks a model for an answer: the metrics time it and count its status
     under the model it names. A name in the path is recorded before the body is read, so
     a body the route refuses (invalid JSON, a field out of bounds) counts under it too; a
-    route whose body names the model (/v1/rerank) records it with `count_under` once read."""
+    route whose body names the model (/v1/rerank) records it with `count_under` once read,
+    and one that runs several (/v1/compare) counts under none. With client API keys set,
+    these are the routes that need one (service/keys.py)."""
 
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         handler = super().get_route_handler()
@@ -78,21 +80,35 @@ def inference_of(request: Request) -> Inference:
     return request.app.state.inference
 
 
-def check_inputs(request: Request, inputs: list[TextInput], field: str = "inputs") -> None:
-    """The input limits; `field` is what the request calls the list, for the messages."""
+def check_text(text: str, where: str, part: str = "text") -> None:
+    """An empty or whitespace-only text is refused: a model would still answer it, from
+    its special tokens alone, an answer about no text at all."""
+    if not text.strip():
+        raise Malformed(f"{where}: {part} is empty")
+
+
+def check_inputs(request: Request, inputs: list[TextInput], field: str = "inputs", limit: int | None = None,
+                 parts: tuple[str, str] = ("text", "text_pair")) -> None:
+    """The input limits and rules, before anything is tokenized; `field` is what the
+    request calls the list and `parts` what it calls the two texts of a pair, for the
+    messages; `limit` is the most inputs it may hold (default SLIMSERVE_MAX_INPUTS)."""
     if not inputs:
         raise EmptyInput(f"{field} must hold at least one text")
-    limit = request.app.state.settings.max_inputs
+    settings = request.app.state.settings
+    limit = limit or settings.max_inputs
     if len(inputs) > limit:
         raise PayloadTooLarge(f"{field} holds {len(inputs)} texts; the limit is {limit}")
-    chars = request.app.state.settings.max_input_chars
     for i, item in enumerate(inputs):
+        for part, text in zip(parts, (item,) if isinstance(item, str) else item):
+            check_text(text, f"{field}[{i}]", part)
         size = len(item) if isinstance(item, str) else sum(map(len, item))
-        if size > chars:
-            raise PayloadTooLarge(f"{field}[{i}] holds {size} characters; the limit is {chars} characters")
+        if size > settings.max_input_chars:
+            raise PayloadTooLarge(f"{field}[{i}] holds {size} characters; the limit is "
+                                  f"{settings.max_input_chars} characters")
 
 
 def set_timing_headers(response: Response, outcome: Outcome) -> None:
+    response.headers["x-tokenization-time"] = f"{outcome.tokenization_seconds * 1000:.3f}"
     response.headers["x-queue-time"] = f"{outcome.queue_seconds * 1000:.3f}"
     response.headers["x-inference-time"] = f"{outcome.inference_seconds * 1000:.3f}"
     response.headers["x-model-digest"] = outcome.digest

@@ -18,12 +18,14 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictStr
 from service.api import (
     Text,
     check_inputs,
+    check_text,
     inference_of,
     model_route,
     serving_of,
     set_timing_headers,
 )
 from service.api_v1 import REFUSALS, PositiveCount
+from service.deadlines import RequestTimeout, deadline_of
 from service.errors import Malformed
 from service.metrics import count_under
 from variant import heads
@@ -61,7 +63,8 @@ def model_for(request: Request, named: str | None) -> str:
 
 
 @model_route(router, "/rerank", response_model=list[Ranked], response_model_exclude_none=True, responses=REFUSALS)
-async def rerank(body: RerankRequest, request: Request) -> Response:
+async def rerank(body: RerankRequest, request: Request, x_request_timeout: RequestTimeout = None) -> Response:
+    deadline = deadline_of(request, x_request_timeout)
     name = model_for(request, body.model)
     count_under(request.scope, name)
     inference = inference_of(request)
@@ -70,9 +73,10 @@ async def rerank(body: RerankRequest, request: Request) -> Response:
     if column is None:
         raise Malformed(f"model: {name!r} is a {target.task} model with {len(target.labels)} labels; rerank needs "
                         "one output (regression, or one multi-label score) or two classes (single_label)")
+    check_text(body.query, "query")
     inputs = [(body.query, text) for text in body.texts]
-    check_inputs(request, inputs, "texts")
-    outcome = await inference.answer(target, inputs, body.truncate)
+    check_inputs(request, inputs, "texts", request.app.state.settings.max_rerank_documents, ("query", "text"))
+    outcome = await inference.answer(target, inputs, body.truncate, deadline)
     relevance = heads.relevance_scores(outcome.task, outcome.logits, outcome.scores, column, body.raw_scores)
     order = (-relevance).argsort(kind="stable")[:body.top_n]  # ties keep the order given
     ranked = [Ranked(index=int(i), score=float(relevance[i]), text=body.texts[i] if body.return_text else None)

@@ -26,8 +26,10 @@ from service.api import (
     serving_of,
     set_timing_headers,
 )
+from service.deadlines import RequestTimeout, Seconds, deadline_of
 from service.errors import MODEL_ERRORS, Malformed, NotFound, documented
 from service.inference import Outcome, run_variant
+from service.metrics import Metrics
 from service.repository import Variant
 from service.serving import Serving
 from variant import heads
@@ -55,6 +57,7 @@ class ClassifyRequest(BaseModel):
     inputs: list[Text | TextPair] = Field(description="Texts, or {text, text_pair} objects for pair tasks.")
     top_k: PositiveCount | None = Field(None, description="Labels listed in `scores`, best first; default all.")
     truncate: StrictBool = Field(True, description="Cut inputs to the variant's max_length; false refuses them (413).")
+    timeout: Seconds | None = None
 
 
 class Prediction(BaseModel):
@@ -175,12 +178,14 @@ async def get_model(name: str, request: Request) -> ModelEntry:
 
 
 @model_route(router, "/models/{name}/classify", response_model=ClassifyResponse, responses=REFUSALS)
-async def classify_texts(name: str, body: ClassifyRequest, request: Request) -> Response:
+async def classify_texts(name: str, body: ClassifyRequest, request: Request,
+                         x_request_timeout: RequestTimeout = None) -> Response:
+    deadline = deadline_of(request, x_request_timeout, body.timeout)
     inference = inference_of(request)
     target = inference.lookup(name)
     inputs = as_text_inputs(body.inputs)
     check_inputs(request, inputs)
-    outcome = await inference.answer(target, inputs, body.truncate)
+    outcome = await inference.answer(target, inputs, body.truncate, deadline)
     # Serialized here: returned as a model, it would be validated once more on the way out,
     # on the hot path of every request (response_model still documents it).
     threshold = request.app.state.settings.multi_label_threshold
@@ -190,15 +195,18 @@ async def classify_texts(name: str, body: ClassifyRequest, request: Request) -> 
     return response
 
 
-async def timed(variant: Variant, inputs: list[TextInput], truncate: bool) -> tuple[Outcome, float]:
+async def timed(variant: Variant, inputs: list[TextInput], truncate: bool, metrics: Metrics,
+                deadline: float | None) -> tuple[Outcome, float]:
     start = time.perf_counter()
-    outcome = await run_variant(variant, inputs, truncate)
+    outcome = await run_variant(variant, inputs, truncate, metrics, deadline)
     return outcome, time.perf_counter() - start
 
 
-@router.post("/compare", response_model=CompareResponse, response_model_exclude_none=True, responses=REFUSALS)
-async def compare(body: CompareRequest, request: Request) -> CompareResponse:
+@model_route(router, "/compare", response_model=CompareResponse, response_model_exclude_none=True,
+             responses=REFUSALS)
+async def compare(body: CompareRequest, request: Request, x_request_timeout: RequestTimeout = None) -> CompareResponse:
     """Every chosen variant on the same inputs: predictions, agreement with the reference, latency."""
+    deadline = deadline_of(request, x_request_timeout)
     serving = serving_of(request)
     inputs = as_text_inputs(body.inputs)
     check_inputs(request, inputs)
@@ -221,7 +229,9 @@ async def compare(body: CompareRequest, request: Request) -> CompareResponse:
         if problem is not None:
             raise Malformed(f"models: {problem}")
     order = list(dict.fromkeys([reference, *names]))
-    outcomes = dict(zip(order, await asyncio.gather(*(timed(targets[n], inputs, body.truncate) for n in order))))
+    metrics = request.app.state.metrics
+    outcomes = dict(zip(order, await asyncio.gather(*(timed(targets[n], inputs, body.truncate, metrics, deadline)
+                                                      for n in order))))
     ref_outcome = outcomes[reference][0]
     threshold = request.app.state.settings.multi_label_threshold
     results = []

@@ -39,6 +39,7 @@ from service.api import (
     serving_of,
     set_timing_headers,
 )
+from service.deadlines import RequestTimeout, deadline_of
 from service.errors import (
     MODEL_ERRORS,
     V2_PREFIX,
@@ -315,7 +316,9 @@ async def model_ready(name: str, request: Request, version: str | None = None) -
 
 @model_route(router, "/models/{name}/infer", responses=INFER_ERRORS, openapi_extra=INFER_BODY)
 @model_route(router, "/models/{name}/versions/{version}/infer", responses=INFER_ERRORS, openapi_extra=INFER_BODY)
-async def infer(name: str, request: Request, version: str | None = None) -> Response:
+async def infer(name: str, request: Request, version: str | None = None,
+                x_request_timeout: RequestTimeout = None) -> Response:
+    deadline = deadline_of(request, x_request_timeout)
     target = lookup(request, name, version)
     parsed, binaries = await parse_request(request)
     try:
@@ -325,7 +328,7 @@ async def infer(name: str, request: Request, version: str | None = None) -> Resp
     inputs = inputs_of(parsed, binaries)
     check_inputs(request, inputs)
     wanted = requested_outputs(parsed, target.task)
-    outcome = await inference_of(request).answer(target, inputs, options.truncate)
+    outcome = await inference_of(request).answer(target, inputs, options.truncate, deadline)
     tensors, blobs = output_tensors(wanted, outcome, options)
     header = {"model_name": name, "model_version": VERSION, "outputs": tensors}
     if parsed.id is not None:

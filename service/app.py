@@ -22,6 +22,7 @@ from service import (
     api_v1,
     api_v2,
     errors,
+    keys,
 )
 from service.api import ModelRoute
 from service.body_limit import BodyLimitMiddleware
@@ -116,9 +117,13 @@ def create_app(settings: Settings | None = None, backend_of: BackendFactory | No
     for router in ROUTERS:
         app.include_router(router)
     errors.install(app, union_branches=api_v1.UNION_BRANCHES)
-    # The last added runs first: the metrics see every answer, the body limit's 413s too.
-    model_routes = [route for router in ROUTERS for route in router.routes if isinstance(route, ModelRoute)]
+    # The last added runs first: the metrics see every answer, the body limit's 413s too; a
+    # request without an accepted key (with keys set) is refused before its body is read.
+    routes = [*app.routes, *(route for router in ROUTERS for route in router.routes)]
+    model_routes = [route for route in routes if isinstance(route, ModelRoute)]
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes, model_routes=model_routes)
+    keys.protect(app, keys.accepted(settings.api_keys, settings.api_keys_file), routes, model_routes,
+                 settings.api_keys_scope, metrics)
     app.add_middleware(MetricsMiddleware, metrics=metrics, is_known=lambda name: app.state.serving.knows(name))
     return app
 

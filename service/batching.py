@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from service.errors import BackendFailure, Overloaded, redact
+from service.errors import BackendFailure, DeadlineExceeded, Overloaded, redact
 from service.grouping import group
 from service.metrics import Metrics
 from variant.backends import Backend
@@ -66,6 +66,7 @@ class Job:
     rows: list[Row]
     future: asyncio.Future
     enqueued: float = field(default_factory=time.perf_counter)
+    deadline: float | None = None  # time.perf_counter() past which no one waits for the answer
 
     @property
     def longest(self) -> int:
@@ -102,10 +103,10 @@ class Batcher:
         """How full the queue is, 0 to 1."""
         return self._queue.qsize() / self.limits.max_queue
 
-    async def submit(self, rows: list[Row]) -> Result:
+    async def submit(self, rows: list[Row], deadline: float | None = None) -> Result:
         loop = asyncio.get_running_loop()
-        jobs = [Job(chunk, loop.create_future()) for chunk in chunks(rows, self.max_length, self.limits.max_batch_size,
-                                                                   self.limits.max_batch_tokens)]
+        jobs = [Job(chunk, loop.create_future(), deadline=deadline)
+                for chunk in chunks(rows, self.max_length, self.limits.max_batch_size, self.limits.max_batch_tokens)]
         if not self.serving:
             for job in jobs:
                 await self._run([job])
@@ -117,9 +118,11 @@ class Batcher:
             self.metrics.queue_depth.labels(self.name).set(self._queue.qsize())
         try:
             results = await asyncio.gather(*(job.future for job in jobs))
-        except BaseException:
+        except BaseException as exc:
             for job in jobs:  # the client went away or a piece failed: drop the rest unrun
                 job.future.cancel()
+            if isinstance(exc, DeadlineExceeded):  # counted once per request, however many jobs it was
+                self.metrics.deadline_exceeded.labels(self.name).inc()
             raise
         if len(results) == 1:
             return results[0]
@@ -160,9 +163,18 @@ class Batcher:
             runs = group([(len(job.rows), job.longest) for job in waiting], self.max_length,
                          self.limits.max_batch_size, self.limits.max_batch_tokens)
             for run in runs:
-                jobs = [waiting[i] for i in run if not waiting[i].future.done()]
+                jobs = self._in_time([waiting[i] for i in run if not waiting[i].future.done()])
                 if jobs:
                     await self._run(jobs)
+
+    def _in_time(self, jobs: list[Job]) -> list[Job]:
+        """`jobs` but those past their deadline, which are answered 504 without running."""
+        now = time.perf_counter()
+        for job in jobs:
+            if job.deadline is not None and job.deadline <= now:
+                job.future.set_exception(DeadlineExceeded(
+                    f"model {self.name!r}: the request's deadline passed after {now - job.enqueued:.3f} s in the queue"))
+        return [job for job in jobs if not job.future.done()]
 
     async def _run(self, batch: list[Job]) -> None:
         rows = [r for job in batch for r in job.rows]

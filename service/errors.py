@@ -9,6 +9,7 @@
     ├── Malformed                422 validation
     ├── Overloaded               429 overloaded
     ├── NotReady                 503 unavailable
+    ├── DeadlineExceeded         504 timeout
     └── BackendFailure           424 backend
 
 Every error leaves the service as JSON `{"error": message, "error_type": kind}`, or
@@ -57,7 +58,7 @@ class EmptyInput(ServiceError):
 
 
 class Unauthorized(ServiceError):
-    """An admin route without the right bearer token."""
+    """No bearer key the service accepts: a client API key (SLIMSERVE_API_KEYS) or the admin token."""
 
     status = 401
     error_type = "unauthorized"
@@ -111,6 +112,13 @@ class NotReady(ServiceError):
     error_type = "unavailable"
 
 
+class DeadlineExceeded(ServiceError):
+    """The request's deadline passed before its turn came; the model never ran for it."""
+
+    status = 504
+    error_type = "timeout"
+
+
 class BackendFailure(ServiceError):
     """The model itself failed on an accepted request: the client's input was fine."""
 
@@ -119,7 +127,8 @@ class BackendFailure(ServiceError):
 
 
 # What a request that asks a model for an answer may be refused with.
-MODEL_ERRORS = (EmptyInput, NotFound, PayloadTooLarge, Malformed, BackendFailure, Overloaded, NotReady)
+MODEL_ERRORS = (EmptyInput, NotFound, PayloadTooLarge, Malformed, BackendFailure, Overloaded, NotReady,
+                DeadlineExceeded)
 
 
 class ErrorBody(BaseModel):

@@ -16,6 +16,7 @@ import asyncio
 import dataclasses
 import logging
 import random
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -39,6 +40,7 @@ class Outcome:
     scores: np.ndarray  # the logits read as the task says (heads.activate)
     labels: list[str]
     task: Task
+    tokenization_seconds: float
     queue_seconds: float
     inference_seconds: float
     digest: str  # digest(s) of the variant(s) that answered
@@ -51,27 +53,35 @@ def rows_of(variant: Variant, inputs: list[TextInput], truncate: bool) -> list[R
         raise PayloadTooLarge(str(exc)) from None
 
 
-async def run_variant(variant: Variant, inputs: list[TextInput], truncate: bool) -> Outcome:
+async def run_variant(variant: Variant, inputs: list[TextInput], truncate: bool, metrics: Metrics,
+                      deadline: float | None = None) -> Outcome:
+    """`variant`'s answer; its batcher drops the request unrun (504) once `deadline`
+    (a time.perf_counter() time) has passed."""
     opened = variant.opened
+    started = time.perf_counter()
     rows = await run_in_threadpool(rows_of, variant, inputs, truncate)
-    result = await variant.batcher.submit(rows)
+    tokenization = time.perf_counter() - started
+    metrics.tokenization_duration.labels(variant.name).observe(tokenization)
+    result = await variant.batcher.submit(rows, deadline)
     return Outcome(result.logits, heads.activate(opened.task, result.logits.astype(np.float64)), opened.labels,
-                   opened.task, result.queue_seconds, result.inference_seconds, opened.digest)
+                   opened.task, tokenization, result.queue_seconds, result.inference_seconds, opened.digest)
 
 
-async def run_cascade(target: Cascade, inputs: list[TextInput], truncate: bool, metrics: Metrics) -> Outcome:
+async def run_cascade(target: Cascade, inputs: list[TextInput], truncate: bool, metrics: Metrics,
+                      deadline: float | None = None) -> Outcome:
     """Every input through the fast variant; those it is unsure of through the reference,
     whose answers replace the fast ones."""
-    fast = await run_variant(target.fast, inputs, truncate)
+    fast = await run_variant(target.fast, inputs, truncate, metrics, deadline)
     rows = cascade.unsure(fast.scores, target.spec.threshold)
     metrics.cascade_inputs.labels(target.name).inc(len(inputs))
     if rows.size == 0:
         return fast
     metrics.cascade_fallbacks.labels(target.name).inc(rows.size)
-    reference = await run_variant(target.reference, [inputs[i] for i in rows], truncate)
+    reference = await run_variant(target.reference, [inputs[i] for i in rows], truncate, metrics, deadline)
     return dataclasses.replace(
         fast, logits=cascade.merge(fast.logits, rows, reference.logits),
         scores=cascade.merge(fast.scores, rows, reference.scores),
+        tokenization_seconds=fast.tokenization_seconds + reference.tokenization_seconds,
         queue_seconds=fast.queue_seconds + reference.queue_seconds,
         inference_seconds=fast.inference_seconds + reference.inference_seconds,
         digest=f"{fast.digest},{reference.digest}")
@@ -124,7 +134,7 @@ class Shadow:
         share of labels decided alike, per input), and the difference of the deciding
         scores (for regression, of the scores themselves: the histogram's mean is the MAE)."""
         try:
-            reference = await run_variant(ready, inputs, truncate)
+            reference = await run_variant(ready, inputs, truncate, self.metrics)
         except ServiceError as exc:  # the reference is busy or gone: skip, never fail the variant
             self.metrics.shadow_dropped.labels(name).inc(len(inputs))
             log.debug("shadow comparison for %s dropped: %s", name, exc.message)
@@ -151,10 +161,12 @@ class Inference:
     def lookup(self, name: str) -> Variant | Cascade:
         return self.serving().lookup(name)
 
-    async def answer(self, target: Variant | Cascade, inputs: list[TextInput], truncate: bool) -> Outcome:
-        """`target` (from `lookup`) on the inputs; a variant's inputs may be mirrored."""
+    async def answer(self, target: Variant | Cascade, inputs: list[TextInput], truncate: bool,
+                     deadline: float | None = None) -> Outcome:
+        """`target` (from `lookup`) on the inputs, unless `deadline` passes before its turn
+        (504); a variant's inputs may be mirrored."""
         if isinstance(target, Cascade):  # cascades are not mirrored: their variants answer for them
-            return await run_cascade(target, inputs, truncate, self.metrics)
-        outcome = await run_variant(target, inputs, truncate)
+            return await run_cascade(target, inputs, truncate, self.metrics, deadline)
+        outcome = await run_variant(target, inputs, truncate, self.metrics, deadline)
         self.shadow.sample(self.serving(), target.name, inputs, outcome, truncate)
         return outcome

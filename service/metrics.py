@@ -34,6 +34,7 @@ LATENCY_BUCKETS = (
 )
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128)
 TOKEN_BUCKETS = (8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192)
+SHARE_BUCKETS = (0.01, 0.02, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.6, 0.75, 0.9)
 DIFFERENCE_BUCKETS = (0.001, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0)
 UNKNOWN_MODEL = "_unknown"  # label for requests naming no loaded variant: bounds cardinality
 MODEL = "model"  # the request state's key for the model a request is counted under
@@ -64,6 +65,10 @@ class Metrics:
         self.queue_duration = Histogram(
             "slimserve_queue_duration_seconds", "Time a request waited in its variant's queue before its batch ran.",
             ["model"], buckets=LATENCY_BUCKETS, registry=r)
+        self.tokenization_duration = Histogram(
+            "slimserve_tokenization_duration_seconds",
+            "Time to tokenize a request's texts for a variant, the hop to a worker thread included.",
+            ["model"], buckets=LATENCY_BUCKETS, registry=r)
         self.queue_depth = Gauge(
             "slimserve_queue_depth", "Requests waiting in the variant's queue.", ["model"], registry=r)
         self.batch_size = Histogram(
@@ -78,6 +83,16 @@ class Metrics:
             "slimserve_token_slots",
             "Token slots run, by kind: `real` tokens or `padding`; the padded share is padding / (real + padding).",
             ["model", "kind"], registry=r)
+        self.padded_share = Histogram(
+            "slimserve_padded_share", "Share of a run's token slots that are padding: padding / (real + padding).",
+            ["model"], buckets=SHARE_BUCKETS, registry=r)
+        self.deadline_exceeded = Counter(
+            "slimserve_deadline_exceeded",
+            "Requests answered 504 unrun: their deadline passed while they waited in the variant's queue.",
+            ["model"], registry=r)
+        self.unauthorized = Counter(
+            "slimserve_unauthorized", "Requests refused with 401 for want of an accepted API key, by route (its path).",
+            ["route"], registry=r)
         self.requests = Counter(
             "slimserve_requests", "Requests by model and HTTP status.", ["model", "status"], registry=r)
         self.model_parameters = Gauge(
@@ -129,6 +144,7 @@ class Metrics:
         """One run's real tokens and its token slots, padding included."""
         self.input_tokens.labels(model).observe(real)
         self.padded_tokens.labels(model).observe(slots)
+        self.padded_share.labels(model).observe((slots - real) / slots)
         self.token_slots.labels(model, "real").inc(real)
         self.token_slots.labels(model, "padding").inc(slots - real)
 

@@ -6,9 +6,10 @@ import os
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from service.keys import KeyScope, read_digests, split_keys
 from variant import heads
 from variant.backends.providers import EXECUTION_PROVIDERS
 from variant.cascade import CascadeSpec
@@ -41,6 +42,9 @@ class Settings(BaseSettings):
     # truncated to max_length: a 2 MiB text would hold a worker thread for a while.
     max_input_chars: int = Field(20_000, ge=1, description="Longest text (or pair) one input may be.")
     max_body_bytes: int = Field(2 * 1024 * 1024, ge=1024, description="Largest request body accepted.")
+    max_rerank_documents: int = Field(1000, ge=1, description="Most texts one /v1/rerank request may score.")
+    max_request_timeout_seconds: float | None = Field(None, gt=0, allow_inf_nan=False, description=(
+        "Longest deadline a request may have, and the deadline of those that set none; unset: no bound."))
     # Dynamic batching, per variant (see batching.py).
     batching: bool = True
     max_batch_size: int = Field(MAX_BATCH_SIZE, ge=1, description="Most texts in one ONNX Runtime run.")
@@ -58,8 +62,27 @@ class Settings(BaseSettings):
         "A multi-label model's label is on at or above this score (its sigmoid)."))
     cascades: dict[str, CascadeSpec] = Field(default_factory=dict, description="Virtual models (see cascades.json).")
     admin_token: SecretStr | None = Field(None, description="Bearer token for /admin/*; unset: admin routes are off.")
+    api_keys: SecretStr | None = Field(None, description="Client API keys, comma-separated; set: model routes need one.")
+    api_keys_file: Path | None = Field(None, description="A file of the keys' SHA-256 hex digests, one a line.")
+    api_keys_scope: KeyScope = Field("models", description=(
+        "What needs a key: `models` (the routes that run a model) or `all` (every route but the health probes)."))
     shutdown_grace_seconds: float = Field(30.0, ge=0, description="On SIGTERM, how long requests in flight may take.")
     log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"
+
+    @field_validator("api_keys")
+    @classmethod
+    def holds_a_key(cls, keys: SecretStr | None) -> SecretStr | None:
+        # Set but empty would leave the routes open while the operator meant to close them.
+        if keys is not None and not split_keys(keys.get_secret_value()):
+            raise ValueError("holds no key")
+        return keys
+
+    @field_validator("api_keys_file")
+    @classmethod
+    def digests_readable(cls, path: Path | None) -> Path | None:
+        if path is not None:
+            read_digests(path)  # refused at start, naming the line at fault
+        return path
 
     @model_validator(mode="after")
     def precision_of_backend(self) -> Settings:

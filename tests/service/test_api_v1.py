@@ -293,3 +293,25 @@ def test_concurrent_requests_all_answer(fake_client):
     requests = [fake_client.client.post("/v1/models/svd/classify", json={"inputs": [f"text number {i}"]})
                 for i in range(16)]
     assert [r.status_code for r in fake_client.gather(*requests)] == [200] * 16
+
+
+def test_stage_and_padding_metrics_per_run(fake_client, fake_models_dir):
+    from variant.manifest import TOKENIZER_FILE
+    from variant.tokenization import bucket, load_tokenizer
+
+    texts = ["fine", TEXT]  # one run of two rows: the short one padded to the long one's bucket
+    response = fake_client.post("/v1/models/plain/classify", json={"inputs": texts})
+    assert float(response.headers["x-tokenization-time"]) > 0
+    tokenizer = load_tokenizer(fake_models_dir / "plain" / TOKENIZER_FILE, 64)
+    lengths = [sum(e.attention_mask) for e in tokenizer.encode_batch(texts)]
+    real, slots = sum(lengths), 2 * bucket(max(lengths), 64)
+    assert real < slots
+    text = fake_client.get("/metrics").text
+    assert metric_value(text, "slimserve_tokenization_duration_seconds_count", model="plain") == 1
+    assert metric_value(text, "slimserve_queue_duration_seconds_count", model="plain") == 1
+    assert metric_value(text, "slimserve_inference_duration_seconds_count", model="plain") == 1
+    assert metric_value(text, "slimserve_input_tokens_sum", model="plain") == real
+    assert metric_value(text, "slimserve_padded_tokens_sum", model="plain") == slots
+    assert metric_value(text, "slimserve_token_slots_total", model="plain", kind="padding") == slots - real
+    assert metric_value(text, "slimserve_padded_share_sum", model="plain") == pytest.approx((slots - real) / slots)
+    assert metric_value(text, "slimserve_padded_share_count", model="plain") == 1

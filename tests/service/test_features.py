@@ -206,8 +206,9 @@ def test_responses_carry_timing_and_digest_headers(fake_client, fake_models_dir)
     started = time.perf_counter()
     response = classify(fake_client, "plain")
     elapsed_ms = (time.perf_counter() - started) * 1000
-    queued, inference = float(response.headers["x-queue-time"]), float(response.headers["x-inference-time"])
-    assert queued >= 0 and inference > 0 and queued + inference <= elapsed_ms  # milliseconds, within this request
+    stages = [float(response.headers[f"x-{stage}-time"]) for stage in ("tokenization", "queue", "inference")]
+    tokenization, queued, inference = stages
+    assert tokenization > 0 and queued >= 0 and inference > 0 and sum(stages) <= elapsed_ms  # ms, within this request
     # The model and tokenizer files, not variant.json (docs/contracts.md, `digest`).
     files = "".join(f"{name} {hashlib.sha256((fake_models_dir / 'plain' / name).read_bytes()).hexdigest()}\n"
                     for name in ("model.onnx", "tokenizer.json"))

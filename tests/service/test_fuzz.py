@@ -1,6 +1,8 @@
 """Schemathesis drives every operation of the service's own OpenAPI schema with generated
 requests, valid and invalid, against a live loopback server over the tiny variants: no
-response may be a 5xx, and every response must match what the schema documents."""
+response may be a 5xx, and every response must match what the schema documents. Once
+more with client API keys on: the client sends its key, and schemathesis checks that the
+routes the schema says need one refuse a request without it or with another."""
 
 from collections import Counter
 
@@ -17,10 +19,14 @@ pytestmark = pytest.mark.slow  # a live server and about 640 generated requests
 
 EXAMPLES = 40  # per operation: 16 operations, about 640 requests in all, seconds on tiny variants
 NAMES = ["tiny-bert", "tiny-bert-svd", "tiny-roberta-int8"]
+KEY = "a-client-key-for-the-fuzzer"
 
 
-def test_no_server_errors_and_responses_match_the_schema(live_server, models_dir):
-    address = live_server(models=models_dir, max_inputs=8, max_queue=64)
+@pytest.mark.parametrize("keys", [None, KEY], ids=["open", "with keys"])
+def test_no_server_errors_and_responses_match_the_schema(live_server, models_dir, keys):
+    address = live_server(models=models_dir, max_inputs=8, max_queue=64, api_keys=keys)
+    # "Authorization" as the schema names it, so the checks can take it away again.
+    headers = {"Authorization": f"Bearer {keys}"} if keys else None
     schema = schemathesis.openapi.from_url(f"http://{address}/openapi.json")
     operations = [result.ok() for result in schema.get_all_operations()]
     assert len(operations) > 10
@@ -41,7 +47,7 @@ def test_no_server_errors_and_responses_match_the_schema(live_server, models_dir
                 case.body = {"inputs": [{"name": "text", "datatype": "BYTES", "shape": [len(texts)], "data": texts}]}
             # Schema-valid requests may still be refused by design, by limits the schema
             # cannot know (max_inputs, a queue bound) or names that do not exist (404).
-            response = case.call_and_validate(excluded_checks=[positive_data_acceptance])
+            response = case.call_and_validate(headers=headers, excluded_checks=[positive_data_acceptance])
             statuses[operation.label, response.status_code // 100] += 1  # noqa: B023
 
         try:

@@ -83,3 +83,40 @@ def test_a_model_that_returns_nan_fails_those_requests_with_424(fake_client):
     assert fake_client.post("/v1/models/svd/classify", json={"inputs": ["a"]}).status_code == 200
     model.fault = None
     assert fake_client.post(V1, json={"inputs": ["a"]}).status_code == 200
+
+
+EMPTY = [
+    # (url, body, the message) for empty and whitespace-only texts, each named by its place
+    (V1, {"inputs": ["fine", ""]}, "inputs[1]: text is empty"),
+    (V1, {"inputs": [" \t\n\u3000"]}, "inputs[0]: text is empty"),
+    (V1, {"inputs": ["fine", {"text": "fine", "text_pair": " "}]}, "inputs[1]: text_pair is empty"),
+    (V1, {"inputs": [{"text": "", "text_pair": "fine"}]}, "inputs[0]: text is empty"),
+    ("/v1/compare", {"inputs": ["fine", "fine", "", "fine"]}, "inputs[2]: text is empty"),
+    ("/v1/rerank", {"model": "plain", "query": " ", "texts": ["fine"]}, "query: text is empty"),
+    ("/v1/rerank", {"model": "plain", "query": "what", "texts": ["fine", "\n"]}, "texts[1]: text is empty"),
+    (V2, v2_body(["fine", "fine", "fine", ""]), "inputs[3]: text is empty"),
+    (V2, {"inputs": [*v2_body(["fine"])["inputs"], {"name": "text_pair", "datatype": "BYTES", "shape": [1],
+                                                    "data": [""]}]}, "inputs[0]: text_pair is empty"),
+]
+
+
+@pytest.mark.parametrize("url, body, message", EMPTY, ids=[f"{c[0]} {c[2]}" for c in EMPTY])
+def test_an_empty_text_is_a_422_naming_its_place(fake_client, url, body, message):
+    runs = len(fake_client.backends["plain"].entered)
+    response = fake_client.post(url, json=body)
+    assert response.status_code == 422, response.text
+    assert response.json()["error"] == message
+    assert url == V2 or response.json()["error_type"] == "validation"
+    assert len(fake_client.backends["plain"].entered) == runs  # refused before the model
+
+
+def test_rerank_documents_are_capped_before_anything_is_tokenized(fake_client_for):
+    client = fake_client_for(max_rerank_documents=3, max_inputs=2)
+    body = {"model": "plain", "query": "what", "texts": ["one", "two", "three", "four"]}
+    refused = client.post("/v1/rerank", json=body)
+    assert refused.status_code == 413 and refused.json()["error"] == "texts holds 4 texts; the limit is 3"
+    assert "slimserve_tokenization_duration_seconds_count" not in client.get("/metrics").text
+    # The documents' own cap, not MAX_INPUTS: three documents rank though a request may hold two inputs.
+    ranked = client.post("/v1/rerank", json={**body, "texts": body["texts"][:3]})
+    assert ranked.status_code == 200 and len(ranked.json()) == 3
+    assert client.post(V1, json={"inputs": ["a"] * 3}).status_code == 413
