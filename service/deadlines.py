@@ -3,7 +3,7 @@
 A client sets one in seconds with the `x-request-timeout` header, on every route that runs
 a model, or with `timeout` in a /v1 classify body; given both, the sooner wins.
 SLIMSERVE_MAX_REQUEST_TIMEOUT_SECONDS caps it, and is the deadline of a request that sets
-none. It counts from when the route has read the request. The batcher answers 504 for a
+none. It counts from when the route starts on the request. The batcher answers 504 for a
 job whose deadline passed before its run, and never runs it (service/batching.py).
 """
 
