@@ -31,6 +31,7 @@ from service.inference import Outcome, run_variant
 from service.repository import Variant
 from service.serving import Serving
 from variant import heads
+from variant.backends import Backend
 from variant.tokenization import TextInput
 
 router = APIRouter(prefix="/v1", tags=["v1"])
@@ -74,6 +75,8 @@ class RuntimeInUse(BaseModel):
     backend: str
     precision: str
     device: str
+    threads: int | None = Field(None, description="Threads one run computes on.")
+    parallel: int = Field(1, description="Runs of this variant that may compute side by side.")
 
 
 class ModelEntry(BaseModel):
@@ -140,15 +143,19 @@ def as_text_inputs(inputs: list[str | TextPair]) -> list[TextInput]:
     return [x if isinstance(x, str) else (x.text if x.text_pair is None else (x.text, x.text_pair)) for x in inputs]
 
 
+def runtime_in_use(backend: Backend) -> RuntimeInUse:
+    runtime = backend.runtime
+    return RuntimeInUse(backend=runtime.backend, precision=runtime.precision, device=backend.provider,
+                        threads=runtime.threads, parallel=backend.parallel)
+
+
 def model_entries(serving: Serving) -> list[ModelEntry]:
     """What GET /v1/models lists and GET /v1/models/{name} shows one of: every variant and
     every declared cascade, each ready or failed with the reason."""
     entries = [
         ModelEntry(name=v.name, state=v.state, reason=v.reason,
                    manifest=v.opened.manifest.model_dump(mode="json", exclude_none=True) if v.opened else None,
-                   runtime=RuntimeInUse(backend=v.opened.backend.runtime.backend,
-                                        precision=v.opened.backend.runtime.precision,
-                                        device=v.opened.backend.provider) if v.opened else None)
+                   runtime=runtime_in_use(v.opened.backend) if v.opened else None)
         for v in serving.variants.values()
     ]
     for name, spec in serving.cascades.items():

@@ -7,7 +7,6 @@ import asyncio
 import contextlib
 import json
 import logging
-import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -30,7 +29,7 @@ from service.metrics import Metrics, MetricsMiddleware
 from service.serving import Loader, Serving
 from service.settings import Settings
 from variant import heads
-from variant.backends import Backend, BackendFactory, open_backend
+from variant.backends import Backend, BackendFactory, ThreadBudget, open_backend
 from variant.manifest import Runtime
 
 log = logging.getLogger("slimserve")
@@ -44,11 +43,11 @@ def backends(settings: Settings) -> BackendFactory:
     """The default backends: each variant on the runtime its manifest records (or the
     settings' override), all under one thread budget for the whole process, kept across
     reloads, so old and new sessions share the cores."""
-    limiter = threading.BoundedSemaphore(settings.concurrent_runs())
+    limiter = ThreadBudget(settings.threads)
 
     def backend_of(path: Path, recorded: Runtime) -> Backend:
-        return open_backend(path, settings.runtime_for(recorded), settings.session_threads(), limiter,
-                            settings.execution_provider)
+        runtime = settings.runtime_for(recorded)
+        return open_backend(path, runtime, settings.parallel_runs(runtime), limiter, settings.execution_provider)
 
     return backend_of
 
