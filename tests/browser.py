@@ -4,8 +4,8 @@ Protocol with the `websockets` client (uvicorn[standard] brings it): the system'
 
 `open_page` starts a browser with its own profile and hands back a `Page`: a session on
 one tab that sends commands, waits for what the page does (an element appearing, through
-a MutationObserver; never a fixed sleep), types and clicks as input events, and keeps the
-URL of every request the tab made.
+a MutationObserver; never a fixed sleep), types and clicks as input events, keeps the
+URL of every request the tab made, and can answer chosen requests itself.
 """
 
 from __future__ import annotations
@@ -46,6 +46,23 @@ class Page:
         self.next_id = 0
         self.events: list[str] = []  # the names of the events received, in order
         self.requests: list[str] = []  # Network.requestWillBeSent URLs, in order
+        self.answers: dict[str, bytes] = {}  # URL suffix → the JSON the browser gets instead of the server's
+        self.answered = 0
+
+    def answer(self, suffix: str, body: Any) -> None:
+        """From now on, requests to URLs ending in `suffix` get `body` as JSON, without
+        reaching the server: for a route the service under test does not have."""
+        self.answers[suffix] = json.dumps(body).encode()
+        self.send("Fetch.enable", patterns=[{"urlPattern": "*" + s} for s in self.answers])
+
+    def fulfil(self, paused: dict[str, Any]) -> None:
+        body = next(b for s, b in self.answers.items() if paused["request"]["url"].endswith(s))
+        self.answered += 1
+        # Its reply carries an id send() is not waiting for, and is dropped there.
+        self.socket.send(json.dumps({
+            "id": -self.answered, "sessionId": self.session, "method": "Fetch.fulfillRequest",
+            "params": {"requestId": paused["requestId"], "responseCode": 200, "body": base64.b64encode(body).decode(),
+                       "responseHeaders": [{"name": "content-type", "value": "application/json"}]}}))
 
     def receive(self) -> dict[str, Any]:
         # A little longer than the page's own deadline (wait_for), so that one reports first.
@@ -54,6 +71,8 @@ class Page:
             self.events.append(message["method"])
             if message["method"] == "Network.requestWillBeSent":
                 self.requests.append(message["params"]["request"]["url"])
+            elif message["method"] == "Fetch.requestPaused":
+                self.fulfil(message["params"])
         return message
 
     def send(self, method: str, **params: Any) -> dict[str, Any]:

@@ -26,6 +26,8 @@ TEXT = "a charming and often affecting journey"
 TRAFFIC = [TEXT, "the plot is thin and the acting is wooden", "a gorgeous, witty and seductive movie"]
 DATASET = "sst2-dev.tsv@54a9c12c"
 MAX_CHARS = 300
+# GET /v1/routes' shape, answered by the browser itself: the test's service has no routes.
+ROUTES = {"routes": [{"name": "sentiment", "arms": {"original": 90, "svd": 10}, "state": "ready", "reason": None}]}
 # What `compressor evaluate` and `compressor search` would have recorded; made up for the test.
 RECORDS = {
     "original": {"accuracy": 0.8876, "latency": (7.6, 318.6), "onnx_bytes": 90_964_025},
@@ -70,6 +72,7 @@ def test_the_page_shows_the_variants_and_compares_a_typed_text(live_server, tmp_
     assert set(expected) == set(RECORDS)
 
     with open_page(tmp_path / "profile", width=1100, height=800) as page:
+        page.answer("/v1/routes", ROUTES)
         page.navigate(base + "/")
         page.wait_for('#variants[data-state="ready"]')
         for name in RECORDS:
@@ -89,7 +92,10 @@ def test_the_page_shows_the_variants_and_compares_a_typed_text(live_server, tmp_
         assert cell("shadow", "original") == "—"  # the reference is not compared with itself
         assert "ms" in cell("latency", "int8")
         assert cell("feedback", "int8") == "—"
-        assert page.text('#variants tr[data-figure="route weights"] td[data-model="svd"]') == "no routes"
+        weights = '#variants tr[data-figure="route weights"] td[data-model="{}"]'
+        assert page.text(weights.format("original")) == "sentiment: 90 (90.0%)"
+        assert page.text(weights.format("svd")) == "sentiment: 10 (10.0%)"
+        assert page.text(weights.format("int8")) == "—"
 
         page.type_into("#text", TEXT)
         page.click("#compare")
@@ -135,6 +141,9 @@ def test_for_a_pair_model_the_second_box_is_open_and_its_text_is_sent(live_serve
         page.navigate(base + "/")
         page.wait_for('#variants[data-state="ready"]')
         assert page.evaluate('document.querySelector("#pair-box").open') is True
+        # The service has no GET /v1/routes: its 404 reads as no routes, not as an error.
+        assert page.text('#variants tr[data-figure="route weights"] td[data-model="svd"]') == "no routes"
+        assert page.text("#variants-error") == ""
         page.type_into("#text", pair["text"])
         page.type_into("#text-pair", pair["text_pair"])
         page.click("#compare")
