@@ -6,6 +6,7 @@ import asyncio
 import time
 from typing import Annotated, Any, Literal
 
+import numpy as np
 from fastapi import APIRouter, Request, Response
 from pydantic import (
     BaseModel,
@@ -130,7 +131,7 @@ def predictions_of(outcome: Outcome, top_k: int | None, threshold: float) -> lis
     top_k = min(top_k or len(labels), len(labels))
     predictions = []
     for row in outcome.scores:
-        order = row.argsort()[::-1]
+        order = np.argsort(-row, kind="stable")  # a tie goes to the first label, as argmax (agreement) has it
         predictions.append(Prediction(
             label=labels[order[0]], score=float(row[order[0]]),
             scores={labels[i]: float(row[i]) for i in order[:top_k]},
