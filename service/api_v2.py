@@ -210,7 +210,7 @@ def inputs_of(parsed: InferRequest, binaries: dict[str, bytes]) -> list[TextInpu
 def classification(values: np.ndarray, labels: list[str], k: int) -> list[list[str]]:
     rows = []
     for row in values:
-        order = row.argsort()[::-1][:k]
+        order = np.argsort(-row, kind="stable")[:k]  # a tie goes to the first label, as argmax has it
         rows.append([f"{row[i]:f}:{i}:{labels[i]}" for i in order])
     return rows
 
