@@ -3,9 +3,8 @@ metrics (service/metrics.py), for the page at GET / and for scripts that run no 
 
 The figures are those of this process since it started, as /metrics counts them. Latency
 percentiles are estimated from the request-duration histogram's buckets the way PromQL's
-histogram_quantile does, so they are only as fine as the buckets. A metric is read by its
-name from the registry, so one this module does not define (the live accuracy from client
-feedback) is reported where the service exports it and left null where it does not.
+histogram_quantile does, so they are only as fine as the buckets. Live accuracy from
+client feedback is null until a label for one of the model's answers arrives.
 """
 
 from __future__ import annotations
@@ -47,7 +46,7 @@ class ModelStats(BaseModel):
         "Share of the mirrored inputs that agreed with the reference; null before any, and for a regression "
         "model, whose agreement is a correlation over many inputs."))
     feedback_accuracy: float | None = Field(description=(
-        "Live accuracy from client feedback (slimserve_feedback_accuracy); null where the service exports none."))
+        "Live accuracy from client feedback (slimserve_feedback_accuracy); null before any label arrived."))
 
 
 class Stats(BaseModel):

@@ -24,10 +24,12 @@ from service.api import (
     inference_of,
     integral,
     model_route,
+    remember,
     serving_of,
     set_timing_headers,
 )
 from service.errors import MODEL_ERRORS, Malformed, NotFound, documented
+from service.feedback import REQUEST_ID
 from service.inference import Outcome, run_variant
 from service.repository import Variant
 from service.serving import Serving
@@ -68,6 +70,9 @@ class Prediction(BaseModel):
 
 
 class ClassifyResponse(BaseModel):
+    id: str = Field(description=(
+        "The request's id, also sent as the x-request-id header: labels sent to /v1/feedback name an input by it "
+        "and the input's index."))
     model: str
     predictions: list[Prediction]
 
@@ -192,8 +197,10 @@ async def classify_texts(name: str, body: ClassifyRequest, request: Request) -> 
     # Serialized here: returned as a model, it would be validated once more on the way out,
     # on the hot path of every request (response_model still documents it).
     threshold = request.app.state.settings.multi_label_threshold
-    answer = ClassifyResponse(model=name, predictions=predictions_of(outcome, body.top_k, threshold))
-    response = Response(answer.model_dump_json(exclude_none=True), media_type="application/json")
+    request_id = remember(request, [(name, outcome)])
+    answer = ClassifyResponse(id=request_id, model=name, predictions=predictions_of(outcome, body.top_k, threshold))
+    response = Response(answer.model_dump_json(exclude_none=True), media_type="application/json",
+                        headers={REQUEST_ID: request_id})
     set_timing_headers(response, outcome)
     return response
 
@@ -205,7 +212,7 @@ async def timed(variant: Variant, inputs: list[TextInput], truncate: bool) -> tu
 
 
 @router.post("/compare", response_model=CompareResponse, response_model_exclude_none=True, responses=REFUSALS)
-async def compare(body: CompareRequest, request: Request) -> CompareResponse:
+async def compare(body: CompareRequest, request: Request, response: Response) -> CompareResponse:
     """Every chosen variant on the same inputs: predictions, agreement with the reference, latency."""
     serving = serving_of(request)
     inputs = as_text_inputs(body.inputs)
@@ -239,4 +246,5 @@ async def compare(body: CompareRequest, request: Request) -> CompareResponse:
         results.append(Comparison(model=name, predictions=predictions_of(outcome, None, threshold), **agreement,
                                   latency_seconds=seconds, inference_seconds=outcome.inference_seconds,
                                   batch_invariant=targets[name].opened.manifest.batch_invariant))
+    response.headers[REQUEST_ID] = remember(request, [(name, outcomes[name][0]) for name in names])
     return CompareResponse(reference=reference, results=results)

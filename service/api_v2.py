@@ -36,6 +36,7 @@ from service.api import (
     encodable,
     inference_of,
     model_route,
+    remember,
     serving_of,
     set_timing_headers,
 )
@@ -48,6 +49,7 @@ from service.errors import (
     documented,
     first_error,
 )
+from service.feedback import REQUEST_ID
 from service.inference import Outcome
 from service.repository import Variant
 from service.serving import Cascade
@@ -336,5 +338,6 @@ async def infer(name: str, request: Request, version: str | None = None) -> Resp
                             headers={HEADER_LENGTH: str(len(head))})
     else:
         response = JSONResponse(header)
+    response.headers[REQUEST_ID] = remember(request, [(name, outcome)])
     set_timing_headers(response, outcome)
     return response

@@ -16,6 +16,7 @@ from fastapi import FastAPI
 from service import (
     __version__,
     api_admin,
+    api_feedback,
     api_health,
     api_rerank,
     api_stats,
@@ -25,6 +26,7 @@ from service import (
 )
 from service.api import ModelRoute
 from service.body_limit import BodyLimitMiddleware
+from service.feedback import Feedback
 from service.inference import Inference, Shadow
 from service.metrics import Metrics, MetricsMiddleware
 from service.serving import Loader, Serving
@@ -34,7 +36,8 @@ from variant.backends import Backend, BackendFactory, ThreadBudget, open_backend
 from variant.manifest import Runtime
 
 log = logging.getLogger("slimserve")
-ROUTERS = (api_v1.router, api_rerank.router, api_v2.router, api_health.router, api_admin.router, api_stats.router)
+ROUTERS = (api_v1.router, api_rerank.router, api_feedback.router, api_v2.router, api_health.router, api_admin.router,
+           api_stats.router)
 # The texts of the ready line's example request: no apostrophe, so they sit in single quotes.
 EXAMPLE_TEXT = "a charming and often affecting journey"
 EXAMPLE_PAIR = {"text": "is the journey worth taking", "text_pair": EXAMPLE_TEXT}
@@ -113,9 +116,11 @@ def create_app(settings: Settings | None = None, backend_of: BackendFactory | No
     app.state.loader = Loader(settings, metrics, backend_of or backends(settings))
     app.state.shadow = Shadow(settings.shadow_rate, settings.reference, metrics, settings.multi_label_threshold)
     app.state.inference = Inference(lambda: app.state.serving, metrics, app.state.shadow)
+    app.state.feedback = Feedback(settings.feedback_capacity, settings.feedback_ttl_seconds, metrics,
+                                  settings.multi_label_threshold)
     for router in ROUTERS:
         app.include_router(router)
-    errors.install(app, union_branches=api_v1.UNION_BRANCHES)
+    errors.install(app, union_branches=api_v1.UNION_BRANCHES | api_feedback.UNION_BRANCHES)
     # The last added runs first: the metrics see every answer, the body limit's 413s too.
     model_routes = [route for router in ROUTERS for route in router.routes if isinstance(route, ModelRoute)]
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes, model_routes=model_routes)

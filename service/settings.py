@@ -58,6 +58,10 @@ class Settings(BaseSettings):
     shadow_rate: float = Field(0.0, ge=0, le=1, description="Share of each variant's inputs mirrored to the reference.")
     multi_label_threshold: float = Field(heads.THRESHOLD, ge=0, le=1, description=(
         "A multi-label model's label is on at or above this score (its sigmoid)."))
+    feedback_capacity: int = Field(10_000, ge=1, description=(
+        "Requests whose answers are kept for /v1/feedback; the oldest go first."))
+    feedback_ttl_seconds: float = Field(86_400.0, gt=0, description=(
+        "How long after its answer a label is scored; a later one is counted as expired."))
     cascades: dict[str, CascadeSpec] = Field(default_factory=dict, description="Virtual models (see cascades.json).")
     admin_token: SecretStr | None = Field(None, description="Bearer token for /admin/*; unset: admin routes are off.")
     shutdown_grace_seconds: float = Field(30.0, ge=0, description="On SIGTERM, how long requests in flight may take.")

@@ -2,7 +2,6 @@
 
 import pytest
 from conftest import fake_variants, wait_for_metric
-from prometheus_client import Gauge
 
 from service.api_stats import bucket_quantile
 
@@ -56,13 +55,15 @@ def test_reports_shadow_agreement_with_the_reference(fake_client_for):
     assert int8["shadow_agreement"] == 1.0  # the fakes answer "sums" alike
 
 
-def test_feedback_accuracy_is_read_by_name_where_the_service_exports_it(fake_client):
+def test_feedback_accuracy_is_the_live_gauge_and_null_before_any_label(fake_client):
     assert by_model(fake_client)["int8"]["feedback_accuracy"] is None
-    gauge = Gauge("slimserve_feedback_accuracy", "Live accuracy from client feedback.", ["model"],
-                  registry=fake_client.app.state.metrics.registry)
-    gauge.labels("int8").set(0.875)
+    answers = [fake_client.post("/v1/models/int8/classify", json={"inputs": [TEXT]}).json() for _ in range(4)]
+    labels = [a["predictions"][0]["label"] for a in answers]
+    other = next(label for label in answers[0]["predictions"][0]["scores"] if label != labels[0])
+    items = [{"id": a["id"], "label": label} for a, label in zip(answers, [*labels[:3], other])]
+    assert fake_client.post("/v1/feedback", json={"feedback": items}).status_code == 200
     stats = by_model(fake_client)
-    assert stats["int8"]["feedback_accuracy"] == 0.875
+    assert stats["int8"]["feedback_accuracy"] == 0.75  # three of the four answers were right
     assert stats["svd"]["feedback_accuracy"] is None
 
 
