@@ -87,11 +87,12 @@ class Service:
 
 
 @contextlib.contextmanager
-def server(command: list[str], env: dict[str, str], port: int) -> Iterator[Service]:
-    """Start a server process, wait until /health/ready answers 200, stop it afterwards."""
+def server(command: list[str], env: dict[str, str], port: int, ready: str = "/health/ready",
+           cwd: Path = ROOT) -> Iterator[Service]:
+    """Start a server process in `cwd`, wait until `ready` answers 200, stop it afterwards."""
     # Its log goes to a file: a pipe nobody reads would block a chatty server once full.
     log = tempfile.TemporaryFile("w+")  # noqa: SIM115 — closed in the finally below
-    process = subprocess.Popen(command, env={**os.environ, **env}, cwd=ROOT, stdout=subprocess.DEVNULL,
+    process = subprocess.Popen(command, env={**os.environ, **env}, cwd=cwd, stdout=subprocess.DEVNULL,
                                stderr=log, text=True)
     url = f"http://127.0.0.1:{port}"
     try:
@@ -101,7 +102,7 @@ def server(command: list[str], env: dict[str, str], port: int) -> Iterator[Servi
                 log.seek(0)
                 raise RuntimeError(f"server exited: {log.read()[-2000:]}")
             with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"{url}/health/ready", timeout=1).status_code == 200:
+                if httpx.get(f"{url}{ready}", timeout=1).status_code == 200:
                     break
             if time.monotonic() > deadline:
                 raise RuntimeError("server not ready in 300 s")

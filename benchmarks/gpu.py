@@ -65,7 +65,7 @@ def main() -> None:
             if row.preferred not in ort.get_available_providers():
                 rows.append({"variant": folder.name, "provider": name, "note": f"{row.preferred} not in this build"})
                 continue
-            backend = OrtBackend(folder / ONNX_FILE, intra_op=2, provider=name)
+            backend = OrtBackend(folder / ONNX_FILE, threads=2, provider=name)
             logits = np.empty((len(data.texts), len(manifest.labels)), dtype=np.float32)
             for chunk, arrays in zip(chunks, feeds):
                 logits[chunk] = backend.run(arrays)

@@ -1,6 +1,7 @@
 """The service under load, on loopback, against the fine-tuned SST-2 teacher, driven by wrk.
 
     python benchmarks/serve.py [--shared ../shared] [--seconds 5] [--out benchmarks/results]
+                               [--infinity-venv DIR]
 
 Load comes from wrk (benchmarks/wrk.py), a compiled generator that leaves the cores to
 the server; its Lua script rotates through the SST-2 dev sentences, one per request.
@@ -11,7 +12,9 @@ Each server runs alone with 2 threads. Measures:
     variant's SST-2 dev accuracy, and a ceiling: the sentences per second its model alone
     computes at batch 32 over the same sentences (tokenized beforehand);
 (c) the same load on the do-it-yourself server (benchmarks/diy_server.py: FastAPI +
-    transformers.pipeline on the same teacher);
+    transformers.pipeline on the same teacher) and, given `--infinity-venv` (a venv with
+    `pip install "infinity-emb[all]"`), on infinity-emb serving Optimum's ONNX export of the
+    teacher on ONNX Runtime;
 (d) a cascade (int8, falling back to the fp32 original under a top-1 threshold) against
     both ends, on SST-2 dev: accuracy, fallback rate, mean latency;
 (e) the thread budget: two variants under load at once (two wrk processes) with the
@@ -26,6 +29,7 @@ import contextlib
 import json
 import os
 import shutil
+import subprocess
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -50,6 +54,7 @@ CLASSIFY = "/v1/models/{}/classify"
 # the int8 variants on the runtime each is calibrated for.
 ROWS: tuple[tuple[str, str | None, Runtime], ...] = (
     ("original", None, Runtime()),
+    ("original-1t", None, Runtime(threads=1)),  # one thread per run, two runs side by side
     ("original-ov-bf16", None, Runtime(backend="openvino", precision="bf16")),
     ("int8", "int8", Runtime()),
     ("int8-static", "int8-static", Runtime()),
@@ -61,6 +66,25 @@ def diy(teacher: Path) -> contextlib.AbstractContextManager[Service]:
     port = free_port()
     return server([sys.executable, "-m", "uvicorn", "benchmarks.diy_server:app", "--port", str(port),
                    "--log-level", "warning"], {"SLIMSERVE_DIY_MODEL": str(teacher)}, port)
+
+
+def infinity(venv: Path, teacher: Path, work: Path) -> contextlib.AbstractContextManager[Service]:
+    """infinity-emb from its own venv, serving Optimum's ONNX export of the teacher on ONNX
+    Runtime (its `optimum` engine) at the same batch size of 32."""
+    folder = work / "infinity-teacher"
+    offline = {**os.environ, "HF_HUB_OFFLINE": "1", "INFINITY_ANONYMOUS_USAGE_STATS": "0"}
+    if not (folder / ONNX_FILE).exists():
+        subprocess.run([str(venv / "bin" / "optimum-cli"), "export", "onnx", "--model", str(teacher), "--task",
+                        "text-classification", str(folder)], check=True, env=offline, capture_output=True)
+        # The export leaves the tokenizer without a length limit; its warm-up sends longer texts.
+        config = json.loads((folder / "tokenizer_config.json").read_text())
+        (folder / "tokenizer_config.json").write_text(json.dumps({**config, "model_max_length": 512}))
+    port = free_port()
+    # The model id is relative, run from the export's folder: infinity-emb joins the id to the
+    # ONNX file's name and Optimum looks that name up inside the id's folder again.
+    return server([str(venv / "bin" / "infinity_emb"), "v2", "--model-id", "./", "--engine", "optimum",
+                   "--device", "cpu", "--port", str(port), "--batch-size", "32", "--no-model-warmup"],
+                  offline, port, ready="/health", cwd=folder)
 
 
 def build_variants(teacher: Path, train: Path, models: Path) -> None:
@@ -90,6 +114,10 @@ def gather(models: Path, names: list[str], folder: Path) -> Path:
     for name in names:
         shutil.copytree(models / name, folder / name, copy_function=os.link)
     return folder
+
+
+def served_threads(runtime: Runtime) -> str:
+    return f", {runtime.threads} thread per run" if runtime.threads == 1 else ""
 
 
 def raw_p50_ms(variant: Opened, texts: list[str]) -> float:
@@ -125,10 +153,9 @@ def table(title: str, rows: list[dict], columns: list[str]) -> str:
     return "\n".join(lines)
 
 
-def load_row(server_name: str, url: str, model: str, bodies: list[str], connections: int, seconds: float) -> dict:
-    wrk.run(url, CLASSIFY.format(model), bodies, connections, 1)  # warm the connections and the batcher
-    row = {"server": server_name, "connections": connections,
-           **wrk.run(url, CLASSIFY.format(model), bodies, connections, seconds)}
+def load_row(server_name: str, url: str, path: str, bodies: list[str], connections: int, seconds: float) -> dict:
+    wrk.run(url, path, bodies, connections, 1)  # warm the connections and the batcher
+    row = {"server": server_name, "connections": connections, **wrk.run(url, path, bodies, connections, seconds)}
     print(row, file=sys.stderr)
     return row
 
@@ -136,6 +163,7 @@ def load_row(server_name: str, url: str, model: str, bodies: list[str], connecti
 def main() -> None:
     parser = common_parser(__doc__)
     parser.add_argument("--seconds", type=float, default=5, help="wrk duration per load point")
+    parser.add_argument("--infinity-venv", type=Path, help="a venv with infinity-emb installed: adds it as a peer")
     args = parser.parse_args()
     if not wrk.available():
         print("benchmarks/serve.py: needs wrk on PATH (apt-get install wrk)", file=sys.stderr)
@@ -160,14 +188,21 @@ def main() -> None:
                          "ceiling_rps": ceiling_rps(variant, texts)})
         del variant
         with slimserve(gather(models, [name], args.out / "serve-work" / name)) as service:
-            rows = [load_row(f"slimserve {name} ({runtime.label()})", service.url, name, bodies, c, args.seconds)
-                    for c in CONNECTIONS]
+            rows = [load_row(f"slimserve {name} ({runtime.label()}{served_threads(runtime)})", service.url,
+                             CLASSIFY.format(name), bodies, c, args.seconds) for c in CONNECTIONS]
         overhead.append({"variant": name, "runtime": runtime.label(), "raw_p50_ms": round(raw, 2),
                          "service_p50_ms": rows[0]["p50_ms"], "ratio": round(rows[0]["p50_ms"] / raw, 2)})
         load_rows += rows
     with diy(teacher) as service:
-        load_rows += [load_row("FastAPI + transformers.pipeline (fp32)", service.url, "original", bodies, c,
-                               args.seconds) for c in CONNECTIONS]
+        load_rows += [load_row("FastAPI + transformers.pipeline (fp32)", service.url, CLASSIFY.format("original"),
+                               bodies, c, args.seconds) for c in CONNECTIONS]
+    if args.infinity_venv is not None:
+        peer = [json.dumps({"input": [t], "model": "./"}) for t in texts]
+        with infinity(args.infinity_venv, teacher, args.out / "serve-work") as service:
+            load_rows += [load_row("infinity-emb (Optimum ONNX, onnxruntime/f32)", service.url, "/classify", peer, c,
+                                   args.seconds) for c in CONNECTIONS]
+    else:
+        print("benchmarks/serve.py: no --infinity-venv, so no infinity-emb rows", file=sys.stderr)
     results.update(overhead=overhead, ceilings=ceilings, load=load_rows)
 
     # (d) the cascade against both ends, on the whole dev set

@@ -64,14 +64,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     e.add_argument("--text-col")
     e.add_argument("--text-pair-col")
     e.add_argument("--label-col")
-    e.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="ONNX Runtime intra-op threads")
+    e.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="thread budget: a variant runs on the threads per run it records, within it")
     e.add_argument("--json", type=Path, help="also write the results here")
 
     r = commands.add_parser("report", help="measure every variant of a folder: table, JSON and Pareto plot")
     r.add_argument("models", type=Path, help="folder of variants")
     r.add_argument("--data", type=Path, required=True, help="labelled TSV with a header (GLUE style)")
     r.add_argument("--reference", type=Path, help="variant to measure agreement against (default: MODELS/original)")
-    r.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="ONNX Runtime intra-op threads")
+    r.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="thread budget: a variant runs on the threads per run it records, within it")
     r.add_argument("--out", type=Path, default=Path("reports"))
 
     searches = {"search": "the fastest (--objective latency) or smallest (size) variant within --max-drop points "
@@ -101,7 +101,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                        help="unlabeled text for the methods (and, without --data, to score on)")
         s.add_argument("--calibration-col", help="text column of a .tsv calibration file, where it differs "
                                                  "from --text-col")
-        s.add_argument("--threads", type=int, help="threads every runtime computes with (default: all cores)")
+        s.add_argument("--threads", type=int, help="the thread budget candidates are timed within (default: all cores)")
         s.add_argument("--name", required=True)
         s.add_argument("--out", type=Path, default=Path("models"))
 

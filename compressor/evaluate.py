@@ -38,10 +38,13 @@ def dataset_key(path: Path) -> str:
 
 
 def open_variant(folder: Path, threads: int) -> Opened:
+    """The variant on its recorded runtime, with the threads per run it records (within
+    `threads`, the budget) as the service runs it."""
     if not folder.is_dir():
         raise InputError(f"variant folder {folder} does not exist")
     try:
-        return open_on(folder, threads=threads)
+        per_run = min(read_manifest(folder).runtime.threads or threads, threads)
+        return open_on(folder, threads=per_run, parallel=threads // per_run)
     except Exception as exc:  # noqa: BLE001 - any fault of the folder is the user's to fix, in one line
         raise InputError(f"cannot load variant {folder}: {str(exc).splitlines()[0]}") from None
 

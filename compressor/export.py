@@ -99,7 +99,7 @@ def measure_parity(classifier: Classifier, folder: Path, sentences: list[TextInp
     expected = classifier.model(**classifier.tokenizer(
         sentences, padding=True, truncation=True, max_length=classifier.max_length, return_tensors="pt")).logits
     batch = encode(load_tokenizer(folder / TOKENIZER_FILE, classifier.max_length), list(sentences))
-    actual = OrtBackend(folder / ONNX_FILE, intra_op=1).run(batch.arrays)
+    actual = OrtBackend(folder / ONNX_FILE).run(batch.arrays)
     return float(np.abs(actual - expected.numpy()).max())
 
 

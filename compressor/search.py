@@ -14,10 +14,15 @@ the machine the variant will serve from. A candidate holds when its score is wit
   embeddings, pruning), as `compressor smallest` always did; the first rung that holds
   wins, on its fastest holding runtime.
 
-Latency is the median time of a request of the scoring texts at each batch size of the
-profile (`--batch 1`, `32`, or `mix`: both), tokenized, padded and run as the service
-runs it (variant/measure.py) and timed warm, as a speed-up over the fp32 export on ONNX
-Runtime (geometric mean over the profile's sizes), measured on the same machine.
+Speed is measured at each batch size of the profile (`--batch 1`, `32`, or `mix`: both) on
+the scoring texts, tokenized, padded and run as the service runs them (variant/measure.py)
+and timed warm: at batch 1 the median time of a request alone (what one client waits), at
+batch 32 the time per request with the cores busy. It is a speed-up over the fp32 export on
+ONNX Runtime (geometric mean over the profile's sizes), measured on the same machine.
+
+Threads per run are a dimension too: each runtime is timed with all `threads` per run, one
+run at a time, and (with more than one thread) with one thread per run and `threads` runs
+side by side, as the service runs a variant whose manifest records `runtime.threads` 1.
 
 The score is accuracy on a labelled TSV (`--data`; the Pearson correlation with the labels
 for a regression head), or, with unlabeled text only, agreement with the fp32 export as
@@ -83,7 +88,7 @@ from variant.tokenization import TextInput
 Objective = Literal["latency", "size"]
 OBJECTIVES: tuple[Objective, ...] = ("latency", "size")
 PROFILES: dict[str, tuple[int, ...]] = {"1": (1,), "32": (32,), "mix": (1, 32)}
-RUNS = {1: 40, 32: 6}  # timed runs per batch size, after every shape has run once
+RUNS = {1: 40, 32: 8}  # timed runs per batch size, after every shape has run once
 HELD_OUT = 0.2  # share of unlabeled text kept for scoring
 PARITY_TEXTS = 32  # scoring texts (pairs for a pair model) a runtime's logits are checked on
 VARIATION_TEXTS = 128  # scoring texts run alone and in batches to see whether answers move with the batch
@@ -146,6 +151,7 @@ class Attempt:
     note: str = ""
     parity: float | None = None  # max |logit difference| from the fp32 export on ONNX Runtime
     batch_variation: float | None = None  # largest |Δ score| alone against in a batch (variant.measure)
+    threads: int | None = None  # per run; the runs side by side are the search's threads // this
 
     @property
     def recipe(self) -> str:
@@ -154,10 +160,11 @@ class Attempt:
     def line(self, metric: str) -> str:
         if self.score is None:
             why = self.note if self.note.startswith((STOPPED, FAILED)) else f"skipped: {self.note}"
-            return f"  {self.recipe:<46} {self.runtime or '':<17} {why}"
+            return f"  {self.recipe:<46} {self.runtime or '':<20} {why}"
         verdict = "holds" if self.held else ("misses: answers move with the batch" if self.note else "misses")
         each = ", ".join(f"b{size} {x:.2f}x" for size, x in self.speedups.items())
-        return (f"  {self.recipe:<46} {self.runtime:<17} {self.onnx_bytes / 1e6:6.1f} MB  {metric} {self.score:.4f}  "
+        runtime = f"{self.runtime} {self.threads}t" if self.threads else self.runtime
+        return (f"  {self.recipe:<46} {runtime:<20} {self.onnx_bytes / 1e6:6.1f} MB  {metric} {self.score:.4f}  "
                 f"{self.speedup:5.2f}x ({each})  {verdict}")
 
 
@@ -188,8 +195,14 @@ class Scoring:
         return heads.agreement(task, mine, self.reference)["agreement"]
 
     def latency(self, variant: Opened) -> dict[str, float]:
-        """Median ms of a request at each batch size of the profile, as the service runs it."""
-        return {str(size): ms["p50"] for size, ms in measure.latency(variant, self.texts, self.profile, RUNS).items()}
+        """Ms of a request at each batch size of the profile, as the service runs it: alone
+        at batch 1, per request with the variant's runs side by side above."""
+        return {str(size): measure.latency(variant, self.texts, (1,), RUNS)[1]["p50"] if size == 1
+                else measure.throughput(variant, self.texts, size, RUNS[size]) for size in self.profile}
+
+    def thread_plans(self) -> list[tuple[int, int]]:
+        """(threads per run, runs side by side) to time each runtime with."""
+        return [(self.threads, 1)] + ([(1, self.threads)] if self.threads > 1 else [])
 
     def speedups(self, measured: dict[str, float]) -> dict[str, float]:
         return {size: round(self.reference_ms[size] / ms, 3) for size, ms in measured.items()}
@@ -305,12 +318,16 @@ def try_recipe(classifier, builder: Builder | None, name: str, step: Step, folde
                 continue
             value = scoring.score(variant)
             variation, moves = scoring.variation(variant)
-            measured = scoring.latency(variant)
-            speedups = scoring.speedups(measured)
-            attempts.append(Attempt(method, quantize, runtime.label(), manifest.onnx_bytes, value,
-                                    value >= bound - 1e-9 and not moves, measured,
-                                    round(geometric_mean(speedups.values()), 3), speedups, note=moves,
-                                    parity=scoring.parity(variant), batch_variation=round(variation, 9)))
+            parity = scoring.parity(variant)
+            for threads, parallel in scoring.thread_plans():  # the answers do not change with the threads
+                if threads != scoring.threads:
+                    variant = open_on(folder / manifest.name, runtime, threads, parallel)
+                measured = scoring.latency(variant)
+                speedups = scoring.speedups(measured)
+                attempts.append(Attempt(method, quantize, runtime.label(), manifest.onnx_bytes, value,
+                                        value >= bound - 1e-9 and not moves, measured,
+                                        round(geometric_mean(speedups.values()), 3), speedups, note=moves,
+                                        parity=parity, batch_variation=round(variation, 9), threads=threads))
             status.done += 1
     elapsed = time.perf_counter() - start
     return [Attempt(**{**asdict(a), "seconds": round(elapsed, 1)}) for a in attempts]
@@ -553,7 +570,7 @@ def search(model: str, name: str, out: Path, max_drop: float, data: Examples | N
         if winner is None:  # nothing held (or the budget ran out first): the plain export
             attempt = Attempt("none", None, "onnxruntime/f32", read_manifest(work / "fp32" / name).onnx_bytes,
                               scoring.reference_score, True, scoring.reference_ms, 1.0,
-                              {size: 1.0 for size in scoring.reference_ms}, parity=0.0)
+                              {size: 1.0 for size in scoring.reference_ms}, parity=0.0, threads=threads)
             winner = (attempt, work / "fp32")
         chosen, folder = winner
         manifest = record(folder / name, chosen, scoring, objective, batch, max_drop, bound, trail,
@@ -577,7 +594,7 @@ def record(folder: Path, chosen: Attempt, scoring: Scoring, objective: Objective
     figures measured already, so it takes no time."""
     backend, precision = chosen.runtime.split("/")
     manifest = read_manifest(folder)
-    manifest.runtime = Runtime(backend=backend, precision=precision, speedup=chosen.speedup,
+    manifest.runtime = Runtime(backend=backend, precision=precision, threads=chosen.threads, speedup=chosen.speedup,
                                speedups=chosen.speedups, batch=batch, latency_ms=chosen.latency_ms,
                                parity_vs_onnxruntime=chosen.parity)
     if chosen.batch_variation is not None:  # measured on the runtime it won on, which may not be the export's

@@ -1,6 +1,7 @@
 """What the /v1 and /v2 routes share: how a route that asks a model for an answer is
 declared (`model_route`), reading the served set and the inference off the request, the
-input limits and rules, the text and number rules of a JSON body, and the timing headers."""
+input limits and rules, the text and number rules of a JSON body, filing answers for
+feedback under the request's id, and the timing headers."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from fastapi import APIRouter, Request, Response
 from fastapi.routing import APIRoute
 from pydantic import AfterValidator, BeforeValidator, StrictInt, StrictStr
 
+from service import feedback
 from service.errors import EmptyInput, Malformed, PayloadTooLarge
 from service.inference import Inference, Outcome
 from service.metrics import count_under
@@ -105,6 +107,14 @@ def check_inputs(request: Request, inputs: list[TextInput], field: str = "inputs
         if size > settings.max_input_chars:
             raise PayloadTooLarge(f"{field}[{i}] holds {size} characters; the limit is "
                                   f"{settings.max_input_chars} characters")
+
+
+def remember(request: Request, answers: list[tuple[str, Outcome]]) -> str:
+    """File what each named model answered for /v1/feedback, under the request's id, and
+    return the id, which the route answers with (`x-request-id`)."""
+    request_id = feedback.request_id(request.headers.get(feedback.REQUEST_ID))
+    request.app.state.feedback.remember(request_id, answers)
+    return request_id
 
 
 def set_timing_headers(response: Response, outcome: Outcome) -> None:

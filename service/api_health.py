@@ -1,4 +1,5 @@
-"""What a person, a probe or a scraper asks of the service itself: where things are (GET /),
+"""What a person, a probe or a scraper asks of the service itself: where things are (GET /:
+the page for a browser, JSON for everyone else),
 whether it lives and serves (/health/live, /health/ready) and its metrics (/metrics)."""
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from pydantic import BaseModel
 from service import __version__
 from service.api import serving_of
 from service.errors import NotReady, documented
+from service.page import page_response, prefers_html
 
 router = APIRouter()
 
@@ -29,9 +31,14 @@ class ServiceIndex(BaseModel):
     metrics: str
 
 
-@router.get("/", tags=["meta"], response_model=ServiceIndex)
-async def index(request: Request) -> ServiceIndex:
-    """Where the docs and the main routes are."""
+@router.get("/", tags=["meta"], response_model=ServiceIndex,
+            responses={200: {"content": {"text/html": {}}, "description": "JSON; a browser gets the page."}})
+async def index(request: Request, response: Response) -> ServiceIndex | Response:
+    """Where the docs and the main routes are; a browser (Accept ranking text/html above
+    JSON) gets the page that shows the variants side by side."""
+    if prefers_html(request.headers.get("accept")):
+        return page_response()
+    response.headers["vary"] = "Accept"
     return ServiceIndex(name="slimserve", version=__version__, docs=request.app.docs_url,
                         openapi=request.app.openapi_url, models="/v1/models", health="/health/ready",
                         metrics="/metrics")

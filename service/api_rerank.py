@@ -4,8 +4,9 @@ has (plus the model's name; `raw_scores` as there: by default a probability).
 
 Each (query, text) runs as one pair input through the same path as classify (tokenized
 as a pair, batched with everything else the variant is asked), so a reranker gains the
-dynamic batching, limits, metrics and shadow sampling every model route has. Which score
-ranks is the head's rule (heads.relevance).
+dynamic batching, limits, metrics, shadow sampling and feedback every model route has
+(feedback names a pair by its passage's index). Which score ranks is the head's rule
+(heads.relevance).
 """
 
 from __future__ import annotations
@@ -21,12 +22,14 @@ from service.api import (
     check_text,
     inference_of,
     model_route,
+    remember,
     serving_of,
     set_timing_headers,
 )
 from service.api_v1 import REFUSALS, PositiveCount
 from service.deadlines import RequestTimeout, deadline_of
 from service.errors import Malformed
+from service.feedback import REQUEST_ID
 from service.metrics import count_under
 from variant import heads
 
@@ -82,6 +85,6 @@ async def rerank(body: RerankRequest, request: Request, x_request_timeout: Reque
     ranked = [Ranked(index=int(i), score=float(relevance[i]), text=body.texts[i] if body.return_text else None)
               for i in order]
     response = Response("[" + ",".join(r.model_dump_json(exclude_none=True) for r in ranked) + "]",
-                        media_type="application/json")
+                        media_type="application/json", headers={REQUEST_ID: remember(request, [(name, outcome)])})
     set_timing_headers(response, outcome)
     return response

@@ -6,6 +6,7 @@ import asyncio
 import time
 from typing import Annotated, Any, Literal
 
+import numpy as np
 from fastapi import APIRouter, Request, Response
 from pydantic import (
     BaseModel,
@@ -23,16 +24,19 @@ from service.api import (
     inference_of,
     integral,
     model_route,
+    remember,
     serving_of,
     set_timing_headers,
 )
 from service.deadlines import RequestTimeout, Seconds, deadline_of
 from service.errors import MODEL_ERRORS, Malformed, NotFound, documented
+from service.feedback import REQUEST_ID
 from service.inference import Outcome, run_variant
 from service.metrics import Metrics
 from service.repository import Variant
 from service.serving import Serving
 from variant import heads
+from variant.backends import Backend
 from variant.tokenization import TextInput
 
 router = APIRouter(prefix="/v1", tags=["v1"])
@@ -69,6 +73,9 @@ class Prediction(BaseModel):
 
 
 class ClassifyResponse(BaseModel):
+    id: str = Field(description=(
+        "The request's id, also sent as the x-request-id header: labels sent to /v1/feedback name an input by it "
+        "and the input's index."))
     model: str
     predictions: list[Prediction]
 
@@ -77,6 +84,8 @@ class RuntimeInUse(BaseModel):
     backend: str
     precision: str
     device: str
+    threads: int | None = Field(None, description="Threads one run computes on.")
+    parallel: int = Field(1, description="Runs of this variant that may compute side by side.")
 
 
 class ModelEntry(BaseModel):
@@ -130,7 +139,7 @@ def predictions_of(outcome: Outcome, top_k: int | None, threshold: float) -> lis
     top_k = min(top_k or len(labels), len(labels))
     predictions = []
     for row in outcome.scores:
-        order = row.argsort()[::-1]
+        order = np.argsort(-row, kind="stable")  # a tie goes to the first label, as argmax (agreement) has it
         predictions.append(Prediction(
             label=labels[order[0]], score=float(row[order[0]]),
             scores={labels[i]: float(row[i]) for i in order[:top_k]},
@@ -143,15 +152,19 @@ def as_text_inputs(inputs: list[str | TextPair]) -> list[TextInput]:
     return [x if isinstance(x, str) else (x.text if x.text_pair is None else (x.text, x.text_pair)) for x in inputs]
 
 
+def runtime_in_use(backend: Backend) -> RuntimeInUse:
+    runtime = backend.runtime
+    return RuntimeInUse(backend=runtime.backend, precision=runtime.precision, device=backend.provider,
+                        threads=runtime.threads, parallel=backend.parallel)
+
+
 def model_entries(serving: Serving) -> list[ModelEntry]:
     """What GET /v1/models lists and GET /v1/models/{name} shows one of: every variant and
     every declared cascade, each ready or failed with the reason."""
     entries = [
         ModelEntry(name=v.name, state=v.state, reason=v.reason,
                    manifest=v.opened.manifest.model_dump(mode="json", exclude_none=True) if v.opened else None,
-                   runtime=RuntimeInUse(backend=v.opened.backend.runtime.backend,
-                                        precision=v.opened.backend.runtime.precision,
-                                        device=v.opened.backend.provider) if v.opened else None)
+                   runtime=runtime_in_use(v.opened.backend) if v.opened else None)
         for v in serving.variants.values()
     ]
     for name, spec in serving.cascades.items():
@@ -189,8 +202,10 @@ async def classify_texts(name: str, body: ClassifyRequest, request: Request,
     # Serialized here: returned as a model, it would be validated once more on the way out,
     # on the hot path of every request (response_model still documents it).
     threshold = request.app.state.settings.multi_label_threshold
-    answer = ClassifyResponse(model=name, predictions=predictions_of(outcome, body.top_k, threshold))
-    response = Response(answer.model_dump_json(exclude_none=True), media_type="application/json")
+    request_id = remember(request, [(name, outcome)])
+    answer = ClassifyResponse(id=request_id, model=name, predictions=predictions_of(outcome, body.top_k, threshold))
+    response = Response(answer.model_dump_json(exclude_none=True), media_type="application/json",
+                        headers={REQUEST_ID: request_id})
     set_timing_headers(response, outcome)
     return response
 
@@ -204,7 +219,8 @@ async def timed(variant: Variant, inputs: list[TextInput], truncate: bool, metri
 
 @model_route(router, "/compare", response_model=CompareResponse, response_model_exclude_none=True,
              responses=REFUSALS)
-async def compare(body: CompareRequest, request: Request, x_request_timeout: RequestTimeout = None) -> CompareResponse:
+async def compare(body: CompareRequest, request: Request, response: Response,
+                  x_request_timeout: RequestTimeout = None) -> CompareResponse:
     """Every chosen variant on the same inputs: predictions, agreement with the reference, latency."""
     deadline = deadline_of(request, x_request_timeout)
     serving = serving_of(request)
@@ -241,4 +257,5 @@ async def compare(body: CompareRequest, request: Request, x_request_timeout: Req
         results.append(Comparison(model=name, predictions=predictions_of(outcome, None, threshold), **agreement,
                                   latency_seconds=seconds, inference_seconds=outcome.inference_seconds,
                                   batch_invariant=targets[name].opened.manifest.batch_invariant))
+    response.headers[REQUEST_ID] = remember(request, [(name, outcomes[name][0]) for name in names])
     return CompareResponse(reference=reference, results=results)

@@ -36,6 +36,7 @@ from service.api import (
     encodable,
     inference_of,
     model_route,
+    remember,
     serving_of,
     set_timing_headers,
 )
@@ -49,6 +50,7 @@ from service.errors import (
     documented,
     first_error,
 )
+from service.feedback import REQUEST_ID
 from service.inference import Outcome
 from service.repository import Variant
 from service.serving import Cascade
@@ -211,7 +213,7 @@ def inputs_of(parsed: InferRequest, binaries: dict[str, bytes]) -> list[TextInpu
 def classification(values: np.ndarray, labels: list[str], k: int) -> list[list[str]]:
     rows = []
     for row in values:
-        order = row.argsort()[::-1][:k]
+        order = np.argsort(-row, kind="stable")[:k]  # a tie goes to the first label, as argmax has it
         rows.append([f"{row[i]:f}:{i}:{labels[i]}" for i in order])
     return rows
 
@@ -339,5 +341,6 @@ async def infer(name: str, request: Request, version: str | None = None,
                             headers={HEADER_LENGTH: str(len(head))})
     else:
         response = JSONResponse(header)
+    response.headers[REQUEST_ID] = remember(request, [(name, outcome)])
     set_timing_headers(response, outcome)
     return response

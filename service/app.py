@@ -7,7 +7,6 @@ import asyncio
 import contextlib
 import json
 import logging
-import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -17,8 +16,10 @@ from fastapi import FastAPI
 from service import (
     __version__,
     api_admin,
+    api_feedback,
     api_health,
     api_rerank,
+    api_stats,
     api_v1,
     api_v2,
     errors,
@@ -26,16 +27,18 @@ from service import (
 )
 from service.api import ModelRoute
 from service.body_limit import BodyLimitMiddleware
+from service.feedback import Feedback
 from service.inference import Inference, Shadow
 from service.metrics import Metrics, MetricsMiddleware
 from service.serving import Loader, Serving
 from service.settings import Settings
 from variant import heads
-from variant.backends import Backend, BackendFactory, open_backend
+from variant.backends import Backend, BackendFactory, ThreadBudget, open_backend
 from variant.manifest import Runtime
 
 log = logging.getLogger("slimserve")
-ROUTERS = (api_v1.router, api_rerank.router, api_v2.router, api_health.router, api_admin.router)
+ROUTERS = (api_v1.router, api_rerank.router, api_feedback.router, api_v2.router, api_health.router, api_admin.router,
+           api_stats.router)
 # The texts of the ready line's example request: no apostrophe, so they sit in single quotes.
 EXAMPLE_TEXT = "a charming and often affecting journey"
 EXAMPLE_PAIR = {"text": "is the journey worth taking", "text_pair": EXAMPLE_TEXT}
@@ -45,11 +48,11 @@ def backends(settings: Settings) -> BackendFactory:
     """The default backends: each variant on the runtime its manifest records (or the
     settings' override), all under one thread budget for the whole process, kept across
     reloads, so old and new sessions share the cores."""
-    limiter = threading.BoundedSemaphore(settings.concurrent_runs())
+    limiter = ThreadBudget(settings.threads)
 
     def backend_of(path: Path, recorded: Runtime) -> Backend:
-        return open_backend(path, settings.runtime_for(recorded), settings.session_threads(), limiter,
-                            settings.execution_provider)
+        runtime = settings.runtime_for(recorded)
+        return open_backend(path, runtime, settings.parallel_runs(runtime), limiter, settings.execution_provider)
 
     return backend_of
 
@@ -114,9 +117,11 @@ def create_app(settings: Settings | None = None, backend_of: BackendFactory | No
     app.state.loader = Loader(settings, metrics, backend_of or backends(settings))
     app.state.shadow = Shadow(settings.shadow_rate, settings.reference, metrics, settings.multi_label_threshold)
     app.state.inference = Inference(lambda: app.state.serving, metrics, app.state.shadow)
+    app.state.feedback = Feedback(settings.feedback_capacity, settings.feedback_ttl_seconds, metrics,
+                                  settings.multi_label_threshold)
     for router in ROUTERS:
         app.include_router(router)
-    errors.install(app, union_branches=api_v1.UNION_BRANCHES)
+    errors.install(app, union_branches=api_v1.UNION_BRANCHES | api_feedback.UNION_BRANCHES)
     # The last added runs first: the metrics see every answer, the body limit's 413s too; a
     # request without an accepted key (with keys set) is refused before its body is read.
     routes = [*app.routes, *(route for router in ROUTERS for route in router.routes)]

@@ -4,9 +4,11 @@ Routes tokenize in a worker thread, then `submit` the rows and await their logit
 owner task takes the oldest job and whatever else waits, up to `ROUND_BATCHES` batches'
 worth of texts, waiting at most `max_delay` for company; grouping.py cuts that round into
 runs of like lengths (each within `max_batch_size` texts and `max_batch_tokens` padded
-tokens), which run one after the other. While a round runs, new jobs queue up, so under
-load rounds grow by themselves; when idle, a lone request runs at once (with the default
-delay of 0).
+tokens). The runs go to the backend one after the other, or up to `backend.parallel` side
+by side where a variant's runs take fewer threads than the budget holds (a run starts as
+soon as one of those places is free). The owner takes the next round only once a place
+is free, so while runs compute, new jobs queue up and under load rounds grow by
+themselves; when idle, a lone request runs at once (with the default delay of 0).
 A request with more texts than a batch may hold is split into several jobs and put back
 together; a single text over the token budget runs alone. The queue is bounded; a full
 queue refuses new requests (429) instead of letting latency grow without end. Jobs whose
@@ -80,6 +82,8 @@ class Batcher:
         self.limits, self.metrics = limits, metrics
         self._queue: asyncio.Queue[Job | None] = asyncio.Queue(limits.max_queue)
         self._task: asyncio.Task | None = None
+        self._places = asyncio.Semaphore(backend.parallel)  # runs computing at once
+        self._running: set[asyncio.Task] = set()
         self.runs = 0  # batches run, for tests and logs
 
     def start(self) -> None:
@@ -156,16 +160,32 @@ class Batcher:
 
     async def _serve(self) -> None:
         stopping = False
-        while not stopping or not self._queue.empty():
-            round_, stopping = await self._take()
-            waiting = [job for job in round_ if not job.future.done()]  # done: cancelled, its client went away
-            self.metrics.queue_depth.labels(self.name).set(self._queue.qsize())
-            runs = group([(len(job.rows), job.longest) for job in waiting], self.max_length,
-                         self.limits.max_batch_size, self.limits.max_batch_tokens)
-            for run in runs:
-                jobs = self._in_time([waiting[i] for i in run if not waiting[i].future.done()])
-                if jobs:
-                    await self._run(jobs)
+        try:
+            while not stopping or not self._queue.empty():
+                await self._places.acquire()  # the round is taken once a run could start
+                self._places.release()
+                round_, stopping = await self._take()
+                waiting = [job for job in round_ if not job.future.done()]  # done: cancelled, its client went away
+                self.metrics.queue_depth.labels(self.name).set(self._queue.qsize())
+                runs = group([(len(job.rows), job.longest) for job in waiting], self.max_length,
+                             self.limits.max_batch_size, self.limits.max_batch_tokens)
+                for run in runs:
+                    await self._places.acquire()
+                    jobs = self._in_time([waiting[i] for i in run if not waiting[i].future.done()])
+                    if not jobs:
+                        self._places.release()
+                        continue
+                    task = asyncio.get_running_loop().create_task(self._run_in_place(jobs))
+                    self._running.add(task)
+                    task.add_done_callback(self._running.discard)
+        finally:
+            await asyncio.gather(*self._running, return_exceptions=True)
+
+    async def _run_in_place(self, jobs: list[Job]) -> None:
+        try:
+            await self._run(jobs)
+        finally:
+            self._places.release()
 
     def _in_time(self, jobs: list[Job]) -> list[Job]:
         """`jobs` but those past their deadline, which are answered 504 without running."""

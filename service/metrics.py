@@ -130,6 +130,18 @@ class Metrics:
         self.cascade_fallbacks = Counter(
             "slimserve_cascade_fallbacks", "Inputs a cascade passed on to its reference (fast top-1 under threshold).",
             ["model"], registry=r)
+        self.feedback = Counter(
+            "slimserve_feedback",
+            "Labels sent to /v1/feedback, by outcome: `correct` or `wrong` (the answer matched the label or not), "
+            "`scored` (regression), `unknown_id`, `expired`, `bad_label`.",
+            ["model", "outcome"], registry=r)
+        self.feedback_accuracy = Gauge(
+            "slimserve_feedback_accuracy",
+            "Share of the answers' decisions that matched the labels sent back since the start: top-1 "
+            "(single_label), per label (multi_label).", ["model"], registry=r)
+        self.feedback_error = Gauge(
+            "slimserve_feedback_error", "Mean |score − label| of a regression model's answers labelled since the "
+            "start.", ["model"], registry=r)
         self.model_accuracy = Gauge(
             "slimserve_model_accuracy",
             "Accuracy `compressor evaluate` recorded in the manifest on labelled `dataset` (file@content hash).",

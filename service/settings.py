@@ -27,11 +27,13 @@ class Settings(BaseSettings):
     models: Path = Field(Path("models"), description="Folder holding one sub-folder per variant.")
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=0, le=65535)
-    # CPU threads all ONNX Runtime sessions may use together. Each inference gets
-    # `intra_op_threads`; at most threads // intra_op_threads run at once, so several
-    # variants never oversubscribe the cores between them.
+    # CPU threads every variant's runs may use together. A run computes on its variant's
+    # threads per run (`intra_op_threads`, else what its manifest records, else all of
+    # `threads`), and a variant runs threads // that side by side, so several variants
+    # never oversubscribe the cores between them.
     threads: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1)
-    intra_op_threads: int | None = Field(None, ge=1, description="Default: all of `threads`.")
+    intra_op_threads: int | None = Field(None, ge=1, description=(
+        "Threads per run for every variant. Default: its manifest's runtime.threads, else all of `threads`."))
     execution_provider: ProviderName = Field("cpu", description="Where ONNX Runtime computes.")
     # A variant runs on the backend and precision its manifest records (`runtime`); these
     # override it for every variant. A precision the chosen backend lacks is refused at start.
@@ -60,6 +62,10 @@ class Settings(BaseSettings):
     shadow_rate: float = Field(0.0, ge=0, le=1, description="Share of each variant's inputs mirrored to the reference.")
     multi_label_threshold: float = Field(heads.THRESHOLD, ge=0, le=1, description=(
         "A multi-label model's label is on at or above this score (its sigmoid)."))
+    feedback_capacity: int = Field(10_000, ge=1, description=(
+        "Requests whose answers are kept for /v1/feedback; the oldest go first."))
+    feedback_ttl_seconds: float = Field(86_400.0, gt=0, description=(
+        "How long after its answer a label is scored; a later one is counted as expired."))
     cascades: dict[str, CascadeSpec] = Field(default_factory=dict, description="Virtual models (see cascades.json).")
     admin_token: SecretStr | None = Field(None, description="Bearer token for /admin/*; unset: admin routes are off.")
     api_keys: SecretStr | None = Field(None, description="Client API keys, comma-separated; set: model routes need one.")
@@ -93,13 +99,14 @@ class Settings(BaseSettings):
     def runtime_for(self, recorded: Runtime) -> Runtime:
         """What a variant runs with: its recorded runtime, with the settings' overrides. A
         precision its backend lacks (bf16 on ONNX Runtime) becomes f32: PRECISION=bf16
-        alone speeds up the OpenVINO variants and leaves the others as they are."""
+        alone speeds up the OpenVINO variants and leaves the others as they are. Threads
+        per run stay within the budget."""
         backend = self.backend or recorded.backend
         precision = self.precision or recorded.precision
-        return Runtime(backend=backend, precision=precision if precision in BACKENDS[backend].precisions else "f32")
+        threads = min(self.intra_op_threads or recorded.threads or self.threads, self.threads)
+        return Runtime(backend=backend, precision=precision if precision in BACKENDS[backend].precisions else "f32",
+                       threads=threads)
 
-    def concurrent_runs(self) -> int:
-        return max(1, self.threads // self.session_threads())
-
-    def session_threads(self) -> int:
-        return min(self.intra_op_threads or self.threads, self.threads)
+    def parallel_runs(self, runtime: Runtime) -> int:
+        """How many runs of a variant at `runtime` (from runtime_for) may compute side by side."""
+        return max(1, self.threads // (runtime.threads or self.threads))

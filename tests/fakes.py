@@ -54,6 +54,7 @@ def read_graph(path: Path) -> dict:
 class FakeBackend:
     input_names = ("input_ids", "attention_mask")
     provider = "fake"
+    parallel = 1  # runs at once; a test sets more to see runs go side by side
 
     def __init__(self, path: Path | None = None, runtime: Runtime | None = None, *, fault: str | None = None,
                  width: int | None = None) -> None:

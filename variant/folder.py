@@ -13,7 +13,6 @@ import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -124,14 +123,17 @@ def open_folder(folder: Path, backend_of: BackendFactory, warmup: Warmup | None 
                   max(0, resident_bytes() - before))
 
 
-def open_on(folder: Path, runtime: Runtime | None = None, threads: int = 1) -> Opened:
+def open_on(folder: Path, runtime: Runtime | None = None, threads: int = 1, parallel: int = 1) -> Opened:
     """The variant in `folder` on `runtime` (default: the one its manifest records) with
-    `threads` threads per run: how the compressor opens what it measures. Raises
-    RuntimeError where the runtime falls back to another (no bf16 on this CPU, say)."""
-    if runtime is None:
-        opened = open_folder(folder, partial(open_backend, intra_op=threads))
-    else:
-        opened = open_folder(folder, lambda path, _recorded: open_backend(path, runtime, threads))
-        if opened.backend.runtime.label() != runtime.label():
-            raise RuntimeError(f"runs as {opened.backend.runtime.label()} here, not {runtime.label()}")
+    `threads` threads per run and up to `parallel` runs at once: how the compressor opens
+    what it measures. Raises RuntimeError where the runtime falls back to another (no
+    bf16 on this CPU, say)."""
+    def backend_of(path: Path, recorded: Runtime) -> Backend:
+        chosen = runtime or recorded
+        return open_backend(path, Runtime(backend=chosen.backend, precision=chosen.precision, threads=threads),
+                            parallel)
+
+    opened = open_folder(folder, backend_of)
+    if runtime is not None and opened.backend.runtime.label() != runtime.label():
+        raise RuntimeError(f"runs as {opened.backend.runtime.label()} here, not {runtime.label()}")
     return opened

@@ -10,9 +10,10 @@ its logits are read:
 | `regression`   | none            | the score itself                          | Pearson correlation (and MAE)     | logits, scores          | pearson         |
 
 The threshold is SLIMSERVE_MULTI_LABEL_THRESHOLD in the service (default 0.5). The
-compressor's `evaluate` and `search`, /v1/compare, shadow sampling and cascades all read
-this table; the torch signals the compression methods take from a head (compressor/
-head_signals.py) have one row per task too. Adding a task is a row in each, and its tests.
+compressor's `evaluate` and `search`, /v1/compare, shadow sampling, cascades and live
+feedback all read this table; the torch signals the compression methods take from a
+head (compressor/head_signals.py) have one row per task too. Adding a task is a row in
+each, and its tests.
 """
 
 from __future__ import annotations
@@ -149,15 +150,21 @@ def agreement(task: Task, scores: np.ndarray, reference: np.ndarray, threshold: 
     return {"agreement": correlation(mine, theirs), "mae": float(np.abs(mine - theirs).mean())}
 
 
+def hits(task: Task, decided: np.ndarray, label_ids: list[list[int]], labels: int) -> np.ndarray:
+    """Which of the decisions `decided` (from `decisions`, for inputs of a head with
+    `labels` labels) equal the labels' (label ids per input): one per input for a top-1,
+    one per (input, label) where each label is decided. `compressor evaluate`'s accuracy
+    is their share; live feedback counts them."""
+    return decided == HEADS[task].truth(label_ids, (len(decided), labels))
+
+
 def labelled_score(task: Task, scores: np.ndarray, label_ids: list[list[int]] | list[float],
                    threshold: float = THRESHOLD) -> float:
     """How well `scores` match labelled data: the share of decisions equal to the labels'
     (label ids per input), or, for a task without labels, the correlation with the numbers."""
-    head = HEADS[task]
-    if head.truth is None:
+    if HEADS[task].truth is None:
         return correlation(decisions(task, scores, threshold).astype(np.float64), np.asarray(label_ids, dtype=float))
-    truth = head.truth(label_ids, scores.shape)
-    return float((decisions(task, scores, threshold) == truth).mean())
+    return float(hits(task, decisions(task, scores, threshold), label_ids, scores.shape[1]).mean())
 
 
 Signature = tuple[str, tuple[str, ...]]  # a head as compared: (task, labels)

@@ -71,14 +71,17 @@ Precision = Literal["f32", "bf16"]
 
 
 class Runtime(BaseModel):
-    """The backend and precision a variant should run with. `compressor search` records
-    the one it measured fastest, with what it measured (extra fields); the service
-    honours it unless a setting overrides it (docs/serving.md, runtimes)."""
+    """The backend, precision and threads per run a variant should run with. `compressor
+    search` records the one it measured fastest, with what it measured (extra fields); the
+    service honours it unless a setting overrides it (docs/serving.md, runtimes)."""
 
     model_config = ConfigDict(extra="allow")
 
     backend: BackendName = DEFAULT_BACKEND
     precision: Precision = "f32"
+    # Threads one run computes on; the service runs as many side by side as its thread
+    # budget holds. None: every thread of the budget, one run at a time.
+    threads: int | None = Field(None, ge=1)
 
     @model_validator(mode="after")
     def precision_of_backend(self) -> Runtime:

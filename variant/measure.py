@@ -7,6 +7,10 @@ unpadded, several rows to their longest row's length bucket: tokenization.py), t
 on the variant's backend with the threads it was opened with. Every shape a timed run
 meets runs once before the clock starts, as the service warms a variant up before it
 serves. A run's time includes tokenizing and padding, which the service pays too.
+
+`latency` is the time of a request alone (what one client waits); `throughput` the time
+per request with the cores busy: as many requests computing side by side as the service
+runs of the variant at once (its backend's `parallel`), the wall time over their count.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from __future__ import annotations
 import statistics
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
 import numpy as np
@@ -103,6 +108,19 @@ def latency(opened: Opened, inputs: list[TextInput], sizes: tuple[int, ...] = (1
         batches = groups(inputs, size, runs[size])
         measured[size] = time_runs(lambda batch: logits(opened, batch), batches, warm_set(opened, batches))
     return measured
+
+
+def throughput(opened: Opened, inputs: list[TextInput], size: int, count: int) -> float:
+    """Milliseconds per request of `size` texts, `count` requests taken in turn from `inputs`,
+    with `opened.backend.parallel` of them computing side by side."""
+    batches = groups(inputs, size, count)
+    streams = opened.backend.parallel
+    with ThreadPoolExecutor(streams) as pool:
+        # Every shape runs once per stream first: a runtime may keep state per thread (OpenVINO's requests).
+        list(pool.map(lambda batch: logits(opened, batch), warm_set(opened, batches) * streams))
+        start = time.perf_counter()
+        list(pool.map(lambda batch: logits(opened, batch), batches))
+        return round((time.perf_counter() - start) * 1000 / count, 3)
 
 
 def batch_variation(opened: Opened, inputs: list[TextInput]) -> float:

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 @dataclass(frozen=True)
 class BackendRow:
     precisions: tuple[str, ...]  # the first is the default
-    module: str  # defines create(path, precision, intra_op, limiter, provider) -> Backend and supported(precision)
+    module: str  # defines create(path, precision, threads, parallel, limiter, provider) and supported(precision)
     extra: str | None  # `pip install 'slimserve[EXTRA]'` installs it; None: always installed
     platform: str  # v2 model metadata's `platform`
 

@@ -42,7 +42,7 @@ def test_pairs_and_padding_match_pytorch(checkpoints, tmp_path):
     compress(str(checkpoints["bert"]), Recipe("pairs"), tmp_path)
     pairs = [("the plot is thin", "the acting is wooden and the film drags on"), ("ok", "fine")]
     batch = encode(load_tokenizer(tmp_path / "pairs" / "tokenizer.json", classifier.max_length), pairs)
-    actual = OrtBackend(tmp_path / "pairs" / "model.onnx", intra_op=1).run(batch.arrays)
+    actual = OrtBackend(tmp_path / "pairs" / "model.onnx").run(batch.arrays)
     hf = classifier.tokenizer([a for a, _ in pairs], [b for _, b in pairs], padding=True, return_tensors="pt")
     assert np.array_equal(batch.arrays["token_type_ids"], hf["token_type_ids"].numpy())
     with torch.no_grad():

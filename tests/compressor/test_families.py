@@ -60,7 +60,7 @@ def exported(tiny, tmp_path_factory) -> Path:
 def served(folder: Path, inputs: list, max_length: int) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """Logits as the service computes them: tokenizer.json and the ONNX graph."""
     batch = encode(load_tokenizer(folder / "tokenizer.json", max_length), inputs)
-    return OrtBackend(folder / "model.onnx", intra_op=1).run(batch.arrays), batch.arrays
+    return OrtBackend(folder / "model.onnx").run(batch.arrays), batch.arrays
 
 
 def weight_bytes(graph: onnx.GraphProto) -> int:

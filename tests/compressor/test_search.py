@@ -36,7 +36,8 @@ def candidate_lines(lines: list[str]) -> list[str]:
 
 def test_a_loose_bound_takes_the_first_rung_scored_for_real(checkpoints, tmp_path):
     manifest, trail = search(str(checkpoints["bert"]), "small", tmp_path, 100.0, calibration=CORPUS,
-                             objective="size", ladder=LADDER, runtimes_here=ORT, report=quiet, batch_dependent=True)
+                             objective="size", ladder=LADDER, runtimes_here=ORT, report=quiet, batch_dependent=True,
+                             threads=1)
     assert manifest.method == "svd@0.2+int8" and len(trail) == 1 and trail[0].held
     held_out = len(held_out_split(CORPUS)[1])  # agreement with the fp32 export on the held-out texts
     assert trail[0].score * held_out == pytest.approx(round(trail[0].score * held_out)) and 0 <= trail[0].score <= 1
@@ -60,7 +61,7 @@ def test_the_first_rung_that_holds_wins_and_the_trail_shows_the_rest(checkpoints
     monkeypatch.setattr(Scoring, "score", score_by_method({"int8"}))
     lines = []
     manifest, trail = search(str(checkpoints["bert"]), "small", tmp_path, 1.0, data=LABELLED, objective="size",
-                             ladder=LADDER, runtimes_here=ORT, report=lines.append, batch_dependent=True)
+                             ladder=LADDER, runtimes_here=ORT, report=lines.append, batch_dependent=True, threads=1)
     assert manifest.method == "int8"
     assert [(a.method, a.held) for a in trail] == [("svd@0.2", False), ("prune@0.5", False), ("none", True)]
     assert trail[1].onnx_bytes is None and "needs --calibration" in trail[1].note  # skipped, not failed
@@ -94,7 +95,7 @@ def test_latency_refines_a_family_while_it_holds_and_gets_faster(checkpoints, tm
     families = ((("svd@0.8", None), ("svd@0.6", None), ("svd@0.4", None)),
                 (("prune@0.9", None), ("prune@0.7", None), ("prune@0.5", None)))
     manifest, trail = search(str(checkpoints["bert"]), "fast", tmp_path, 1.0, data=LABELLED, calibration=CORPUS,
-                             objective="latency", families=families, runtimes_here=BOTH, report=quiet)
+                             objective="latency", families=families, runtimes_here=BOTH, report=quiet, threads=1)
     tried = [(a.method, a.runtime) for a in trail]
     assert tried == [("svd@0.8", "onnxruntime/f32"), ("svd@0.8", "openvino/f32"),
                      ("svd@0.6", "onnxruntime/f32"), ("svd@0.6", "openvino/f32"),
@@ -104,6 +105,29 @@ def test_latency_refines_a_family_while_it_holds_and_gets_faster(checkpoints, tm
     assert manifest.runtime.model_extra["speedup"] == pytest.approx(3.0)
     assert read_manifest(tmp_path / "fast").runtime.label() == "onnxruntime/f32"  # recorded as it won
     assert len(manifest.search["trail"]) == len(trail)
+
+
+def test_threads_per_run_are_a_dimension_and_the_winner_records_them(checkpoints, tmp_path, monkeypatch):
+    monkeypatch.setattr(Scoring, "score", score_by_method({"svd@0.8"}))
+    real_latency = Scoring.latency
+    seen = []
+
+    def latency(self, variant):
+        measured = real_latency(self, variant)  # timed for real, then steered: one thread per run wins
+        runtime, parallel = variant.backend.runtime, variant.backend.parallel
+        seen.append((variant.manifest.method, runtime.threads, parallel))
+        factor = 2.0 if variant.manifest.method != "none" and runtime.threads == 1 else 1.0
+        return {size: 12.0 / factor for size in measured}
+
+    monkeypatch.setattr(Scoring, "latency", latency)
+    lines = []
+    manifest, trail = search(str(checkpoints["bert"]), "fast", tmp_path, 1.0, data=LABELLED, objective="latency",
+                             families=((("svd@0.8", None),),), runtimes_here=ORT, report=lines.append, threads=2)
+    assert ("svd@0.8", 2, 1) in seen and ("svd@0.8", 1, 2) in seen  # two threads alone, one thread two at once
+    assert [(a.runtime, a.threads) for a in trail] == [("onnxruntime/f32", 2), ("onnxruntime/f32", 1)]
+    assert trail[0].score == trail[1].score and trail[1].speedup == pytest.approx(2.0)
+    assert manifest.runtime.threads == 1 and read_manifest(tmp_path / "fast").runtime.threads == 1
+    assert "onnxruntime/f32 1t" in lines[3]
 
 
 def slow_build(classifier, recipe, out, calibration):
@@ -137,7 +161,7 @@ def test_a_candidate_still_running_at_the_budget_is_stopped_and_the_best_that_he
     lines = []
     begun = time.monotonic()
     manifest, trail = search(model, "fast", out, 100.0, data=LABELLED, objective="latency", families=families,
-                             time_budget=budget, runtimes_here=ORT, report=lines.append, builder=slow_build)
+                             time_budget=budget, runtimes_here=ORT, report=lines.append, builder=slow_build, threads=1)
     wall = time.monotonic() - begun
     assert wall <= budget * 1.1
     assert manifest.method == "svd@0.5" and trail[0].held  # the best that held

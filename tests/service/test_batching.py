@@ -173,3 +173,22 @@ def test_stop_finishes_queued_work_and_late_jobs_run_alone():
     shapes, queued_logits, late = run(scenario())
     assert queued_logits == [[[0, 1]], [[1, 1]], [[2, 1]]] and late == [[9, 1]]
     assert shapes == [(1, 1), (3, bucket(1, 128)), (1, 1)]  # the three queued ran as one batch; the late one alone
+
+
+def test_a_backend_that_runs_two_at_once_gets_a_second_run_while_the_first_computes():
+    async def scenario():
+        backend = FakeBackend()
+        backend.parallel = 2
+        batcher = await started(backend)
+        backend.hold()
+        first = asyncio.create_task(batcher.submit([row(1, 2, 3)]))
+        await wait_until_async(backend.running.is_set, "the first run to start")
+        second = asyncio.create_task(batcher.submit([row(4, 5)]))
+        await wait_until_async(lambda: len(backend.entered) == 2, "a second run beside the held one")
+        backend.release()
+        results = await asyncio.gather(first, second)
+        await batcher.stop()
+        return results
+
+    first, second = run(scenario())
+    assert first.logits.tolist() == [[6, 3]] and second.logits.tolist() == [[9, 2]]

@@ -287,3 +287,21 @@ def test_a_gpu_provider_is_used_where_present_and_otherwise_the_cpu_says_so(make
         assert entry["runtime"]["device"] == provider and "serving on the CPU" not in caplog.text
     else:
         assert entry["runtime"]["device"] == "CPUExecutionProvider" and "serving on the CPU" in caplog.text
+
+
+@pytest.mark.parametrize("recorded, setting, threads, parallel", [
+    (None, None, 2, 1), (1, None, 1, 2), (1, 2, 2, 1), (4, None, 2, 1),
+])
+def test_threads_per_run_come_from_the_manifest_or_the_setting_within_the_budget(make_client, tmp_path, recorded,
+                                                                                   setting, threads, parallel):
+    from variant.manifest import Runtime, read_manifest, write_manifest
+
+    folder = fake_variants(tmp_path, toy={})
+    toy_graph(folder / "toy" / "model.onnx")
+    manifest = read_manifest(folder / "toy")
+    manifest.runtime = Runtime(threads=recorded)
+    write_manifest(folder / "toy", manifest)
+    client = make_client(folder, threads=2, intra_op_threads=setting)  # the default backends, under their budget
+    runtime = client.get("/v1/models/toy").json()["runtime"]
+    assert (runtime["threads"], runtime["parallel"]) == (threads, parallel)
+    assert client.post("/v1/models/toy/classify", json={"inputs": ["a b c"]}).status_code == 200

@@ -8,7 +8,8 @@ import sys
 from pathlib import Path
 
 SERVICE_MODULES = ["service", "service.app", "service.api", "service.api_v1", "service.api_v2", "service.api_rerank",
-                   "service.batching", "service.body_limit", "service.deadlines", "service.errors", "service.keys",
+                   "service.api_feedback", "service.feedback", "service.batching", "service.body_limit",
+                   "service.deadlines", "service.errors", "service.keys",
                    "service.inference", "service.metrics", "variant.backends.ort", "variant.measure",
                    "service.repository", "service.serving", "service.settings", "variant.tokenization",
                    "service.__main__"]

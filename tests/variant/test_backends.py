@@ -5,11 +5,13 @@ import time
 
 import numpy as np
 import pytest
-from conftest import toy_graph
+from conftest import toy_graph, wait_until
 
 from service.settings import Settings
+from variant.backends import ThreadBudget
 from variant.backends.ort import OrtBackend
 from variant.backends.providers import EXECUTION_PROVIDERS, ExecutionProvider
+from variant.manifest import Runtime
 
 
 class CountingSession:
@@ -33,12 +35,12 @@ class CountingSession:
 
 
 @pytest.mark.parametrize("slots", [1, 2])
-def test_the_shared_limiter_bounds_concurrent_runs_across_variants(tmp_path, slots):
-    limiter = threading.BoundedSemaphore(slots)
+def test_the_shared_budget_bounds_concurrent_runs_across_variants(tmp_path, slots):
+    limiter = ThreadBudget(slots)
     counter = {"lock": threading.Lock(), "now": 0, "most": 0, "barrier": threading.Barrier(slots, timeout=30)}
     for name in ("a", "b"):
         toy_graph(tmp_path / f"{name}.onnx")
-    backends = [OrtBackend(tmp_path / f"{name}.onnx", 1, limiter) for name in ("a", "b")]
+    backends = [OrtBackend(tmp_path / f"{name}.onnx", 1, 2, limiter) for name in ("a", "b")]
     for backend in backends:
         backend.session = CountingSession(counter)
     arrays = {name: np.ones((1, 4), dtype=np.int64) for name in ("input_ids", "attention_mask", "token_type_ids")}
@@ -55,14 +57,56 @@ def test_a_provider_off_the_thread_budget_runs_without_a_slot(tmp_path, monkeypa
     monkeypatch.setitem(EXECUTION_PROVIDERS, "offload",
                         ExecutionProvider(("CPUExecutionProvider",), thread_budget=False))
     toy_graph(tmp_path / "m.onnx")
-    limiter = threading.BoundedSemaphore(1)
-    limiter.acquire()  # the budget is spent: a run that needed a slot would wait
-    backend = OrtBackend(tmp_path / "m.onnx", 1, limiter, provider="offload")
+    limiter = ThreadBudget(1)
+    backend = OrtBackend(tmp_path / "m.onnx", 1, 1, limiter, provider="offload")
     ones = np.ones((1, 4), dtype=np.int64)
     finished = threading.Event()
-    threading.Thread(target=lambda: (backend.run({"input_ids": ones, "attention_mask": ones}), finished.set()),
-                     daemon=True).start()
-    assert finished.wait(30)
+    with limiter.hold(1):  # the budget is spent: a run that needed a thread would wait
+        threading.Thread(target=lambda: (backend.run({"input_ids": ones, "attention_mask": ones}), finished.set()),
+                         daemon=True).start()
+        assert finished.wait(30)
+
+
+def test_a_wide_run_is_not_passed_over_by_narrow_ones():
+    budget, order = ThreadBudget(2), []
+    first = budget.hold(1)
+    first.__enter__()
+
+    def take(threads: int, name: str) -> None:
+        with budget.hold(threads):
+            order.append(name)
+
+    wide = threading.Thread(target=take, args=(2, "wide"))
+    wide.start()
+    wait_until(lambda: len(budget._line) == 1, "the two-thread run to wait in line")
+    narrow = threading.Thread(target=take, args=(1, "narrow"))  # it would fit now, but the wide run came first
+    narrow.start()
+    wait_until(lambda: len(budget._line) == 2, "the one-thread run to wait behind it")
+    assert order == []
+    first.__exit__(None, None, None)
+    wide.join(30)
+    narrow.join(30)
+    assert order == ["wide", "narrow"]
+
+
+def test_held_threads_never_exceed_the_budget():
+    budget, lock, held = ThreadBudget(3), threading.Lock(), {"now": 0, "most": 0}
+
+    def run(threads: int) -> None:
+        for _ in range(50):
+            with budget.hold(threads):
+                with lock:
+                    held["now"] += threads
+                    held["most"] = max(held["most"], held["now"])
+                with lock:
+                    held["now"] -= threads
+
+    workers = [threading.Thread(target=run, args=(t,)) for t in (1, 2, 3, 1, 2)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join(30)
+    assert 1 <= held["most"] <= 3
 
 
 def test_every_row_of_the_provider_table_is_a_setting():
@@ -70,13 +114,16 @@ def test_every_row_of_the_provider_table_is_a_setting():
         assert Settings(execution_provider=name).execution_provider == name
 
 
-@pytest.mark.parametrize("threads, intra_op, runs, per_session", [
-    (2, None, 1, 2), (2, 1, 2, 1), (8, 2, 4, 2), (2, 4, 1, 2),
+@pytest.mark.parametrize("threads, intra_op, recorded, runs, per_run", [
+    (2, None, None, 1, 2), (2, 1, None, 2, 1), (8, 2, None, 4, 2), (2, 4, None, 1, 2),
+    (2, None, 1, 2, 1), (8, None, 2, 4, 2), (2, None, 4, 1, 2), (4, 2, 1, 2, 2),
 ])
-def test_budget_arithmetic(threads, intra_op, runs, per_session):
+def test_budget_arithmetic(threads, intra_op, recorded, runs, per_run):
+    # The setting wins over the manifest's threads per run, and neither exceeds the budget.
     settings = Settings(threads=threads, intra_op_threads=intra_op)
-    assert settings.concurrent_runs() == runs and settings.session_threads() == per_session
-    assert settings.concurrent_runs() * settings.session_threads() <= threads
+    runtime = settings.runtime_for(Runtime(threads=recorded))
+    assert settings.parallel_runs(runtime) == runs and runtime.threads == per_run
+    assert settings.parallel_runs(runtime) * runtime.threads <= threads
 
 
 def test_a_graph_without_logits_is_refused(tmp_path):
@@ -88,4 +135,4 @@ def test_a_graph_without_logits_is_refused(tmp_path):
                               [helper.make_tensor_value_info("out", TensorProto.INT64, [1, 4])])
     onnx.save(helper.make_model(graph, ir_version=9, opset_imports=[helper.make_opsetid("", 17)]), tmp_path / "m.onnx")
     with pytest.raises(ValueError, match="no 'logits' output"):
-        OrtBackend(tmp_path / "m.onnx", 1)
+        OrtBackend(tmp_path / "m.onnx")

@@ -105,6 +105,17 @@ def test_labelled_metric_and_truth_per_task():
     assert heads.labelled_score("regression", scores[:, :1], [1.6, 0.6, 1.2]) == pytest.approx(1.0)
 
 
+def test_hits_are_what_the_labelled_score_averages_one_input_at_a_time_too():
+    scores = np.array([[0.8, 0.6], [0.3, 0.9], [0.6, 0.2]])
+    for task, cells, expected in [("single_label", [[0], [1], [1]], [True, True, False]),
+                                  ("multi_label", [[0, 1], [1], [0, 1]], [[True, True], [True, True], [True, False]])]:
+        decided = heads.decisions(task, scores)
+        assert heads.hits(task, decided, cells, 2).tolist() == expected
+        assert heads.hits(task, decided, cells, 2).mean() == heads.labelled_score(task, scores, cells)
+        # Live feedback judges an input by itself: the same hits as among the others.
+        assert [heads.hits(task, decided[i:i + 1], cells[i:i + 1], 2)[0].tolist() for i in range(3)] == expected
+
+
 def test_several_labels_per_data_cell_only_for_multi_label():
     assert [heads.HEADS[t].many_labels for t in TASKS] == [False, True, False]
 

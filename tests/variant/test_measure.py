@@ -4,6 +4,7 @@ mixed lengths; its answers are the head's scores in the inputs' order. On a fake
 (tests/fakes.py), so no graph is needed."""
 
 import asyncio
+import threading
 
 import numpy as np
 import pytest
@@ -91,3 +92,18 @@ def test_latency_times_each_size_after_warming_every_shape(opened):
     warm = len(measure.warm_set(opened, measure.groups(MIXED, 1, 4))) + len(
         measure.warm_set(opened, measure.groups(MIXED, 8, 2)))
     assert len(ran) == warm + 4 + 2  # one warm-up run per distinct shape, then the timed runs
+
+
+@pytest.mark.parametrize("parallel", [1, 2])
+def test_throughput_runs_the_requests_side_by_side_as_the_backend_allows(tmp_path, parallel):
+    opened = open_folder(fake_variant(tmp_path / "fake", answers="spread", max_length=64), FakeBackend)
+    opened.backend.parallel = parallel
+    if parallel > 1:  # every run waits for a second one to start beside it: only side by side do they finish
+        meet = threading.Barrier(parallel, timeout=30)
+        run = opened.backend.run
+        opened.backend.run = lambda arrays: (meet.wait(), run(arrays))[1]
+    warm = len(measure.warm_set(opened, measure.groups(MIXED, 8, 4)))
+    before = len(opened.backend.shapes)
+    per_request = measure.throughput(opened, MIXED, 8, 4)
+    assert per_request > 0
+    assert len(opened.backend.shapes) - before == warm * parallel + 4  # each shape warmed per stream, then timed

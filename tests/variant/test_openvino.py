@@ -8,7 +8,7 @@ import pytest
 from conftest import metric_value
 
 from service.settings import Settings
-from variant.backends import open_backend
+from variant.backends import ThreadBudget, open_backend
 from variant.backends.ort import OrtBackend
 from variant.manifest import Runtime, read_manifest, write_manifest
 
@@ -28,7 +28,7 @@ def test_openvino_f32_matches_onnx_runtime(models_dir, variant):
     batch = token_batch()
     expected = OrtBackend(path).run(batch)
     backend = open_backend(path, Runtime(backend="openvino"))
-    assert backend.runtime == Runtime(backend="openvino", precision="f32")
+    assert backend.runtime == Runtime(backend="openvino", precision="f32", threads=1)
     assert backend.run(batch).shape == expected.shape
     np.testing.assert_allclose(backend.run(batch), expected, atol=1e-4)
 
@@ -49,22 +49,39 @@ def test_bf16_falls_back_to_f32_on_a_cpu_without_it(models_dir, monkeypatch, cap
     assert "has no bf16" in caplog.text
 
 
-class CountingLimiter(threading.BoundedSemaphore):
+class CountingBudget(ThreadBudget):
     def __init__(self) -> None:
-        super().__init__(1)
-        self.entered = 0
+        super().__init__(4)
+        self.held: list[int] = []
 
-    def __enter__(self):
-        self.entered += 1
-        return super().__enter__()
+    def hold(self, threads: int):
+        self.held.append(threads)
+        return super().hold(threads)
 
 
-def test_openvino_runs_hold_a_slot_of_the_budget(models_dir):
-    limiter = CountingLimiter()
-    backend = open_backend(models_dir / "tiny-bert" / "model.onnx", Runtime(backend="openvino"), limiter=limiter)
+def test_openvino_runs_hold_their_threads_of_the_budget(models_dir):
+    limiter = CountingBudget()
+    backend = open_backend(models_dir / "tiny-bert" / "model.onnx", Runtime(backend="openvino", threads=2),
+                           limiter=limiter)
     backend.run(token_batch())
     backend.run(token_batch())
-    assert limiter.entered == 2
+    assert limiter.held == [2, 2]
+
+
+def test_runs_side_by_side_give_the_answers_of_runs_one_at_a_time(models_dir):
+    path = models_dir / "tiny-bert" / "model.onnx"
+    alone = open_backend(path, Runtime(backend="openvino", threads=1))
+    together = open_backend(path, Runtime(backend="openvino", threads=1), parallel=2)
+    assert together.parallel == 2
+    batches = [token_batch(rows, 5 + rows) for rows in (1, 2, 3, 4)]
+    results: dict[int, np.ndarray] = {}
+    threads = [threading.Thread(target=lambda i=i: results.__setitem__(i, together.run(batches[i]))) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for i, batch in enumerate(batches):
+        np.testing.assert_array_equal(results[i], alone.run(batch))
 
 
 def test_each_thread_gets_its_own_infer_request(models_dir):
@@ -86,7 +103,7 @@ def test_without_openvino_a_variant_serves_on_onnx_runtime(models_dir, monkeypat
 
     monkeypatch.setitem(sys.modules, "variant.backends.openvino", None)  # import fails as if not installed
     backend = open_backend(models_dir / "tiny-bert" / "model.onnx", Runtime(backend="openvino", precision="bf16"))
-    assert backend.runtime == Runtime() and "not installed" in caplog.text
+    assert backend.runtime.label() == Runtime().label() and "not installed" in caplog.text
 
 
 @pytest.mark.parametrize("recorded, settings, expected", [
@@ -99,7 +116,7 @@ def test_without_openvino_a_variant_serves_on_onnx_runtime(models_dir, monkeypat
     (Runtime(), {"precision": "bf16"}, Runtime()),  # ONNX Runtime has no bf16: the variant stays as it is
 ])
 def test_settings_override_the_recorded_runtime(recorded, settings, expected):
-    assert Settings(**settings).runtime_for(recorded) == expected
+    assert Settings(threads=2, **settings).runtime_for(recorded) == expected.model_copy(update={"threads": 2})
 
 
 def test_a_precision_the_backend_lacks_is_refused():
@@ -114,9 +131,10 @@ def test_the_service_runs_each_variant_on_its_recorded_runtime(models_copy, make
     manifest = read_manifest(folder)
     manifest.runtime = Runtime(backend="openvino")
     write_manifest(folder, manifest)
-    client = make_client(models_copy)
+    client = make_client(models_copy, threads=2)
     models = {m["name"]: m for m in client.get("/v1/models").json()["models"]}
-    assert models["tiny-bert-svd"]["runtime"] == {"backend": "openvino", "precision": "f32", "device": "OpenVINO CPU"}
+    assert models["tiny-bert-svd"]["runtime"] == {"backend": "openvino", "precision": "f32", "device": "OpenVINO CPU",
+                                                  "threads": 2, "parallel": 1}
     assert models["tiny-bert-svd"]["manifest"]["runtime"] == {"backend": "openvino", "precision": "f32"}
     assert models["tiny-bert"]["runtime"]["backend"] == "onnxruntime"
     text = client.get("/metrics").text

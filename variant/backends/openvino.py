@@ -5,10 +5,10 @@ operations compute in bf16 (docs/benchmarks.md has what that buys). An int8 grap
 QuantizeLinear/DequantizeLinear pairs run as int8 kernels at either precision. Where the CPU has no bf16, bf16 falls back
 to f32 with a warning.
 
-Threads come from the same budget as ONNX Runtime's sessions (backends/__init__.py): each compiled
-model gets `intra_op` threads and one stream, and a run holds a slot of the shared
-limiter. An infer request is not safe to share between threads, so each thread that runs
-the model gets its own.
+Threads come from the same budget as ONNX Runtime's sessions (backends/__init__.py): each
+compiled model gets one stream per run that may go at once (`parallel`), each of `threads`
+threads, and a run holds its threads of the shared budget. An infer request is not safe
+to share between threads, so each thread that runs the model gets its own.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import openvino as ov
 
-from variant.backends import OUTPUT_NAME, budget, check_graph
+from variant.backends import OUTPUT_NAME, ThreadBudget, budget, check_graph
 from variant.manifest import Precision, Runtime
 
 log = logging.getLogger("slimserve.backend")
@@ -59,18 +59,17 @@ def reason(message: str) -> str:
 class OpenVinoBackend:
     provider = f"OpenVINO {DEVICE}"
 
-    def __init__(self, path: Path, precision: Precision = "f32", intra_op: int = 1,
-                 limiter: threading.Semaphore | None = None) -> None:
+    def __init__(self, path: Path, precision: Precision = "f32", threads: int = 1, parallel: int = 1,
+                 limiter: ThreadBudget | None = None) -> None:
         if not supported(precision):
             log.warning("%s: this CPU has no %s; OpenVINO runs it at f32", path.parent.name, precision)
             precision = "f32"
-        self.runtime = Runtime(backend="openvino", precision=precision)
+        self.runtime, self.parallel = Runtime(backend="openvino", precision=precision, threads=threads), parallel
         try:
             self.compiled = core().compile_model(str(path), DEVICE, {
                 "INFERENCE_PRECISION_HINT": precision,
-                "INFERENCE_NUM_THREADS": intra_op,
-                "NUM_STREAMS": 1,
-                "PERFORMANCE_HINT": "LATENCY",
+                "INFERENCE_NUM_THREADS": threads * parallel,
+                "NUM_STREAMS": parallel,  # streams share the threads evenly: `threads` each
                 "ENABLE_CPU_PINNING": False,  # several models and the web stack share these cores
             })
         except RuntimeError as exc:
@@ -78,7 +77,7 @@ class OpenVinoBackend:
         self.input_names = tuple(port.get_any_name() for port in self.compiled.inputs)
         check_graph(path, self.input_names, [name for port in self.compiled.outputs for name in port.get_names()])
         self._output = self.compiled.output(OUTPUT_NAME)
-        self._limiter = budget(limiter)
+        self._budget = budget(limiter, threads)
         self._requests = threading.local()
 
     def run(self, arrays: dict[str, np.ndarray]) -> np.ndarray:
@@ -86,11 +85,11 @@ class OpenVinoBackend:
         if request is None:
             request = self._requests.request = self.compiled.create_infer_request()
         feeds = {name: arrays[name] for name in self.input_names}
-        with self._limiter:
+        with self._budget():
             result = request.infer(feeds)
         return np.array(result[self._output], dtype=np.float32)  # a copy: the request reuses its buffers
 
 
-def create(path: Path, precision: Precision, intra_op: int, limiter: threading.Semaphore | None,
-         provider: str) -> OpenVinoBackend:
-    return OpenVinoBackend(path, precision, intra_op, limiter)
+def create(path: Path, precision: Precision, threads: int, parallel: int, limiter: ThreadBudget | None,
+           provider: str) -> OpenVinoBackend:
+    return OpenVinoBackend(path, precision, threads, parallel, limiter)

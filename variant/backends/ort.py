@@ -8,13 +8,12 @@ logs a warning once per session and serves on the CPU, under the thread budget.
 from __future__ import annotations
 
 import logging
-import threading
 from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
 
-from variant.backends import OUTPUT_NAME, budget, check_graph
+from variant.backends import OUTPUT_NAME, ThreadBudget, budget, check_graph
 from variant.backends.providers import CPU, EXECUTION_PROVIDERS, ExecutionProvider
 from variant.manifest import Precision, Runtime
 
@@ -47,25 +46,27 @@ def session_options(intra_op: int) -> ort.SessionOptions:
 
 
 class OrtBackend:
-    runtime = Runtime(backend="onnxruntime", precision="f32")
+    """One session; with one thread per run, runs side by side each compute in their own
+    calling thread (a session may be run from several threads at once)."""
 
-    def __init__(self, path: Path, intra_op: int = 1, limiter: threading.Semaphore | None = None,
+    def __init__(self, path: Path, threads: int = 1, parallel: int = 1, limiter: ThreadBudget | None = None,
                  provider: str = CPU) -> None:
         row = available(provider)
-        self.session = ort.InferenceSession(str(path), session_options(intra_op), providers=list(row.providers),
+        self.runtime, self.parallel = Runtime(backend="onnxruntime", precision="f32", threads=threads), parallel
+        self.session = ort.InferenceSession(str(path), session_options(threads), providers=list(row.providers),
                                             provider_options=[row.options.get(p, {}) for p in row.providers])
         self.provider = self.session.get_providers()[0]
         self.input_names = tuple(i.name for i in self.session.get_inputs())
         check_graph(path, self.input_names, [o.name for o in self.session.get_outputs()])
-        self._limiter = budget(limiter, row.thread_budget)
+        self._budget = budget(limiter, threads, row.thread_budget)
 
     def run(self, arrays: dict[str, np.ndarray]) -> np.ndarray:
         feeds = {name: arrays[name] for name in self.input_names}
-        with self._limiter:
+        with self._budget():
             (logits,) = self.session.run([OUTPUT_NAME], feeds)
         return logits
 
 
-def create(path: Path, precision: Precision, intra_op: int, limiter: threading.Semaphore | None,
-         provider: str) -> OrtBackend:
-    return OrtBackend(path, intra_op, limiter, provider)
+def create(path: Path, precision: Precision, threads: int, parallel: int, limiter: ThreadBudget | None,
+           provider: str) -> OrtBackend:
+    return OrtBackend(path, threads, parallel, limiter, provider)
