@@ -22,6 +22,7 @@ from service.api import (
     model_route,
     serving_of,
     set_timing_headers,
+    target_of,
 )
 from service.api_v1 import REFUSALS, PositiveCount
 from service.errors import Malformed
@@ -65,7 +66,7 @@ async def rerank(body: RerankRequest, request: Request) -> Response:
     name = model_for(request, body.model)
     count_under(request.scope, name)
     inference = inference_of(request)
-    target = inference.lookup(name)
+    target = target_of(request, name)
     column = heads.relevance(target.task, len(target.labels))
     if column is None:
         raise Malformed(f"model: {name!r} is a {target.task} model with {len(target.labels)} labels; rerank needs "

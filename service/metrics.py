@@ -115,6 +115,12 @@ class Metrics:
         self.cascade_fallbacks = Counter(
             "slimserve_cascade_fallbacks", "Inputs a cascade passed on to its reference (fast top-1 under threshold).",
             ["model"], registry=r)
+        self.route_requests = Counter(
+            "slimserve_route_requests", "Requests a route sent to each arm (`model`: the variant that answers).",
+            ["route", "model"], registry=r)
+        self.routes_refused = Counter(
+            "slimserve_routes_refused", "Times the routes read (routes.json and SLIMSERVE_ROUTES) were refused and "
+            "the routes before them kept.", registry=r)
         self.model_accuracy = Gauge(
             "slimserve_model_accuracy",
             "Accuracy `compressor evaluate` recorded in the manifest on labelled `dataset` (file@content hash).",
