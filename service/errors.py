@@ -82,8 +82,8 @@ class MethodNotAllowed(ServiceError):
 
 
 class Conflict(ServiceError):
-    """The request is valid but cannot apply to the service's state as it is (a file it
-    would edit is broken, or the setting declares what it would remove)."""
+    """The request is valid but cannot apply to the service's state as it is: a file it
+    would edit cannot be read, or holds an entry that no longer fits."""
 
     status = 409
     error_type = "conflict"
