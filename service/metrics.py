@@ -127,6 +127,12 @@ class Metrics:
         self.feedback_error = Gauge(
             "slimserve_feedback_error", "Mean |score − label| of a regression model's answers labelled since the "
             "start.", ["model"], registry=r)
+        self.route_requests = Counter(
+            "slimserve_route_requests", "Requests a route sent to each arm (`model`: the variant that answers).",
+            ["route", "model"], registry=r)
+        self.routes_refused = Counter(
+            "slimserve_routes_refused", "Times the routes read (routes.json and SLIMSERVE_ROUTES) were refused and "
+            "the routes before them kept.", registry=r)
         self.model_accuracy = Gauge(
             "slimserve_model_accuracy",
             "Accuracy `compressor evaluate` recorded in the manifest on labelled `dataset` (file@content hash).",

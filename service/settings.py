@@ -9,6 +9,7 @@ from typing import Literal
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from service.routes import Arms
 from variant import heads
 from variant.backends.providers import EXECUTION_PROVIDERS
 from variant.cascade import CascadeSpec
@@ -63,6 +64,8 @@ class Settings(BaseSettings):
     feedback_ttl_seconds: float = Field(86_400.0, gt=0, description=(
         "How long after its answer a label is scored; a later one is counted as expired."))
     cascades: dict[str, CascadeSpec] = Field(default_factory=dict, description="Virtual models (see cascades.json).")
+    routes: dict[str, Arms] = Field(default_factory=dict, description="Names that split traffic between variants "
+                                                                       "by weight (see routes.json).")
     admin_token: SecretStr | None = Field(None, description="Bearer token for /admin/*; unset: admin routes are off.")
     shutdown_grace_seconds: float = Field(30.0, ge=0, description="On SIGTERM, how long requests in flight may take.")
     log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"
