@@ -1,7 +1,8 @@
 """What the /v1 and /v2 routes share: how a route that asks a model for an answer is
-declared (`model_route`), reading the served set and the inference off the request, the
-input limits and rules, the text and number rules of a JSON body, filing answers for
-feedback under the request's id, and the timing headers."""
+declared (`model_route`) and looks its model up (`target_of`, which follows a route to an
+arm), reading the served set and the inference off the request, the input limits and
+rules, the text and number rules of a JSON body, filing answers for feedback under the
+request's id, and the timing headers."""
 
 from __future__ import annotations
 
@@ -16,10 +17,13 @@ from service import feedback
 from service.errors import EmptyInput, Malformed, PayloadTooLarge
 from service.inference import Inference, Outcome
 from service.metrics import count_under
-from service.serving import Serving
+from service.repository import Variant
+from service.serving import Cascade, Serving
 from variant.tokenization import TextInput
 
 Endpoint = TypeVar("Endpoint", bound=Callable[..., Any])
+ROUTE_KEY = "x-route-key"  # a client's key: the same key, the same arm of a route
+ROUTED = "routed"  # the request state's key for a routed request's (route, arm)
 
 
 def encodable(text: str) -> str:
@@ -50,8 +54,9 @@ class ModelRoute(APIRoute):
     under the model it names. A name in the path is recorded before the body is read, so
     a body the route refuses (invalid JSON, a field out of bounds) counts under it too; a
     route whose body names the model (/v1/rerank) records it with `count_under` once read,
-    and one that runs several (/v1/compare) counts under none. With client API keys set,
-    these are the routes that need one (service/keys.py)."""
+    and one that runs several (/v1/compare) counts under none. An answer a route's arm
+    gave says so in `x-route` and `x-route-arm`. With client API keys set, these are the
+    routes that need one (service/keys.py)."""
 
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         handler = super().get_route_handler()
@@ -60,7 +65,11 @@ class ModelRoute(APIRoute):
             name = request.path_params.get("name")
             if name is not None:
                 count_under(request.scope, name)
-            return await handler(request)
+            response = await handler(request)
+            routed = request.scope.get("state", {}).get(ROUTED)
+            if routed is not None:
+                response.headers["x-route"], response.headers["x-route-arm"] = routed
+            return response
 
         return counted
 
@@ -80,6 +89,18 @@ def serving_of(request: Request) -> Serving:
 
 def inference_of(request: Request) -> Inference:
     return request.app.state.inference
+
+
+def target_of(request: Request, name: str) -> Variant | Cascade:
+    """What answers a model route's request for `name`, looked up once. A route's name
+    becomes the arm it picks (by the client's `x-route-key` when sent); the request is then
+    counted under the arm, which every metric of the answer names."""
+    target = inference_of(request).lookup(name, request.headers.get(ROUTE_KEY))
+    if target.name != name:  # only a route answers under another name: its arm's
+        count_under(request.scope, target.name)
+        request.scope["state"][ROUTED] = (name, target.name)
+        request.app.state.metrics.route_requests.labels(name, target.name).inc()
+    return target
 
 
 def check_text(text: str, where: str, part: str = "text") -> None:

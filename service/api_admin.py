@@ -43,4 +43,4 @@ async def reload(request: Request, authorization: str | None = Header(None)) -> 
         state.serving = new
         await old.stop()
     return {"status": "reloaded", "models": {n: v.state for n, v in new.variants.items()},
-            "cascades": new.ready_cascades()}
+            "cascades": new.ready_cascades(), "routes": new.ready_routes(), "routes_refused": new.routes_refused}

@@ -56,7 +56,7 @@ async def ready(request: Request) -> dict[str, Any]:
     if not names:
         raise NotReady("no variant is ready")
     failed = {n: v.reason for n, v in serving.variants.items() if not v.ready}
-    return {"status": "ready", "models": names + serving.ready_cascades(), "failed": failed}
+    return {"status": "ready", "models": names + serving.ready_cascades() + serving.ready_routes(), "failed": failed}
 
 
 @router.get("/metrics", tags=["metrics"], response_class=PlainTextResponse)

@@ -25,6 +25,7 @@ from service.api import (
     remember,
     serving_of,
     set_timing_headers,
+    target_of,
 )
 from service.api_v1 import REFUSALS, PositiveCount
 from service.deadlines import RequestTimeout, deadline_of
@@ -71,7 +72,7 @@ async def rerank(body: RerankRequest, request: Request, x_request_timeout: Reque
     name = model_for(request, body.model)
     count_under(request.scope, name)
     inference = inference_of(request)
-    target = inference.lookup(name)
+    target = target_of(request, name)
     column = heads.relevance(target.task, len(target.labels))
     if column is None:
         raise Malformed(f"model: {name!r} is a {target.task} model with {len(target.labels)} labels; rerank needs "
@@ -85,6 +86,6 @@ async def rerank(body: RerankRequest, request: Request, x_request_timeout: Reque
     ranked = [Ranked(index=int(i), score=float(relevance[i]), text=body.texts[i] if body.return_text else None)
               for i in order]
     response = Response("[" + ",".join(r.model_dump_json(exclude_none=True) for r in ranked) + "]",
-                        media_type="application/json", headers={REQUEST_ID: remember(request, [(name, outcome)])})
+                        media_type="application/json", headers={REQUEST_ID: remember(request, [(target.name, outcome)])})
     set_timing_headers(response, outcome)
     return response

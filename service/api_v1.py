@@ -27,6 +27,7 @@ from service.api import (
     remember,
     serving_of,
     set_timing_headers,
+    target_of,
 )
 from service.deadlines import RequestTimeout, Seconds, deadline_of
 from service.errors import MODEL_ERRORS, Malformed, NotFound, documented
@@ -97,6 +98,7 @@ class ModelEntry(BaseModel):
     runtime: RuntimeInUse | None = Field(None, description="What a loaded variant runs on (the manifest's `runtime` "
                                                            "is what it was recorded for).")
     cascade: dict[str, Any] | None = Field(None, description="A cascade's fast variant, reference and threshold.")
+    route: dict[str, int | float] | None = Field(None, description="A route's arms: variant → weight.")
 
 
 class ModelList(BaseModel):
@@ -160,7 +162,7 @@ def runtime_in_use(backend: Backend) -> RuntimeInUse:
 
 def model_entries(serving: Serving) -> list[ModelEntry]:
     """What GET /v1/models lists and GET /v1/models/{name} shows one of: every variant and
-    every declared cascade, each ready or failed with the reason."""
+    every declared cascade and route, each ready or failed with the reason."""
     entries = [
         ModelEntry(name=v.name, state=v.state, reason=v.reason,
                    manifest=v.opened.manifest.model_dump(mode="json", exclude_none=True) if v.opened else None,
@@ -171,6 +173,9 @@ def model_entries(serving: Serving) -> list[ModelEntry]:
         problem = serving.cascade_problem(name)
         entries.append(ModelEntry(name=name, state="failed" if problem else "ready", reason=problem,
                                   cascade=spec.model_dump()))
+    for name, arms in serving.routes.items():
+        problem = serving.route_problem(name)
+        entries.append(ModelEntry(name=name, state="failed" if problem else "ready", reason=problem, route=arms))
     return entries
 
 
@@ -195,14 +200,14 @@ async def classify_texts(name: str, body: ClassifyRequest, request: Request,
                          x_request_timeout: RequestTimeout = None) -> Response:
     deadline = deadline_of(request, x_request_timeout, body.timeout)
     inference = inference_of(request)
-    target = inference.lookup(name)
+    target = target_of(request, name)
     inputs = as_text_inputs(body.inputs)
     check_inputs(request, inputs)
     outcome = await inference.answer(target, inputs, body.truncate, deadline)
     # Serialized here: returned as a model, it would be validated once more on the way out,
     # on the hot path of every request (response_model still documents it).
     threshold = request.app.state.settings.multi_label_threshold
-    request_id = remember(request, [(name, outcome)])
+    request_id = remember(request, [(target.name, outcome)])  # a route's answer is its arm's
     answer = ClassifyResponse(id=request_id, model=name, predictions=predictions_of(outcome, body.top_k, threshold))
     response = Response(answer.model_dump_json(exclude_none=True), media_type="application/json",
                         headers={REQUEST_ID: request_id})
@@ -237,8 +242,9 @@ async def compare(body: CompareRequest, request: Request, response: Response,
         raise Malformed("models: name at least one variant")
     targets = {}
     for name in dict.fromkeys([*names, reference]):
-        if name in serving.cascades and name not in serving.variants:
-            raise Malformed(f"models: {name!r} is a cascade; compare variants")
+        if name not in serving.variants and (name in serving.cascades or name in serving.routes):
+            kind = "cascade" if name in serving.cascades else "route"
+            raise Malformed(f"models: {name!r} is a {kind}; compare variants")
         targets[name] = serving.variant(name)
     for name in names:
         problem = heads.comparable(name, targets[name].opened.head, reference, reference_head)

@@ -31,6 +31,7 @@ from pydantic import (
 
 from service import __version__
 from service.api import (
+    ROUTE_KEY,
     Count,
     check_inputs,
     encodable,
@@ -39,6 +40,7 @@ from service.api import (
     remember,
     serving_of,
     set_timing_headers,
+    target_of,
 )
 from service.deadlines import RequestTimeout, deadline_of
 from service.errors import (
@@ -269,11 +271,16 @@ def output_tensors(wanted: list[RequestedOutput], outcome: Outcome, options: Req
     return tensors, blobs
 
 
-def lookup(request: Request, name: str, version: str | None) -> Variant | Cascade:
-    """The model a request names, or 404 (unknown model or version) / 503 (not ready)."""
+def check_version(version: str | None) -> None:
     if version is not None and version != VERSION:
         raise NotFound(f"version {version!r} not found; every model has version {VERSION}")
-    return inference_of(request).lookup(name)
+
+
+def lookup(request: Request, name: str, version: str | None) -> Variant | Cascade:
+    """The model a request names (for a route, the arm the client's key picks), or 404
+    (unknown model or version) / 503 (not ready)."""
+    check_version(version)
+    return inference_of(request).lookup(name, request.headers.get(ROUTE_KEY))
 
 
 @router.get("")
@@ -321,7 +328,8 @@ async def model_ready(name: str, request: Request, version: str | None = None) -
 async def infer(name: str, request: Request, version: str | None = None,
                 x_request_timeout: RequestTimeout = None) -> Response:
     deadline = deadline_of(request, x_request_timeout)
-    target = lookup(request, name, version)
+    check_version(version)
+    target = target_of(request, name)
     parsed, binaries = await parse_request(request)
     try:
         options = RequestOptions.model_validate(parsed.parameters)
@@ -341,6 +349,6 @@ async def infer(name: str, request: Request, version: str | None = None,
                             headers={HEADER_LENGTH: str(len(head))})
     else:
         response = JSONResponse(header)
-    response.headers[REQUEST_ID] = remember(request, [(name, outcome)])
+    response.headers[REQUEST_ID] = remember(request, [(target.name, outcome)])
     set_timing_headers(response, outcome)
     return response

@@ -19,6 +19,7 @@ from service import (
     api_feedback,
     api_health,
     api_rerank,
+    api_routes,
     api_stats,
     api_v1,
     api_v2,
@@ -38,7 +39,7 @@ from variant.manifest import Runtime
 
 log = logging.getLogger("slimserve")
 ROUTERS = (api_v1.router, api_rerank.router, api_feedback.router, api_v2.router, api_health.router, api_admin.router,
-           api_stats.router)
+           api_stats.router, api_routes.router)
 # The texts of the ready line's example request: no apostrophe, so they sit in single quotes.
 EXAMPLE_TEXT = "a charming and often affecting journey"
 EXAMPLE_PAIR = {"text": "is the journey worth taking", "text_pair": EXAMPLE_TEXT}

@@ -5,6 +5,7 @@
     ├── Unauthorized             401 unauthorized
     ├── NotFound                 404 not_found
     ├── MethodNotAllowed         405 method_not_allowed
+    ├── Conflict                 409 conflict
     ├── PayloadTooLarge          413 too_large
     ├── Malformed                422 validation
     ├── Overloaded               429 overloaded
@@ -79,6 +80,14 @@ class MethodNotAllowed(ServiceError):
 
     status = 405
     error_type = "method_not_allowed"
+
+
+class Conflict(ServiceError):
+    """The request is valid but cannot apply to the service's state as it is: a file it
+    would edit cannot be read, or holds an entry that no longer fits."""
+
+    status = 409
+    error_type = "conflict"
 
 
 class PayloadTooLarge(ServiceError):

@@ -158,8 +158,9 @@ class Inference:
     def __init__(self, serving: Callable[[], Serving], metrics: Metrics, shadow: Shadow) -> None:
         self.serving, self.metrics, self.shadow = serving, metrics, shadow
 
-    def lookup(self, name: str) -> Variant | Cascade:
-        return self.serving().lookup(name)
+    def lookup(self, name: str, key: str | None = None) -> Variant | Cascade:
+        """`Serving.lookup`: a route's name becomes one of its arms, the same one for the same `key`."""
+        return self.serving().lookup(name, key)
 
     async def answer(self, target: Variant | Cascade, inputs: list[TextInput], truncate: bool,
                      deadline: float | None = None) -> Outcome:

@@ -10,7 +10,7 @@ With keys set, the routes that run a model need one (SLIMSERVE_API_KEYS_SCOPE=mo
 default); with `all`, every route does but the health probes, which an orchestrator calls
 without credentials. A refusal is a 401 with `www-authenticate: Bearer` in the error shape
 of the API addressed, given before the body is read, and counted in
-`slimserve_unauthorized_total{route}` (the route's path template, so clients cannot
+`slimserve_unauthorized_total{path}` (the route's path template, so clients cannot
 create label values). The OpenAPI schema declares the bearer scheme on the guarded routes.
 """
 

@@ -91,8 +91,8 @@ class Metrics:
             "Requests answered 504 unrun: their deadline passed while they waited in the variant's queue.",
             ["model"], registry=r)
         self.unauthorized = Counter(
-            "slimserve_unauthorized", "Requests refused with 401 for want of an accepted API key, by route (its path).",
-            ["route"], registry=r)
+            "slimserve_unauthorized", "Requests refused with 401 for want of an accepted API key, by the path template of the route.",
+            ["path"], registry=r)
         self.requests = Counter(
             "slimserve_requests", "Requests by model and HTTP status.", ["model", "status"], registry=r)
         self.model_parameters = Gauge(
@@ -142,6 +142,12 @@ class Metrics:
         self.feedback_error = Gauge(
             "slimserve_feedback_error", "Mean |score − label| of a regression model's answers labelled since the "
             "start.", ["model"], registry=r)
+        self.route_requests = Counter(
+            "slimserve_route_requests", "Requests a route sent to each arm (`model`: the variant that answers).",
+            ["route", "model"], registry=r)
+        self.routes_refused = Counter(
+            "slimserve_routes_refused", "Times the routes read (routes.json and SLIMSERVE_ROUTES) were refused and "
+            "the routes before them kept.", registry=r)
         self.model_accuracy = Gauge(
             "slimserve_model_accuracy",
             "Accuracy `compressor evaluate` recorded in the manifest on labelled `dataset` (file@content hash).",

@@ -1,10 +1,12 @@
 """What the service serves right now: the loaded variants, each its own readiness
-record (repository.py) holding the batcher it serves through, and the cascades over
-them. Built whole by the Loader, swapped whole on reload.
+record (repository.py) holding the batcher it serves through, and the cascades and
+routes over them. Built whole by the Loader, swapped whole on reload (the admin routes
+of api_routes.py replace its routes alone, under the same lock).
 
 Whether a name serves is answered here and nowhere else: a variant serves while its
-`reason` is None; a cascade serves while `cascade_problem` finds nothing wrong. `lookup`
-turns a name into what a request runs on, once per request, or raises NotFound / NotReady.
+`reason` is None; a cascade serves while `cascade_problem` finds nothing wrong, a route
+while `route_problem` does not. `lookup` turns a name into what a request runs on, once
+per request (a route's name into one of its arms), or raises NotFound / NotReady.
 
 Reload builds a new Serving beside the old one (loading and warming every variant in a
 worker thread), swaps it in, and only then stops the old batchers, which first finish
@@ -23,11 +25,20 @@ from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 
 from service.batching import Batcher, Limits
-from service.errors import NotFound, NotReady
+from service.errors import NotFound, NotReady, redact
 from service.metrics import Metrics
 from service.repository import Variant, load_repository
+from service.routes import (
+    ROUTES_FILE,
+    Weights,
+    choose,
+    naming_problem,
+    point_of,
+    read_routes_file,
+    set_problem,
+)
 from service.settings import Settings
-from variant import cascade
+from variant import cascade, heads
 from variant.backends import BackendFactory
 from variant.cascade import CascadeSpec
 from variant.folder import missing_files
@@ -60,9 +71,11 @@ class Cascade:
 class Serving:
     variants: dict[str, Variant]
     cascades: dict[str, CascadeSpec] = field(default_factory=dict)  # every one declared, serving or not
+    routes: dict[str, Weights] = field(default_factory=dict)  # every one declared, serving or not
+    routes_refused: str | None = None  # why the routes last read were refused (the ones before were kept)
 
     def knows(self, name: str) -> bool:
-        return name in self.variants or name in self.cascades
+        return name in self.variants or name in self.cascades or name in self.routes
 
     def ready_variants(self) -> list[str]:
         """The variants that serve, in folder order."""
@@ -82,6 +95,28 @@ class Serving:
             return f"cascade {name!r} needs {', '.join(missing)}, which is not ready"
         return cascade.unfit(name, spec, {m: self.variants[m].opened.head for m in (spec.fast, spec.reference)})
 
+    def ready_routes(self) -> list[str]:
+        return [name for name in self.routes if self.route_problem(name) is None]
+
+    def route_problem(self, name: str) -> str | None:
+        """Why route `name` cannot answer now, or None when it can: its name is taken or an
+        arm is no variant (routes kept after a refused file may no longer fit the folder),
+        an arm it sends traffic to does not serve, or those arms answer differently."""
+        arms = self.routes[name]
+        problem = naming_problem(name, arms, self.variants, self.cascades, self.routes)
+        if problem is not None:
+            return f"route {name!r}: {problem}"
+        live = sorted(arm for arm, weight in arms.items() if weight > 0)
+        missing = [arm for arm in live if not self.variants[arm].ready]
+        if missing:
+            return f"route {name!r} needs {', '.join(missing)}, which is not ready"
+        first, *others = live
+        for other in others:  # a client must get the same task and labels whichever arm answers
+            problem = heads.comparable(other, self.variants[other].opened.head, first, self.variants[first].opened.head)
+            if problem is not None:
+                return f"route {name!r}: {problem}"
+        return None
+
     def variant(self, name: str) -> Variant:
         variant = self.variants.get(name)
         if variant is None:
@@ -90,9 +125,16 @@ class Serving:
             raise NotReady(f"model {name!r} is not ready: {variant.reason}")
         return variant
 
-    def lookup(self, name: str) -> Variant | Cascade:
+    def lookup(self, name: str, key: str | None = None) -> Variant | Cascade:
         """What a request for `name` runs on. A variant's name means the variant, even
-        where a (refused) cascade has the same name."""
+        where a (refused) cascade or route has the same name. A route's name means the arm
+        it picks (`routes.choose`; the same one for the same client `key`): the caller
+        tells a routed request by the variant's name, which is then the arm's."""
+        if name in self.routes and name not in self.variants and name not in self.cascades:
+            problem = self.route_problem(name)
+            if problem is not None:
+                raise NotReady(problem)
+            return self.variant(choose(self.routes[name], point_of(name, key)))
         if name in self.variants or name not in self.cascades:
             return self.variant(name)
         problem = self.cascade_problem(name)
@@ -160,9 +202,29 @@ def read_cascades(declared: Mapping[str, CascadeSpec], models: Path) -> dict[str
     return specs
 
 
-async def build_serving(settings: Settings, metrics: Metrics, backend_of: BackendFactory) -> Serving:
+def read_routes(declared: Mapping[str, Weights], models: Path, serving: Serving, kept: Mapping[str, Weights]
+                ) -> tuple[dict[str, Weights], str | None]:
+    """The routes of the settings and of models/routes.json (the file wins on a clash), and
+    None; or, when that set is refused whole (a bad file, an arm that is no variant, a name
+    taken), `kept` and the reason, so one bad edit never changes what serves."""
+    try:
+        routes = {**declared, **read_routes_file(models)}
+        problem = set_problem(routes, serving.variants, serving.cascades)
+    except (OSError, ValueError) as exc:
+        problem = redact(str(exc), models)
+    if problem is None:
+        return routes, None
+    return dict(kept), f"{ROUTES_FILE} refused, the routes before it kept: {problem}"
+
+
+async def build_serving(settings: Settings, metrics: Metrics, backend_of: BackendFactory,
+                        kept_routes: Mapping[str, Weights]) -> Serving:
     variants = await run_in_threadpool(load_repository, settings.models, backend_of, warmup_of(settings))
     serving = Serving(variants, cascades=read_cascades(settings.cascades, settings.models))
+    serving.routes, serving.routes_refused = read_routes(settings.routes, settings.models, serving, kept_routes)
+    if serving.routes_refused is not None:
+        log.warning("%s", serving.routes_refused)
+        metrics.routes_refused.inc()
     limits = limits_of(settings)
     for name in serving.ready_variants():
         variant = variants[name]
@@ -172,6 +234,10 @@ async def build_serving(settings: Settings, metrics: Metrics, backend_of: Backen
         variant.batcher.start()
     for name in serving.cascades:
         problem = serving.cascade_problem(name)
+        if problem is not None:
+            log.warning("%s", problem)
+    for name in serving.routes:
+        problem = serving.route_problem(name)
         if problem is not None:
             log.warning("%s", problem)
     return serving
@@ -201,8 +267,10 @@ class Loader:
 
     async def load(self, previous: Serving | None = None) -> Serving:
         """A new set, its variants' gauges published (those of `previous` it lacks stop
-        reporting); raises OSError when the models folder cannot be read."""
-        serving = await build_serving(self.settings, self.metrics, self.backend_of)
+        reporting); raises OSError when the models folder cannot be read. Routes refused
+        keep those of `previous` (at start, the settings')."""
+        kept = previous.routes if previous is not None else self.settings.routes
+        serving = await build_serving(self.settings, self.metrics, self.backend_of, kept)
         gone = set(previous.variants) - set(serving.variants) if previous is not None else set()
         self.metrics.publish(serving.variants.values(), gone)
         check_shadow(self.settings, serving)

@@ -10,6 +10,7 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from service.keys import KeyScope, read_digests, split_keys
+from service.routes import Arms
 from variant import heads
 from variant.backends.providers import EXECUTION_PROVIDERS
 from variant.cascade import CascadeSpec
@@ -67,6 +68,8 @@ class Settings(BaseSettings):
     feedback_ttl_seconds: float = Field(86_400.0, gt=0, description=(
         "How long after its answer a label is scored; a later one is counted as expired."))
     cascades: dict[str, CascadeSpec] = Field(default_factory=dict, description="Virtual models (see cascades.json).")
+    routes: dict[str, Arms] = Field(default_factory=dict, description="Names that split traffic between variants "
+                                                                       "by weight (see routes.json).")
     admin_token: SecretStr | None = Field(None, description="Bearer token for /admin/*; unset: admin routes are off.")
     api_keys: SecretStr | None = Field(None, description="Client API keys, comma-separated; set: model routes need one.")
     api_keys_file: Path | None = Field(None, description="A file of the keys' SHA-256 hex digests, one a line.")

@@ -12,6 +12,7 @@ SERVICE_MODULES = ["service", "service.app", "service.api", "service.api_v1", "s
                    "service.deadlines", "service.errors", "service.keys",
                    "service.inference", "service.metrics", "variant.backends.ort", "variant.measure",
                    "service.repository", "service.serving", "service.settings", "variant.tokenization",
+                   "service.routes", "service.api_routes",
                    "service.__main__"]
 BLOCKED = ("torch", "transformers", "optimum", "onnx")  # what only the compressor needs
 ROOT = Path(__file__).resolve().parents[2]

@@ -1,6 +1,6 @@
 """Client API keys (service/keys.py): with keys set, the routes that run a model need
 `Authorization: Bearer <key>`; a missing or wrong key is a 401 in the API's error shape,
-counted by route, refused before the body is read; keys never reach a log or an answer."""
+counted by path, refused before the body is read; keys never reach a log or an answer."""
 
 import hashlib
 import hmac
@@ -56,15 +56,15 @@ def test_a_model_route_needs_an_accepted_key(keyed, path, body, v2):
     assert lower.status_code == 200
 
 
-def test_other_routes_stay_open_and_refusals_are_counted_by_route(keyed):
+def test_other_routes_stay_open_and_refusals_are_counted_by_path(keyed):
     runs = len(keyed.backends["plain"].entered)  # the probe run at load
     assert all(keyed.get(path).status_code == 200 for path in OPEN_ROUTES)
     keyed.post("/v1/models/plain/classify", json={"inputs": [TEXT]})
     keyed.post("/v1/models/no-such-model/classify", json={"inputs": [TEXT]}, headers=bearer("wrong"))
     keyed.post("/v2/models/plain/infer", json=V2_BODY)
     text = keyed.get("/metrics").text
-    assert metric_value(text, "slimserve_unauthorized_total", route="/v1/models/{name}/classify") == 2
-    assert metric_value(text, "slimserve_unauthorized_total", route="/v2/models/{name}/infer") == 1
+    assert metric_value(text, "slimserve_unauthorized_total", path="/v1/models/{name}/classify") == 2
+    assert metric_value(text, "slimserve_unauthorized_total", path="/v2/models/{name}/infer") == 1
     # A refused request never reached its model: nothing ran, nothing was counted under it.
     assert len(keyed.backends["plain"].entered) == runs
     assert 'slimserve_requests_total{model="plain"' not in text

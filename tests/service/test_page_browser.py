@@ -141,7 +141,7 @@ def test_for_a_pair_model_the_second_box_is_open_and_its_text_is_sent(live_serve
         page.navigate(base + "/")
         page.wait_for('#variants[data-state="ready"]')
         assert page.evaluate('document.querySelector("#pair-box").open') is True
-        # The service has no GET /v1/routes: its 404 reads as no routes, not as an error.
+        # The service serves no route: its empty GET /v1/routes reads as no routes, not as an error.
         assert page.text('#variants tr[data-figure="route weights"] td[data-model="svd"]') == "no routes"
         assert page.text("#variants-error") == ""
         page.type_into("#text", pair["text"])

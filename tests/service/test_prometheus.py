@@ -1,5 +1,5 @@
 """Every PromQL expression of the Grafana dashboard, evaluated by a real Prometheus that
-scrapes a live service with tiny variants, shadow sampling and a cascade."""
+scrapes a live service with tiny variants, shadow sampling, a cascade and a route."""
 
 import json
 import re
@@ -10,10 +10,16 @@ from pathlib import Path
 import httpx
 import pytest
 
+from service.routes import choose, point_of
+
 DASHBOARD = Path(__file__).resolve().parents[2] / "deploy" / "grafana" / "dashboards" / "slimserve.json"
 VARIANTS = {"tiny-bert", "tiny-bert-svd", "tiny-roberta-int8"}
+SPLIT = {"tiny-bert": 90, "tiny-bert-svd": 10}  # the route "split", a canary
+# A client key that lands on each arm, so every arm gets traffic on every round.
+KEYS = {arm: next(k for k in map(str, range(1000)) if choose(SPLIT, point_of("split", k)) == arm) for arm in SPLIT}
 # Which models a panel's series must cover, by the metric family its query reads.
 EXPECTED = [
+    ("slimserve_route_", set(SPLIT)),
     ("slimserve_cascade_", {"cascade"}),
     ("slimserve_shadow_", VARIANTS - {"tiny-bert"}),  # the reference is not compared with itself
     ("slimserve_model_accuracy", {"tiny-bert"}),  # the one variant evaluated below
@@ -35,7 +41,9 @@ def family(name: str) -> str:
 
 
 def expected_models(expr: str) -> set[str]:
-    first = re.search(r"slimserve_\w+", expr).group(0)
+    names = re.findall(r"slimserve_\w+", expr)
+    # A route's panel covers its arms, whichever per-model metric it reads of them.
+    first = next((name for name in names if name.startswith("slimserve_route_")), names[0])
     return next(models for prefix, models in EXPECTED if first.startswith(prefix))
 
 
@@ -58,6 +66,7 @@ def test_every_dashboard_query_returns_series_for_its_variants(live_server, mode
     folder = models_copy
     (folder / "cascades.json").write_text(json.dumps(
         {"cascade": {"fast": "tiny-bert-svd", "reference": "tiny-bert", "threshold": 0.9}}))
+    (folder / "routes.json").write_text(json.dumps({"split": SPLIT}))
     data = tmp_path / "dev.tsv"
     data.write_text("sentence\tlabel\n" + "".join(f"{t}\t{i % 2}\n" for i, t in enumerate(CORPUS)))
     evaluate_all([folder / "tiny-bert"], data, None, 1)
@@ -79,6 +88,12 @@ def test_every_dashboard_query_returns_series_for_its_variants(live_server, mode
                 for model in [*VARIANTS, "cascade"]:
                     assert service.post(f"/v1/models/{model}/classify", json={"inputs": CORPUS[:3]}).status_code == 200
                     assert service.post(f"/v1/models/{model}/classify", json={"inputs": []}).status_code == 400
+                for arm, key in KEYS.items():
+                    for inputs, status in ((CORPUS[:3], 200), ([], 400)):
+                        answer = service.post("/v1/models/split/classify", json={"inputs": inputs},
+                                              headers={"x-route-key": key})
+                        assert (answer.status_code, answer.headers["x-route-arm"] if status == 200 else arm) == \
+                            (status, arm)
                 try:
                     missing[:] = queries_missing_series(api)
                 except httpx.TransportError as exc:  # Prometheus is still starting
@@ -96,7 +111,7 @@ def queries_missing_series(api: httpx.Client) -> list[str]:
     """The dashboard queries whose answer lacks a series for a model it should cover."""
     failures = []
     for title, expr in dashboard_queries():
-        query = expr.replace("$model", ".*").replace("$__rate_interval", "30s")
+        query = expr.replace("$model", ".*").replace("$route", ".*").replace("$__rate_interval", "30s")
         response = api.get("/api/v1/query", params={"query": query})
         if response.status_code == 503:
             return [f"Prometheus is starting: {response.text.strip()}"]
