@@ -120,13 +120,19 @@ class Batcher:
             for job in jobs:
                 self._queue.put_nowait(job)
             self.metrics.queue_depth.labels(self.name).set(self._queue.qsize())
+        # The client hears at its deadline, not when its turn would have come; the jobs are
+        # then cancelled, so the owner drops them unrun.
+        timeout = None if deadline is None else max(0.0, deadline - time.perf_counter())
         try:
-            results = await asyncio.gather(*(job.future for job in jobs))
+            results = await asyncio.wait_for(asyncio.gather(*(job.future for job in jobs)), timeout)
         except BaseException as exc:
-            for job in jobs:  # the client went away or a piece failed: drop the rest unrun
+            for job in jobs:  # the client went away, a piece failed or time ran out: drop the rest unrun
                 job.future.cancel()
+            if isinstance(exc, TimeoutError):
+                exc = DeadlineExceeded(f"model {self.name!r}: the request's deadline passed before its answer")
             if isinstance(exc, DeadlineExceeded):  # counted once per request, however many jobs it was
                 self.metrics.deadline_exceeded.labels(self.name).inc()
+                raise exc from None
             raise
         if len(results) == 1:
             return results[0]

@@ -6,8 +6,8 @@ either or both. Only digests are kept: a presented key is hashed and its digest 
 with every stored one by `hmac.compare_digest`, so how long a refusal takes says nothing
 about how close a guess came. Keys are never logged, and no answer echoes one.
 
-With keys set, the routes that run a model need one (SLIMSERVE_API_KEYS_SCOPE=models, the
-default); with `all`, every route does but the health probes, which an orchestrator calls
+With keys set, the routes that run a model, and feedback on their answers, need one
+(SLIMSERVE_API_KEYS_SCOPE=models, the default); with `all`, every route does but the health probes, which an orchestrator calls
 without credentials. A refusal is a 401 with `www-authenticate: Bearer` in the error shape
 of the API addressed, given before the body is read, and counted in
 `slimserve_unauthorized_total{path}` (the route's path template, so clients cannot
@@ -40,6 +40,8 @@ from service.metrics import Metrics
 KeyScope = Literal["models", "all"]
 # Liveness and readiness stay open under `all`: a probe carries no credentials.
 OPEN_PATHS = frozenset({"/health/live", "/health/ready", f"{V2_PREFIX}/health/live", f"{V2_PREFIX}/health/ready"})
+# Runs no model but moves the live accuracy of those that answered: as guarded as they are.
+LABELLING_PATHS = frozenset({"/v1/feedback"})
 DIGEST = re.compile(r"[0-9a-f]{64}")
 SCHEME = "apiKey"  # the security scheme's name in the OpenAPI schema
 
@@ -87,10 +89,10 @@ def matches(digests: Sequence[str], authorization: str | None) -> bool:
 
 
 def guarded(routes: Sequence[BaseRoute], model_routes: Sequence[BaseRoute], scope: KeyScope) -> list[BaseRoute]:
-    """The routes that need a key: the model routes, or every route (`routes`, the
-    app's own and its routers', flat) but the probes."""
+    """The routes that need a key: the model routes and feedback, or every route
+    (`routes`, the app's own and its routers', flat) but the probes."""
     if scope == "models":
-        return list(model_routes)
+        return [*model_routes, *(route for route in routes if getattr(route, "path", None) in LABELLING_PATHS)]
     return [route for route in routes if isinstance(getattr(route, "path", None), str) and route.path not in OPEN_PATHS]
 
 

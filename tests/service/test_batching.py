@@ -2,6 +2,7 @@
 events say when the model is busy: the tests wait on those, never on the clock."""
 
 import asyncio
+import time
 
 import numpy as np
 import pytest
@@ -9,7 +10,7 @@ from conftest import wait_until_async
 from fakes import FakeBackend
 
 from service.batching import Batcher, Limits
-from service.errors import BackendFailure, Overloaded
+from service.errors import BackendFailure, DeadlineExceeded, Overloaded
 from service.metrics import Metrics
 from variant.tokenization import Row, bucket
 
@@ -192,3 +193,22 @@ def test_a_backend_that_runs_two_at_once_gets_a_second_run_while_the_first_compu
 
     first, second = run(scenario())
     assert first.logits.tolist() == [[6, 3]] and second.logits.tolist() == [[9, 2]]
+
+
+def test_a_deadline_is_answered_when_it_passes_while_the_model_is_still_busy():
+    async def scenario():
+        backend = FakeBackend()
+        batcher = await started(backend)
+        backend.hold()
+        first = asyncio.create_task(batcher.submit([row(1, 2)]))
+        await wait_until_async(backend.running.is_set, "the first run to start")
+        with pytest.raises(DeadlineExceeded):
+            await batcher.submit([row(3)], deadline=time.perf_counter() + 0.05)
+        busy = not backend.gate.is_set()  # the answer came before the model was free
+        backend.release()
+        await first
+        await batcher.stop()
+        return busy, backend.entered
+
+    busy, entered = run(scenario())
+    assert busy and entered == [1]  # the expired request never ran

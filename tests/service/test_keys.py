@@ -16,8 +16,9 @@ from service.settings import Settings
 KEY, OTHER = "k3y-for-the-tests-0123456789", "another-client-key-9876543210"
 TEXT = "a charming and often affecting journey"
 V2_BODY = {"inputs": [{"name": "text", "shape": [1], "datatype": "BYTES", "data": [TEXT]}]}
-# Every route that runs a model: (path, body, whether its errors have the /v2 shape).
+# Every route that runs a model or labels its answers: (path, body, whether its errors have the /v2 shape).
 MODEL_ROUTES = [
+    ("/v1/feedback", {"feedback": [{"id": "an-earlier-answer", "label": "positive"}]}, False),
     ("/v1/models/plain/classify", {"inputs": [TEXT]}, False),
     ("/v1/rerank", {"model": "plain", "query": "what", "texts": [TEXT]}, False),
     ("/v1/compare", {"inputs": [TEXT]}, False),
