@@ -413,12 +413,18 @@ def invariance_section(results: Results) -> list[str]:
                       for name, r in found["invariance"].items())
     loads = "; ".join(f"{code(r['model'])} {pct(r['padded_share'])} at {r['throughput_rps']:.1f} req/s"
                       for r in found["padding"] if r["connections"] == most)
-    return ["## Batch invariance and padding", "",
+    replay = results["feedback-replay.json"]
+    live = "; ".join(f"{code(name)} {r['live_right']} ({'as many' if r['same'] else 'evaluate: ' + str(r['evaluate_right'])})"
+                     for name, r in replay["models"].items())
+    return ["## Batch invariance, padding and live accuracy", "",
             source(results, "invariance.json") + " Through the service on loopback, every SST-2 dev sentence sent "
             "alone, then in requests of " + " and ".join(k.split("_")[1] for k in sizes) + " shuffled sentences from "
             f"4 clients at once; the largest |Δ probability| per variant: {moved}. Then wrk at {most} connections, "
             "one dev sentence per request; the padded share of token slots the service reports "
-            f"(`slimserve_token_slots_total`): {loads}."]
+            f"(`slimserve_token_slots_total`): {loads}.", "",
+            source(results, "feedback-replay.json") + f" Each of the {replay['sentences']} dev sentences classified "
+            "alone through the service and its label sent to `POST /v1/feedback`; the answers live feedback counted "
+            f"right, against `compressor evaluate` on the same file: {live}."]
 
 
 # The page's sections in order, each with the results files it reads.
@@ -432,7 +438,7 @@ SECTIONS: list[tuple[tuple[str, ...], Callable[[Results], list[str]]]] = [
     (("soak.json",), soak_section),
     (("pairs.json",), pairs_section),
     (("default-variants.json",), default_variants_section),
-    (("invariance.json",), invariance_section),
+    (("invariance.json", "feedback-replay.json"), invariance_section),
     (("gpu.json",), gpu_section),
 ]
 

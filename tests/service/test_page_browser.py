@@ -154,3 +154,23 @@ def test_for_a_pair_model_the_second_box_is_open_and_its_text_is_sent(live_serve
                                 '.map((td) => td.innerText)')
             assert row[1:3] == ["score", f"{score:.3f}"]
             assert row[4].startswith("correlation")
+
+
+def test_where_the_service_wants_a_key_the_page_asks_for_it_and_sends_it(live_server, tmp_path):
+    base = "http://" + live_server(backend_of=FakeBackend, models=recorded_variants(tmp_path / "models"),
+                                   api_keys="page-key")
+    with open_page(tmp_path / "profile") as page:
+        page.navigate(base + "/")
+        page.wait_for('#variants[data-state="ready"]')
+        page.type_into("#text", TEXT)
+        page.click("#compare")
+        page.wait_for('#compare-results[data-state="error"]')
+        assert "401" in page.text("#compare-error")
+        assert page.evaluate('document.querySelector("#key-box").open') is True  # opened to show where it goes
+        page.type_into("#api-key", "page-key")
+        page.click("#compare")
+        page.wait_for('#compare-results[data-state="done"]')
+        assert page.text("#compare-error") == ""
+        shown = page.evaluate('[...document.querySelectorAll("#compare-results tr[data-model]")]'
+                              '.map((tr) => tr.dataset.model)')
+        assert set(RECORDS) - {"original"} <= set(shown)  # every variant answered, with the key

@@ -85,8 +85,10 @@ def test_every_dashboard_query_returns_series_for_its_variants(live_server, mode
 
             def every_query_has_its_series() -> bool:
                 # Traffic keeps flowing across scrapes, so every rate() gets samples that differ.
+                answers = []  # each labelled as it was answered, so live accuracy has data
                 for model in [*VARIANTS, "cascade"]:
-                    assert service.post(f"/v1/models/{model}/classify", json={"inputs": CORPUS[:3]}).status_code == 200
+                    answers.append(service.post(f"/v1/models/{model}/classify", json={"inputs": CORPUS[:3]}))
+                    assert answers[-1].status_code == 200
                     assert service.post(f"/v1/models/{model}/classify", json={"inputs": []}).status_code == 400
                 for arm, key in KEYS.items():
                     for inputs, status in ((CORPUS[:3], 200), ([], 400)):
@@ -94,6 +96,10 @@ def test_every_dashboard_query_returns_series_for_its_variants(live_server, mode
                                               headers={"x-route-key": key})
                         assert (answer.status_code, answer.headers["x-route-arm"] if status == 200 else arm) == \
                             (status, arm)
+                        if status == 200:
+                            answers.append(answer)
+                feedback = [{"id": a.json()["id"], "label": a.json()["predictions"][0]["label"]} for a in answers]
+                assert service.post("/v1/feedback", json={"feedback": feedback}).status_code == 200
                 try:
                     missing[:] = queries_missing_series(api)
                 except httpx.TransportError as exc:  # Prometheus is still starting
