@@ -286,3 +286,16 @@ def test_feedback_on_a_routed_answer_counts_under_the_arm_that_gave_it(client):
     for arm in ("plain", "canary"):
         assert metric_value(metrics, "slimserve_feedback_accuracy", model=arm) == 1.0
     assert 'slimserve_feedback_accuracy{model="sentiment"}' not in metrics
+
+
+@pytest.mark.slow  # ten thousand requests through the app
+def test_ten_thousand_requests_split_by_weight_and_keyed_ones_keep_their_arm(client):
+    random.seed(7)  # unkeyed requests land at random: a fixed draw keeps the test from failing one run in a thousand
+    arms = [classify(client, texts=TEXTS[:1]).headers["x-route-arm"] for _ in range(10_000)]
+    found = shares(arms)
+    assert abs(found["plain"] - 0.9) <= 0.01 and abs(found["canary"] - 0.1) <= 0.01
+    for key in range(100):
+        assert len({classify(client, key=f"k{key}", texts=TEXTS[:1]).headers["x-route-arm"] for _ in range(5)}) == 1
+    metrics = client.get("/metrics").text
+    for arm in ("plain", "canary"):
+        assert metric_value(metrics, "slimserve_route_requests_total", route="sentiment", model=arm) >= arms.count(arm)
