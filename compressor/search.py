@@ -259,7 +259,7 @@ def skip_reason(step: Step, calibration: list[TextInput] | None, batch_dependent
         return (f"{quantize} is not batch-invariant (a text's answer moves with what shares its batch); "
                 "--batch-dependent tries it")
     needy = [n for n, _ in parse_method(method) if n in NEEDS_CALIBRATION] or \
-        ([quantize] if quantize and quantizer(quantize).needs_calibration else [])
+        ([quantize] if quantize and quantizer(quantize).calibrated(quantize) else [])
     if needy and not calibration:
         return f"{needy[0]} needs --calibration"
     return None
