@@ -122,13 +122,16 @@ LATENCY_FAMILIES: tuple[tuple[Step, ...], ...] = (
 
 # The size objective's ladder, smallest file first on BERT-family classifiers; the last
 # rungs give up compression for accuracy, and the plain export always holds.
+# Rungs that calibrate anyway (prune, drop-layers) round their 4-bit weights with GPTQ:
+# the same bytes as min-max, and closer on the calibration text's activations.
 SIZE_LADDER: tuple[Step, ...] = (
-    ("drop-layers@0.67+prune@0.62+embed-ae@0.3", "int4-emb4"),
-    ("prune@0.62+embed-ae@0.3", "int4-emb4"),
-    ("prune@0.62+embed-ae@0.4", "int4-emb4"),
-    ("prune@0.75+embed-ae@0.4", "int4-emb4-b64"),
+    ("drop-layers@0.67+prune@0.62+embed-ae@0.3", "int4-emb4-gptq"),
+    ("prune@0.62+embed-ae@0.3", "int4-emb4-gptq"),
+    ("prune@0.62+embed-ae@0.4", "int4-emb4-gptq"),
+    ("prune@0.75+embed-ae@0.4", "int4-emb4-b128-gptq"),
+    ("prune@0.75+embed-ae@0.4", "int4-emb4-b64-gptq"),
     ("prune@0.75+embed-ae@0.4", "int4-emb4-hqq-b64"),  # HQQ's float zero points: larger, often closer
-    ("drop-layers@0.83+embed-ae@0.4", "int4-emb4"),
+    ("drop-layers@0.83+embed-ae@0.4", "int4-emb4-gptq"),
     ("embed-ae@0.4", "int4-emb4"),
     ("embed-ae@0.5", "int4-emb4"),
     ("none", "int4-emb4"),
