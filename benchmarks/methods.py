@@ -48,7 +48,9 @@ PIPELINES = {"prune60-aware85": "prune@0.6+svd-aware@0.85", "prune70-embed50": "
              # About 11M parameters left: 8x smaller than the fp32 file once int8 (the size target).
              "prune62-embed40": "prune@0.62+embed-ae@0.4", "prune66-embed35": "prune@0.66+embed-ae@0.35",
              # For 4-bit weights, where the embedding table is most of what is left.
-             "embed50": "embed-ae@0.5", "embed30": "embed-ae@0.3", "prune62-embed30": "prune@0.62+embed-ae@0.3"}
+             "embed50": "embed-ae@0.5", "embed30": "embed-ae@0.3", "prune62-embed30": "prune@0.62+embed-ae@0.3",
+             # The size ladder's rungs that 4-bit rounding decides (int4's gptq option against min-max and HQQ).
+             "prune75-embed40": "prune@0.75+embed-ae@0.4"}
 
 
 def on_runtime(models: Path, name: str, runtime: Runtime) -> None:

@@ -225,7 +225,21 @@ def lowbit_section(results: Results) -> list[str]:
             source(results, file, extra=", every row in " + report_links("lowbit")) + " Latency in milliseconds, "
             "p50 of the model's run.", "",
             *table(["variant", "method", "accuracy", "Δ points", "agreement", "ONNX MB", "smaller", "RSS MB",
-                    "b1 p50 ms", "b32 p50 ms"], rows)]
+                    "b1 p50 ms", "b32 p50 ms"], rows), "", rounding_line(results)]
+
+
+def rounding_line(results: Results) -> str:
+    """`int4-rounding.json`: the same recipes rounded three ways, accuracy only, as one line."""
+    file = "int4-rounding.json"
+    data = results[file]
+    groups: dict[str, list[str]] = {}
+    for r in data["rows"]:
+        groups.setdefault(r["method"], []).append(
+            f"{code(r['quantize'])} {pct(r['accuracy'])} at {data['original_bytes'] / r['onnx_bytes']:.2f}×")
+    return (f"4-bit rounding by GPTQ (`gptq`) against min-max and HQQ on the same recipes, accuracy and size only, "
+            f"against the teacher's {pct(data['original_accuracy'])}: "
+            + "; ".join(f"{code(method)}: {', '.join(rows)}" for method, rows in groups.items())
+            + f" ({source_short(results, file)}).")
 
 
 def graph(label: str) -> str:
@@ -431,7 +445,7 @@ def invariance_section(results: Results) -> list[str]:
 SECTIONS: list[tuple[tuple[str, ...], Callable[[Results], list[str]]]] = [
     (("teacher.json",), teacher_section),
     (("methods.json", "allocation.json", "generated.json", "flops-target.json"), methods_section),
-    (("lowbit.json",), lowbit_section),
+    (("lowbit.json", "int4-rounding.json"), lowbit_section),
     (("search.json",), search_section),
     (("search.json", "serve.json"), runtimes_section),
     (("serve.json",), serving_section),

@@ -89,6 +89,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                            help="seconds of wall-clock time for the whole search: the candidate running when it "
                                 "is spent is stopped and the best that held so far wins (exits 2 if the fp32 "
                                 "export, which every candidate is measured against, does not fit in it)")
+            s.add_argument("--min-speedup",
+                           help="a candidate holds only if it runs at least this many times the fp32 export's "
+                                "speed at every batch size of --batch on some runtime (1: at least as fast); "
+                                "one that is slower misses as too slow")
         s.add_argument("--batch-dependent", action="store_true",
                        help="also try quantizers whose answers depend on the batch (dynamic int8: one activation "
                             "scale per batch, so a text's answer moves with what shares its batch); skipped "
@@ -134,7 +138,7 @@ def run(args: argparse.Namespace) -> str:
                 f"{m.onnx_bytes / 1e6:.1f} MB, {parity_summary(m.method, recipe.quantize, m.parity)}")
     if args.command in ("search", "smallest"):
         # search() checks its inputs before it loads torch.
-        from compressor.search import STOPPED, search
+        from compressor.search import STOPPED, parse_min_speedup, search
 
         data = read_tsv(args.data, args.text_col, args.text_pair_col, args.label_col) if args.data else None
         # --data's columns name the calibration's too when it is a TSV; a text file is one text per line.
@@ -142,9 +146,11 @@ def run(args: argparse.Namespace) -> str:
                                        args.text_pair_col if args.calibration.suffix == ".tsv" else None) \
             if args.calibration else None
         objective = getattr(args, "objective", "size")
+        min_speedup = getattr(args, "min_speedup", None)
         m, trail = search(args.model, args.name, args.out, args.max_drop, data, calibration, objective,
                           getattr(args, "batch", "mix"), getattr(args, "time_budget", None), args.threads,
-                          batch_dependent=args.batch_dependent)
+                          batch_dependent=args.batch_dependent,
+                          min_speedup=None if min_speedup is None else parse_min_speedup(min_speedup))
         found = m.search
         return (f"wrote {args.out / m.name}: {m.method} on {m.runtime.label()}, {m.onnx_bytes / 1e6:.1f} MB, "
                 f"{found['metric']} {found['score']:.4f} (bound {found['bound']:.4f}), "

@@ -199,7 +199,7 @@ def write_variant(classifier: Classifier, name: str, out: Path, method: str, set
             fp32 = work / "model.fp32.onnx"
             (work / ONNX_FILE).rename(fp32)
             feeds = calibration_feeds(work, classifier, calibration or sentences, tuple(input_names(classifier))) \
-                if row.needs_calibration else None
+                if row.calibrated(quantize) else None
             settings = {**settings, **row.implementation()(fp32, work / ONNX_FILE, quantize, feeds)}
             fp32.unlink()
         parity = measure_parity(classifier, work, sentences)

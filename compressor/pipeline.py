@@ -68,7 +68,7 @@ def export(original: Classifier, compressed: Classifier, settings: dict, recipe:
            calibration: list[TextInput] | None = None) -> Manifest:
     sentences = parity_inputs(calibration)
     method = pipeline_name(parse_method(recipe.method), recipe.quantize)
-    calibrated = recipe.quantize is not None and quantizer(recipe.quantize).needs_calibration
+    calibrated = recipe.quantize is not None and quantizer(recipe.quantize).calibrated(recipe.quantize)
     texts = sample(calibration, QUANTIZE_SAMPLE, f"--quantize {recipe.quantize}") if calibrated else None
     return write_variant(compressed, recipe.name, out, method, settings, parameter_count(original.model),
                          recipe.quantize, sentences, texts)

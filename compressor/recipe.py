@@ -81,7 +81,8 @@ EMBEDDING_BITS = (4, 8, 32)  # 32: the tables stay fp32
 NUMBERED = {"b": ("block_size", BLOCK_SIZES), "acc": ("accuracy_level", ACCURACY_LEVELS),
             "emb": ("embedding_bits", EMBEDDING_BITS)}
 OPTIONS_HELP = ("b16|b32|b64|b128|b256 (block size), sym (MatMul weights without zero points), "
-                "hqq (scales and zero points fitted by HQQ), acc1..acc4 (accuracy level), "
+                "hqq (scales and zero points fitted by HQQ), gptq (rounded by GPTQ against the calibration "
+                "text's activations; needs --calibration), acc1..acc4 (accuracy level), "
                 "emb4|emb8|emb32 (embedding bits)")
 
 
@@ -92,6 +93,7 @@ class Int4Options:
     accuracy_level: int = 4
     embedding_bits: int = 8
     hqq: bool = False  # fit each block's scale and zero point (HQQ) instead of taking its min and max
+    gptq: bool = False  # round against the calibration activations (compressor.methods.gptq)
 
 
 def parse_int4(spec: str) -> Int4Options:
@@ -99,8 +101,8 @@ def parse_int4(spec: str) -> Int4Options:
     fields: dict = {}
     for option in spec.split("-")[1:]:
         numbered = re.fullmatch(r"(b|acc|emb)(\d+)", option)
-        if option in ("sym", "hqq"):
-            key, value = {"sym": "symmetric", "hqq": "hqq"}[option], True
+        if option in ("sym", "hqq", "gptq"):
+            key, value = {"sym": "symmetric", "hqq": "hqq", "gptq": "gptq"}[option], True
         elif numbered:
             key, allowed = NUMBERED[numbered.group(1)]
             value = int(numbered.group(2))
@@ -113,7 +115,13 @@ def parse_int4(spec: str) -> Int4Options:
         fields[key] = value
     if fields.get("symmetric") and fields.get("hqq"):
         raise InputError(f"--quantize {spec}: hqq fits a zero point per block, so it does not combine with sym")
+    if fields.get("hqq") and fields.get("gptq"):
+        raise InputError(f"--quantize {spec}: hqq and gptq are two ways to round the weights; choose one")
     return Int4Options(**fields)
+
+
+def int4_calibrated(spec: str) -> bool:
+    return parse_int4(spec).gptq
 
 
 @dataclass(frozen=True)
@@ -136,6 +144,11 @@ class Quantizer:
     # at its fastest precision this CPU computes, where the backend is installed.
     runtime: str | None = None
     exact: bool = False  # True: the graph stays float and is held to the fp32 export's parity limit
+    calibrated_by: Callable[[str], bool] | None = None  # the options that make it need calibration (int4-gptq)
+
+    def calibrated(self, spec: str) -> bool:
+        """Whether `--quantize SPEC` needs calibration batches."""
+        return self.needs_calibration or (self.calibrated_by is not None and self.calibrated_by(spec))
 
     def implementation(self) -> Callable[..., dict]:
         """Imports onnxruntime's quantizer."""
@@ -151,7 +164,7 @@ QUANTIZERS: dict[str, Quantizer] = {
     "fused": Quantizer("fuse", "fuse_graph", "no rounding: ONNX Runtime's fused transformer operators, for "
                        "ONNX Runtime only", exact=True),
     INT4: Quantizer("int4", "quantize_int4", "4-bit MatMuls, int8 embeddings; options such as int4-emb4-b64-sym, "
-                    "see the README", parse=parse_int4),
+                    "see the README; int4-gptq needs --calibration", parse=parse_int4, calibrated_by=int4_calibrated),
 }
 
 
@@ -267,7 +280,7 @@ def check_calibration(recipe: Recipe, calibration: list | None) -> None:
     users = [name for name, _ in parse_method(recipe.method) if name in NEEDS_CALIBRATION]
     users += [option for option, wanted in (
         ("--allocation sensitivity", recipe.allocation == "sensitivity"),
-        (f"--quantize {recipe.quantize}", recipe.quantize is not None and quantizer(recipe.quantize).needs_calibration),
+        (f"--quantize {recipe.quantize}", recipe.quantize is not None and quantizer(recipe.quantize).calibrated(recipe.quantize)),
     ) if wanted]
     if users:
         raise missing_calibration(users[0])

@@ -12,7 +12,10 @@ the machine the variant will serve from. A candidate holds when its score is wit
   the best that holds is not refined. The winner is the fastest holding candidate.
 - `--objective size`: one ladder, smallest file first (4-bit weights, factorized
   embeddings, pruning), as `compressor smallest` always did; the first rung that holds
-  wins, on its fastest holding runtime.
+  wins, on its fastest holding runtime. Each rung's line names its speed-up at each batch
+  size on each runtime; with `--min-speedup X` a rung that holds on its score but is
+  slower than X times the fp32 export at some batch size of the profile, on every runtime,
+  misses as too slow.
 
 Speed is measured at each batch size of the profile (`--batch 1`, `32`, or `mix`: both) on
 the scoring texts, tokenized, padded and run as the service runs them (variant/measure.py)
@@ -94,6 +97,7 @@ PARITY_TEXTS = 32  # scoring texts (pairs for a pair model) a runtime's logits a
 VARIATION_TEXTS = 128  # scoring texts run alone and in batches to see whether answers move with the batch
 STOPPED = "stopped at the time budget"
 FAILED = "failed"
+TOO_SLOW = "too slow"
 GRACE = 2.0  # seconds a child that has sent its result gets to exit before it is killed
 # What the fork server imports once, so that each child starts in milliseconds, not seconds.
 # None of them may start a Python thread on import: a fork while another thread holds a lock
@@ -118,13 +122,16 @@ LATENCY_FAMILIES: tuple[tuple[Step, ...], ...] = (
 
 # The size objective's ladder, smallest file first on BERT-family classifiers; the last
 # rungs give up compression for accuracy, and the plain export always holds.
+# Rungs that calibrate anyway (prune, drop-layers) round their 4-bit weights with GPTQ:
+# the same bytes as min-max, and closer on the calibration text's activations.
 SIZE_LADDER: tuple[Step, ...] = (
-    ("drop-layers@0.67+prune@0.62+embed-ae@0.3", "int4-emb4"),
-    ("prune@0.62+embed-ae@0.3", "int4-emb4"),
-    ("prune@0.62+embed-ae@0.4", "int4-emb4"),
-    ("prune@0.75+embed-ae@0.4", "int4-emb4-b64"),
+    ("drop-layers@0.67+prune@0.62+embed-ae@0.3", "int4-emb4-gptq"),
+    ("prune@0.62+embed-ae@0.3", "int4-emb4-gptq"),
+    ("prune@0.62+embed-ae@0.4", "int4-emb4-gptq"),
+    ("prune@0.75+embed-ae@0.4", "int4-emb4-b128-gptq"),
+    ("prune@0.75+embed-ae@0.4", "int4-emb4-b64-gptq"),
     ("prune@0.75+embed-ae@0.4", "int4-emb4-hqq-b64"),  # HQQ's float zero points: larger, often closer
-    ("drop-layers@0.83+embed-ae@0.4", "int4-emb4"),
+    ("drop-layers@0.83+embed-ae@0.4", "int4-emb4-gptq"),
     ("embed-ae@0.4", "int4-emb4"),
     ("embed-ae@0.5", "int4-emb4"),
     ("none", "int4-emb4"),
@@ -161,7 +168,8 @@ class Attempt:
         if self.score is None:
             why = self.note if self.note.startswith((STOPPED, FAILED)) else f"skipped: {self.note}"
             return f"  {self.recipe:<46} {self.runtime or '':<20} {why}"
-        verdict = "holds" if self.held else ("misses: answers move with the batch" if self.note else "misses")
+        verdict = "holds" if self.held else f"misses: {self.note}" if self.note.startswith(TOO_SLOW) else \
+            "misses: answers move with the batch" if self.note else "misses"
         each = ", ".join(f"b{size} {x:.2f}x" for size, x in self.speedups.items())
         runtime = f"{self.runtime} {self.threads}t" if self.threads else self.runtime
         return (f"  {self.recipe:<46} {runtime:<20} {self.onnx_bytes / 1e6:6.1f} MB  {metric} {self.score:.4f}  "
@@ -225,7 +233,7 @@ class Scoring:
 
 def check_inputs(model: str, name: str, out: Path, max_drop: float, data: Examples | None,
                  calibration: list[TextInput] | None, objective: str = "size", batch: str = "mix",
-                 time_budget: float | None = None) -> None:
+                 time_budget: float | None = None, min_speedup: float | None = None) -> None:
     """Everything `compressor search` can refuse before loading the model."""
     check_recipe(Recipe(name))
     check_out(out)
@@ -235,6 +243,8 @@ def check_inputs(model: str, name: str, out: Path, max_drop: float, data: Exampl
         raise InputError(f"--batch is one of {', '.join(PROFILES)}; got {batch!r}")
     if time_budget is not None and time_budget <= 0:
         raise InputError(f"--time-budget is in seconds, above 0; got {time_budget:g}")
+    if min_speedup is not None:
+        parse_min_speedup(str(min_speedup))
     if not 0 <= max_drop <= 100:
         raise InputError(f"--max-drop is in accuracy points, from 0 to 100; got {max_drop}")
     if data is None and not calibration:
@@ -244,6 +254,26 @@ def check_inputs(model: str, name: str, out: Path, max_drop: float, data: Exampl
     if data is None and not held_out_split(calibration)[1]:
         raise InputError("--calibration needs at least 2 texts: 80% fit the methods, 20% score them")
     check_checkpoint(model)
+
+
+def parse_min_speedup(text: str) -> float:
+    """`--min-speedup X`: a finite number above 0, times the fp32 export's speed (1: at least as fast)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not 0 < value < math.inf:
+        raise InputError(f"--min-speedup is a factor of the fp32 export's speed, a number above 0 "
+                         f"(1: at least as fast); got {text!r}")
+    return value
+
+
+def too_slow(attempt: Attempt, min_speedup: float | None) -> Attempt:
+    """A held attempt slower than `min_speedup` times the fp32 export at some batch size misses."""
+    if min_speedup is None or not attempt.held or min(attempt.speedups.values()) >= min_speedup:
+        return attempt
+    each = ", ".join(f"b{size} {x:.2f}x" for size, x in attempt.speedups.items())
+    return dataclasses.replace(attempt, held=False, note=f"{TOO_SLOW} ({each}; --min-speedup {min_speedup:g})")
 
 
 def held_out_split(calibration: list[TextInput]) -> tuple[list[TextInput], list[TextInput]]:
@@ -259,7 +289,7 @@ def skip_reason(step: Step, calibration: list[TextInput] | None, batch_dependent
         return (f"{quantize} is not batch-invariant (a text's answer moves with what shares its batch); "
                 "--batch-dependent tries it")
     needy = [n for n, _ in parse_method(method) if n in NEEDS_CALIBRATION] or \
-        ([quantize] if quantize and quantizer(quantize).needs_calibration else [])
+        ([quantize] if quantize and quantizer(quantize).calibrated(quantize) else [])
     if needy and not calibration:
         return f"{needy[0]} needs --calibration"
     return None
@@ -480,7 +510,8 @@ def search(model: str, name: str, out: Path, max_drop: float, data: Examples | N
            time_budget: float | None = None, threads: int | None = None,
            families: tuple[tuple[Step, ...], ...] | None = None, ladder: tuple[Step, ...] | None = None,
            runtimes_here: list[Runtime] | None = None, report: Callable[[str], None] | None = None,
-           batch_dependent: bool = False, builder: Builder | None = None) -> tuple[Manifest, list[Attempt]]:
+           batch_dependent: bool = False, builder: Builder | None = None,
+           min_speedup: float | None = None) -> tuple[Manifest, list[Attempt]]:
     """Search, write the winner as `out/name`, and return its manifest and the trail.
 
     `builder` stands in for compressor.pipeline.build (with a time budget it runs in a child
@@ -488,7 +519,7 @@ def search(model: str, name: str, out: Path, max_drop: float, data: Examples | N
     started = time.monotonic()
     deadline = None if time_budget is None else started + time_budget
     report = report or functools.partial(print, flush=True)  # a log shows each line as it comes
-    check_inputs(model, name, out, max_drop, data, calibration, objective, batch, time_budget)
+    check_inputs(model, name, out, max_drop, data, calibration, objective, batch, time_budget, min_speedup)
     steps = plan(objective, families, ladder)
     for family in steps:
         for method, quantize in family:
@@ -517,7 +548,8 @@ def search(model: str, name: str, out: Path, max_drop: float, data: Examples | N
                f"{metric_line(scoring.metric, scoring.reference_score, scoring.reference_ms)}; "
                f"a candidate holds at {scoring.metric} >= {bound:.4f}")
         report(f"runtimes here: {', '.join(r.label() for r in runtimes_here)}; batch profile {batch}; "
-               f"objective {objective}" + (f"; time budget {time_budget:g} s" if time_budget is not None else ""))
+               f"objective {objective}" + (f"; time budget {time_budget:g} s" if time_budget is not None else "")
+               + (f"; at least {min_speedup:g}x the fp32 export's speed" if min_speedup is not None else ""))
 
         def buildable(rest) -> int:
             return sum(1 for s in rest if skip_reason(s, calibration, batch_dependent) is None)
@@ -542,7 +574,7 @@ def search(model: str, name: str, out: Path, max_drop: float, data: Examples | N
                     took = time.monotonic() - begun
                     spent.append(took)
                     if kind == "done":
-                        attempts = value
+                        attempts = [too_slow(attempt, min_speedup) for attempt in value]
                     else:
                         shutil.rmtree(folder, ignore_errors=True)
                         note = (f"{STOPPED} after {took:.0f} s" if kind == "stopped"
@@ -574,7 +606,7 @@ def search(model: str, name: str, out: Path, max_drop: float, data: Examples | N
             winner = (attempt, work / "fp32")
         chosen, folder = winner
         manifest = record(folder / name, chosen, scoring, objective, batch, max_drop, bound, trail,
-                          time.monotonic() - started, time_budget)
+                          time.monotonic() - started, time_budget, min_speedup)
         if (out / name).exists():
             (out / name).rename(work / "replaced")  # removed with the work folder
         (folder / name).rename(out / name)
@@ -589,7 +621,8 @@ def metric_line(metric: str, value: float, measured: dict[str, float]) -> str:
 
 
 def record(folder: Path, chosen: Attempt, scoring: Scoring, objective: Objective, batch: str, max_drop: float,
-           bound: float, trail: list[Attempt], seconds: float, time_budget: float | None = None) -> Manifest:
+           bound: float, trail: list[Attempt], seconds: float, time_budget: float | None = None,
+           min_speedup: float | None = None) -> Manifest:
     """Write the runtime it won on, and the search that chose it, into the winner's manifest:
     figures measured already, so it takes no time."""
     backend, precision = chosen.runtime.split("/")
@@ -605,6 +638,7 @@ def record(folder: Path, chosen: Attempt, scoring: Scoring, objective: Objective
         "reference_score": round(scoring.reference_score, 4), "reference_latency_ms": scoring.reference_ms,
         "bound": round(bound, 4), "score": round(chosen.score, 4), "seconds": round(seconds, 1),
         **({"time_budget": time_budget} if time_budget is not None else {}),
+        **({"min_speedup": min_speedup} if min_speedup is not None else {}),
         "trail": [{k: v for k, v in asdict(a).items() if v not in (None, "", {})} for a in trail],
     }
     write_manifest(folder, manifest)

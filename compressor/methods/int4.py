@@ -17,6 +17,9 @@ them again and `emb32` keeps them fp32. Weights generated in the graph are treat
 under int8: their generators stay fp32 for ONNX Runtime to fold at load, and their factors
 are stored as int8 rows.
 
+`gptq` rounds the MatMul weights against the activations the calibration text gives them
+(compressor.methods.gptq) into the same blocks, so it costs no bytes more than min-max.
+
 The options follow `int4`, joined by '-', in any order: `int4-b64-sym-acc1-emb4`.
 Serving needs onnxruntime >= 1.23 (GatherBlockQuantized's `bits`); `emb32` runs on 1.20.
 """
@@ -33,6 +36,7 @@ from types import ModuleType
 import onnx
 from onnx import helper, numpy_helper
 
+from compressor.methods.gptq import quantize_matmuls
 from compressor.methods.quantize import Feeds, keep_generators_fp32, store_factors_int8
 from compressor.methods.quantized_tables import quantize_tables
 from compressor.recipe import INT4, Int4Options, parse_int4
@@ -40,6 +44,8 @@ from compressor.recipe import INT4, Int4Options, parse_int4
 
 def recipe(options: Int4Options) -> str:
     zero = "symmetric" if options.symmetric else "asymmetric, HQQ-fitted" if options.hqq else "asymmetric"
+    if options.gptq:
+        zero += ", rounded by GPTQ on the calibration activations"
     tables = "fp32" if options.embedding_bits == 32 else \
         f"int{options.embedding_bits} rows, one scale and zero point per row"
     return (f"weight-only 4-bit MatMulNBits, blocks of {options.block_size}, {zero}, "
@@ -61,8 +67,27 @@ def nbits_quantizer() -> ModuleType:
 
 
 def quantize_int4(source: Path, target: Path, spec: str, feeds: Feeds | None = None) -> dict:
-    """`--quantize int4[-OPTION...]`: weight-only, so it takes no calibration batches."""
+    """`--quantize int4[-OPTION...]`: weight-only; calibration batches only with `gptq`."""
     options = parse_int4(spec)
+    generators = keep_generators_fp32(source)  # rewrites the file: load it after
+    model = onnx.load(str(source))
+    hidden_gemms_as_matmuls(model.graph, set(generators))
+    if options.gptq:
+        assert feeds, "int4-gptq needs calibration batches: its row says so (Quantizer.calibrated)"
+        quantize_matmuls(model, feeds, options.block_size, options.symmetric, options.accuracy_level, set(generators))
+    else:
+        model = round_to_nearest(model, options, generators)
+    tables = 0
+    if options.embedding_bits < 32:
+        tables = quantize_tables(model, options.embedding_bits)
+    onnx.save(model, str(target))
+    matmuls = sum(n.op_type == "MatMulNBits" for n in model.graph.node)
+    return {"quantize": spec, "quantize_recipe": recipe(options),
+            INT4: {**asdict(options), "matmuls": matmuls, "embedding_tables": tables}, **store_factors_int8(target)}
+
+
+def round_to_nearest(model: onnx.ModelProto, options: Int4Options, generators: list[str]) -> onnx.ModelProto:
+    """ONNX Runtime's quantizer: each block's min and max, or HQQ's fitted scale and zero point."""
     nbits = nbits_quantizer()
     if options.hqq:
         config = nbits.HQQWeightOnlyQuantConfig(block_size=options.block_size, bits=4, op_types_to_quantize=("MatMul",))
@@ -70,9 +95,6 @@ def quantize_int4(source: Path, target: Path, spec: str, feeds: Feeds | None = N
         config = nbits.DefaultWeightOnlyQuantConfig(block_size=options.block_size, is_symmetric=options.symmetric,
                                                    accuracy_level=options.accuracy_level,
                                                    op_types_to_quantize=("MatMul",), bits=4)
-    generators = keep_generators_fp32(source)  # rewrites the file: load it after
-    model = onnx.load(str(source))
-    hidden_gemms_as_matmuls(model.graph, set(generators))
     quantizer = nbits.MatMulNBitsQuantizer(model, nodes_to_exclude=generators, algo_config=config)
     with warnings.catch_warnings():  # HQQ hands torch read-only arrays it only reads
         warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
@@ -84,13 +106,7 @@ def quantize_int4(source: Path, target: Path, spec: str, feeds: Feeds | None = N
                 kept = [a for a in node.attribute if a.name != "accuracy_level"]
                 node.ClearField("attribute")
                 node.attribute.extend([*kept, helper.make_attribute("accuracy_level", options.accuracy_level)])
-    tables = 0
-    if options.embedding_bits < 32:
-        tables = quantize_tables(model, options.embedding_bits)
-    onnx.save(model, str(target))
-    matmuls = sum(n.op_type == "MatMulNBits" for n in model.graph.node)
-    return {"quantize": spec, "quantize_recipe": recipe(options),
-            INT4: {**asdict(options), "matmuls": matmuls, "embedding_tables": tables}, **store_factors_int8(target)}
+    return model
 
 
 def hidden_gemms_as_matmuls(graph: onnx.GraphProto, keep: set[str]) -> None:

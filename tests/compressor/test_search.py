@@ -130,6 +130,37 @@ def test_threads_per_run_are_a_dimension_and_the_winner_records_them(checkpoints
     assert "onnxruntime/f32 1t" in lines[3]
 
 
+def test_min_speedup_skips_a_rung_too_slow_on_every_runtime_and_records_the_fastest(checkpoints, tmp_path,
+                                                                                    monkeypatch):
+    # svd@0.2 holds but is slower than the fp32 export everywhere; svd@0.5 is faster at
+    # batch 1 on ONNX Runtime but slower at 32 there, and faster at both on OpenVINO.
+    speed = {("svd@0.2", "onnxruntime"): {"1": 0.8, "32": 0.9}, ("svd@0.2", "openvino"): {"1": 0.7, "32": 0.95},
+             ("svd@0.5", "onnxruntime"): {"1": 1.5, "32": 0.9}, ("svd@0.5", "openvino"): {"1": 1.2, "32": 1.1}}
+    monkeypatch.setattr(Scoring, "score", score_by_method({"svd@0.2", "svd@0.5"}))
+    real_latency = Scoring.latency
+
+    def latency(self, variant):
+        measured = real_latency(self, variant)  # timed for real, then steered
+        factors = speed.get((variant.manifest.method, variant.backend.runtime.backend), {})
+        return {size: 12.0 / factors.get(size, 1.0) for size in measured}
+
+    monkeypatch.setattr(Scoring, "latency", latency)
+    lines = []
+    manifest, trail = search(str(checkpoints["bert"]), "small", tmp_path, 1.0, data=LABELLED, objective="size",
+                             ladder=(("svd@0.2", None), ("svd@0.5", None), ("none", None)), runtimes_here=BOTH,
+                             report=lines.append, threads=1, min_speedup=1.0)
+    assert [(a.method, a.runtime, a.held) for a in trail] == [
+        ("svd@0.2", "onnxruntime/f32", False), ("svd@0.2", "openvino/f32", False),
+        ("svd@0.5", "onnxruntime/f32", False), ("svd@0.5", "openvino/f32", True)]
+    assert all(a.note.startswith("too slow (b1 ") and a.score == 1.0 for a in trail if not a.held)
+    assert "misses: too slow (b1 1.50x, b32 0.90x; --min-speedup 1)" in candidate_lines(lines)[2]
+    assert manifest.method == "svd@0.5" and manifest.runtime.label() == "openvino/f32"
+    assert manifest.runtime.model_extra["speedups"] == {"1": pytest.approx(1.2), "32": pytest.approx(1.1)}
+    assert manifest.search["min_speedup"] == 1.0 and "at least 1x the fp32 export's speed" in lines[1]
+    recorded = read_manifest(tmp_path / "small").search["trail"]
+    assert [a["note"].split(" (")[0] for a in recorded if not a["held"]] == ["too slow"] * 3
+
+
 def slow_build(classifier, recipe, out, calibration):
     """compressor.pipeline.build, except that svd@0.3 never finishes: it leaves a file in its
     folder, says where in `.blocked` beside the output, and sleeps (in the child process the
@@ -227,6 +258,10 @@ def test_a_search_that_fails_midway_leaves_nothing_on_disk(checkpoints, tmp_path
     (["--max-drop", "1", "--calibration", "{corpus}", "--objective", "speed"], "--objective is latency or size"),
     (["--max-drop", "1", "--calibration", "{corpus}", "--batch", "8"], "--batch is one of 1, 32, mix"),
     (["--max-drop", "1", "--calibration", "{corpus}", "--time-budget", "0"], "--time-budget is in seconds"),
+    (["--max-drop", "1", "--calibration", "{corpus}", "--min-speedup", "0"], "--min-speedup is a factor"),
+    (["--max-drop", "1", "--calibration", "{corpus}", "--min-speedup", "-1"], "--min-speedup is a factor"),
+    (["--max-drop", "1", "--calibration", "{corpus}", "--min-speedup", "fast"], "got 'fast'"),
+    (["--max-drop", "1", "--calibration", "{corpus}", "--min-speedup", "inf"], "--min-speedup is a factor"),
 ])
 def test_bad_input_exits_2_with_one_line(checkpoints, tmp_path, capsys, args, message):
     (tmp_path / "corpus.txt").write_text("\n".join(CORPUS))

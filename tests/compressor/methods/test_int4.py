@@ -56,7 +56,8 @@ def test_int4_turns_every_weight_matmul_into_matmulnbits(variants):
     settings = manifests["int4"].settings
     assert settings["quantize"] == "int4" and "MatMulNBits" in settings["quantize_recipe"]
     assert settings["int4"] == {"block_size": 32, "symmetric": False, "accuracy_level": 4, "embedding_bits": 8,
-                                "hqq": False, "matmuls": WEIGHT_MATMULS, "embedding_tables": 3}
+                                "hqq": False, "gptq": False, "matmuls": WEIGHT_MATMULS,
+                                "embedding_tables": 3}
 
 
 def test_int4_stores_the_embeddings_as_int8_rows_and_beats_int8_on_size(variants):
@@ -83,7 +84,7 @@ def test_emb4_packs_two_weights_per_byte_and_emb32_keeps_fp32_tables(variants):
     assert initializer(kept, WORD_TABLE).data_type == onnx.TensorProto.FLOAT
     assert not any(n.op_type == "GatherBlockQuantized" for n in kept.node)
     assert manifests["int4-emb32"].settings["int4"] == {
-        "block_size": 16, "symmetric": True, "accuracy_level": 1, "embedding_bits": 32, "hqq": False,
+        "block_size": 16, "symmetric": True, "accuracy_level": 1, "embedding_bits": 32, "hqq": False, "gptq": False,
         "matmuls": WEIGHT_MATMULS, "embedding_tables": 0}
     assert manifests["int4-emb32"].onnx_bytes > manifests["int4"].onnx_bytes
 
@@ -194,6 +195,8 @@ def test_options_parse_in_any_order():
     ("int4-fast", "unknown option 'fast'"),
     ("int4-b32-b64", "block size is given twice"),
     ("int4-sym-hqq", "does not combine with sym"),
+    ("int4-hqq-gptq", "hqq and gptq are two ways"),
+    ("int4-gptq", "--quantize int4-gptq needs --calibration"),
     ("int4-", "unknown option ''"),
     ("int3", "unknown --quantize 'int3'"),
 ])
