@@ -257,7 +257,7 @@ def runtimes_section(results: Results) -> list[str]:
     raw = {r["variant"]: r for r in serve["overhead"]}
     alone = {r["variant"]: r for r in serve["ceilings"]}
     bf16 = "original-ov-bf16"
-    rows.insert(1, ["fp32", "OpenVINO bf16 (serve run)", alone[bf16]["accuracy"],
+    rows.insert(1, ["fp32", f"{alone[bf16]['runtime']} (serve run)", alone[bf16]["accuracy"],
                     points(float(alone[bf16]["accuracy"].rstrip("%")) - 100 * reference),
                     times(raw["original"]["raw_p50_ms"] / raw[bf16]["raw_p50_ms"]),
                     times(alone[bf16]["ceiling_rps"] / alone["original"]["ceiling_rps"]), "as fp32"])
@@ -311,8 +311,9 @@ def serving_section(results: Results) -> list[str]:
                              f"{many['throughput_rps']:.1f}", f"{many['p50_ms']:.1f}", f"{many['p99_ms']:.1f}",
                              f"{most['throughput_rps']:.1f}"])
     cascade = serve["cascade"]
-    cascade_rows = [[r["model"], r["accuracy"], f"{r['mean_ms']:.1f}", f"{r['p99_ms']:.1f}",
-                     r.get("fallback_rate", "–")] for r in cascade["rows"]]
+    cascade_line = "; ".join(f"{code(r['model'])} {r['accuracy']}, mean {r['mean_ms']:.1f} ms, p99 {r['p99_ms']:.1f} ms"
+                             + (f", {r['fallback_rate']} fell back" if "fallback_rate" in r else "")
+                             for r in cascade["rows"])
     budget_rows = [[r["budget"], f"{r['throughput_rps']:.1f}", f"{r['original_p99_ms']:.1f}",
                     f"{r['int8_p99_ms']:.1f}"] for r in serve["thread_budget"]]
     return ["## Serving", "",
@@ -320,13 +321,12 @@ def serving_section(results: Results) -> list[str]:
             f"`python -m service` on 2 threads over loopback, driven by `wrk` for {serve['wrk_seconds']:g} s per "
             "point (one SST-2 dev sentence per request); latency measured by wrk. \"Alone b32\": the model alone "
             "at batch 32 in sentences/s; \"raw p50\": tokenize + run of one sentence in the benchmark process; "
-            "\"/raw\": the service's p50 at one connection over it. The last row is `benchmarks/diy_server.py`.", "",
+            "\"/raw\": the service's p50 at one connection over it. The rows without a runtime are other servers "
+            "of the same teacher: `benchmarks/diy_server.py` and, where the run had it, infinity-emb.", "",
             *table(["server", "runtime", "accuracy", "alone b32 /s", "raw p50 ms", "1 conn. req/s", "p50 ms", "/raw",
                     "8 conn. req/s", "32 conn. req/s", "p50 ms", "p99 ms", "64 conn. req/s"], rows), "",
-            "### Cascade", "",
-            (f"Same run: `int8` → `original` below a top-1 probability of {cascade['threshold']:g}, all SST-2 dev "
-            "sentences, 4 Python clients (an accuracy measurement)."), "",
-            *table(["model", "accuracy", "mean ms", "p99 ms", "fallback"], cascade_rows), "",
+            (f"**Cascade**, same run: `int8` → `original` below a top-1 probability of {cascade['threshold']:g}, all "
+             f"SST-2 dev sentences, 4 Python clients (an accuracy measurement): {cascade_line}."), "",
             "### Thread budget", "",
             ("Same run: `original` and `int8` loaded together, 8 wrk connections on each at once; `1 thread per run` "
             "is `INTRA_OP_THREADS=1`, the oversubscribed row `THREADS=4`."), "",

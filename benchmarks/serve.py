@@ -10,7 +10,7 @@ Each server runs alone with 2 threads. Measures:
     `session.run` (or the OpenVINO backend's run) of the same sentences, in this process;
 (b) per variant and runtime: throughput, p50, p99 at 1, 8, 32 and 64 connections, the
     variant's SST-2 dev accuracy, and a ceiling: the sentences per second its model alone
-    computes at batch 32 over the same sentences (tokenized beforehand);
+    computes at batch 32 over the same sentences (variant/measure.py's throughput);
 (c) the same load on the do-it-yourself server (benchmarks/diy_server.py: FastAPI +
     transformers.pipeline on the same teacher) and, given `--infinity-venv` (a venv with
     `pip install "infinity-emb[all]"`), on infinity-emb serving Optimum's ONNX export of the
@@ -126,8 +126,9 @@ def raw_p50_ms(variant: Opened, texts: list[str]) -> float:
 
 
 def ceiling_rps(variant: Opened, texts: list[str], batch: int = 32) -> float:
-    """Sentences per second the model computes at `batch` texts a request, tokenizing included."""
-    return round(batch * 1000 / measure.latency(variant, texts, (batch,), {batch: len(texts) // batch})[batch]["p50"], 1)
+    """Sentences per second the model computes at `batch` texts a request with the cores
+    busy (its runs side by side where it takes one thread a run), tokenizing included."""
+    return round(batch * 1000 / measure.throughput(variant, texts, batch, len(texts) // batch), 1)
 
 
 async def labelled(url: str, model: str, texts: list[str], clients: int) -> tuple[list[str], list[float]]:
@@ -182,15 +183,16 @@ def main() -> None:
     overhead, load_rows, ceilings = [], [], []
     for name, _, runtime in ROWS:
         variant = open_variant(models / name, args.threads)
+        runs_on = variant.backend.runtime.label()  # after any fallback (bf16 on a CPU without it runs f32)
         accuracy = float((measure.answers(variant, texts).argmax(-1) == truth).mean())
         raw = raw_p50_ms(variant, texts)
-        ceilings.append({"variant": name, "runtime": runtime.label(), "accuracy": f"{accuracy:.2%}",
+        ceilings.append({"variant": name, "runtime": runs_on, "accuracy": f"{accuracy:.2%}",
                          "ceiling_rps": ceiling_rps(variant, texts)})
         del variant
         with slimserve(gather(models, [name], args.out / "serve-work" / name)) as service:
-            rows = [load_row(f"slimserve {name} ({runtime.label()}{served_threads(runtime)})", service.url,
+            rows = [load_row(f"slimserve {name} ({runs_on}{served_threads(runtime)})", service.url,
                              CLASSIFY.format(name), bodies, c, args.seconds) for c in CONNECTIONS]
-        overhead.append({"variant": name, "runtime": runtime.label(), "raw_p50_ms": round(raw, 2),
+        overhead.append({"variant": name, "runtime": runs_on, "raw_p50_ms": round(raw, 2),
                          "service_p50_ms": rows[0]["p50_ms"], "ratio": round(rows[0]["p50_ms"] / raw, 2)})
         load_rows += rows
     with diy(teacher) as service:
