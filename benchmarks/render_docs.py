@@ -249,22 +249,14 @@ def graph(label: str) -> str:
 
 
 def runtimes_section(results: Results) -> list[str]:
-    search, serve = results["search.json"], results["serve.json"]
+    search = results["search.json"]
     reference = search["reference_accuracy"]
     rows = [[graph(r["graph"]), r["runtime"], pct(r["accuracy"]),
              points(100 * (r["accuracy"] - reference)), times(r["faster_b1"]), times(r["faster_b32"]),
              f"{r['onnx_mb']:.1f} MB"] for r in search["runtimes"]["rows"]]
-    raw = {r["variant"]: r for r in serve["overhead"]}
-    alone = {r["variant"]: r for r in serve["ceilings"]}
-    bf16 = "original-ov-bf16"
-    rows.insert(1, ["fp32", f"{alone[bf16]['runtime']} (serve run)", alone[bf16]["accuracy"],
-                    points(float(alone[bf16]["accuracy"].rstrip("%")) - 100 * reference),
-                    times(raw["original"]["raw_p50_ms"] / raw[bf16]["raw_p50_ms"]),
-                    times(alone[bf16]["ceiling_rps"] / alone["original"]["ceiling_rps"]), "as fp32"])
     return ["### Runtimes and static int8", "",
-            "The teacher's exports on each runtime, as the two searches above measured them. The OpenVINO bf16 row of "
-            "the fp32 graph is from " + source_short(results, "serve.json") + ": its tokenized run at batch 1 and "
-            "the model alone at batch 32.", "",
+            "The teacher's exports on each runtime, as the two searches of " + source_short(results, "search.json")
+            + " measured them.", "",
             *table(["graph", "runtime", "accuracy", "Δ points", "faster b1", "faster b32", "file"], rows)]
 
 
@@ -290,7 +282,34 @@ def search_section(results: Results) -> list[str]:
             *table(["recipe", "runtime", "accuracy", "faster b1", "faster b32", "outcome"], trail), "",
             (f"`{size['command']}`: {size['seconds']} s, stopped at rung {last['rung']} ({size['runtime_note']}; "
             "the ladder is in [methods.md](methods.md#compressor-search---objective-size)):"), "",
-            *table(["rung", "recipe", "file", "smaller", "accuracy", "outcome"], rungs)]
+            *table(["rung", "recipe", "file", "smaller", "accuracy", "outcome"], rungs), "",
+            *threads_paragraph(results)]
+
+
+def threads_paragraph(results: Results) -> list[str]:
+    """The latency search with threads per run as a dimension, on a CPU without AMX."""
+    found = results["search-threads.json"]
+    chosen, reference = found["chosen"], found["reference_accuracy"]
+
+    def speed(a: dict) -> str:
+        return f"{times(a['speedups']['1'])} / {times(a['speedups']['32'])}"
+
+    def best(attempts: list[dict]) -> dict:
+        return max(attempts, key=lambda a: a["speedup"])
+
+    held = [a for a in found["trail"] if a.get("held")]
+    by_threads = "; ".join(f"at {t} thread{'s' if t > 1 else ''} a run, `{b['recipe']}` on {b['runtime']} "
+                           f"{speed(b)}" for t in sorted({a["threads"] for a in held}, reverse=True)
+                           for b in [best([a for a in held if a["threads"] == t])])
+    moved = best([a for a in found["trail"] if "score" in a and a.get("note", "").startswith("answers move")])
+    return [source(results, "search-threads.json") + f" The same latency search on the teacher, within 1 point, "
+            f"each runtime timed with {found['threads']} threads a run and with 1 thread a run, runs side by side "
+            f"(speed-ups at batch 1 / batch 32; batch 32 as time per request with the cores busy): "
+            f"{len(found['trail'])} candidates in {found['seconds']:.0f} s. Chosen: `{chosen['recipe']}` on "
+            f"{chosen['runtime']}, {chosen['threads']} threads a run, {pct(chosen['accuracy'])} "
+            f"({points(100 * (chosen['accuracy'] - reference))} points), {speed(chosen)}. Best holding {by_threads}. "
+            f"Fastest that missed because its answers move with the batch: `{moved['recipe']}` on {moved['runtime']}, "
+            f"{moved['threads']} threads a run, {speed(moved)}."]
 
 
 def serving_section(results: Results) -> list[str]:
@@ -446,8 +465,8 @@ SECTIONS: list[tuple[tuple[str, ...], Callable[[Results], list[str]]]] = [
     (("teacher.json",), teacher_section),
     (("methods.json", "allocation.json", "generated.json", "flops-target.json"), methods_section),
     (("lowbit.json", "int4-rounding.json"), lowbit_section),
-    (("search.json",), search_section),
-    (("search.json", "serve.json"), runtimes_section),
+    (("search.json", "search-threads.json"), search_section),
+    (("search.json",), runtimes_section),
     (("serve.json",), serving_section),
     (("soak.json",), soak_section),
     (("pairs.json",), pairs_section),
