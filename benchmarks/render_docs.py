@@ -283,7 +283,24 @@ def search_section(results: Results) -> list[str]:
             (f"`{size['command']}`: {size['seconds']} s, stopped at rung {last['rung']} ({size['runtime_note']}; "
             "the ladder is in [methods.md](methods.md#compressor-search---objective-size)):"), "",
             *table(["rung", "recipe", "file", "smaller", "accuracy", "outcome"], rungs), "",
-            *threads_paragraph(results)]
+            *threads_paragraph(results), "", *size_paragraph(results)]
+
+
+def size_paragraph(results: Results) -> list[str]:
+    """The size search with the GPTQ rungs, on a CPU without AMX."""
+    found = results["search-size.json"]
+    full, chosen, reference = found["reference_onnx_bytes"], found["chosen"], found["reference_accuracy"]
+    scored = [a for a in found["trail"] if "score" in a and a.get("threads") == 2]
+    moved = [a for a in scored if a.get("note", "").startswith("answers move") and a["score"] >= reference - 0.015]
+    rungs = "; ".join(f"`{a['method']}+{a['quantize']}` {times(full / a['onnx_bytes'])} smaller, {pct(a['score'])}, "
+                      f"answers moved by {a['batch_variation']:.1e}" for a in moved)
+    return [source(results, "search-size.json") + f" The size search with GPTQ rungs: {found['seconds']:.0f} s. "
+            f"Chosen: `{chosen['method']}` on {chosen['runtime']}, {times(full / chosen['onnx_bytes'])} smaller, "
+            f"{pct(chosen['accuracy'])} ({points(100 * (chosen['accuracy'] - reference))} points), "
+            f"{times(chosen['speedups']['1'])} / {times(chosen['speedups']['32'])} at batch 1 / 32 "
+            f"({chosen['threads']} thread a run). Held on accuracy but not kept, since their answers move with the "
+            f"batch (the rungs at blocks of 64 and 128; those at blocks of 32 kept them): {rungs}. So 12× within "
+            "1.5 points is reached only by variants whose answers depend on their batch."]
 
 
 def threads_paragraph(results: Results) -> list[str]:
@@ -469,7 +486,7 @@ SECTIONS: list[tuple[tuple[str, ...], Callable[[Results], list[str]]]] = [
     (("teacher.json",), teacher_section),
     (("methods.json", "allocation.json", "generated.json", "flops-target.json"), methods_section),
     (("lowbit.json", "int4-rounding.json"), lowbit_section),
-    (("search.json", "search-threads.json"), search_section),
+    (("search.json", "search-threads.json", "search-size.json"), search_section),
     (("search.json",), runtimes_section),
     (("serve.json",), serving_section),
     (("soak.json",), soak_section),
