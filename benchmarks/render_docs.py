@@ -286,6 +286,11 @@ def search_section(results: Results) -> list[str]:
             *threads_paragraph(results), "", *size_paragraph(results)]
 
 
+def speeds(attempt: dict) -> str:
+    """A search candidate's speed-ups at batch 1 / batch 32."""
+    return f"{times(attempt['speedups']['1'])} / {times(attempt['speedups']['32'])}"
+
+
 def size_paragraph(results: Results) -> list[str]:
     """The size search with the GPTQ rungs, on a CPU without AMX."""
     found = results["search-size.json"]
@@ -294,8 +299,7 @@ def size_paragraph(results: Results) -> list[str]:
             f"{len(found['trail'])} candidates. Chosen: `{chosen['method']}` on {chosen['runtime']}, "
             f"{chosen['threads']} threads a run, **{times(full / chosen['onnx_bytes'])} smaller**, "
             f"{pct(chosen['accuracy'])} ({points(100 * (chosen['accuracy'] - reference))} points), "
-            f"{times(chosen['speedups']['1'])} / {times(chosen['speedups']['32'])} the fp32 export's speed at batch "
-            f"1 / 32, answers still with the batch ({chosen['batch_variation']:.0e}). Its blocks of 64 compute in "
+            f"{speeds(chosen)} the fp32 export's speed at batch 1 / 32, answers still with the batch ({chosen['batch_variation']:.0e}). Its blocks of 64 compute in "
             "float (`acc1`): at the default int8 compute they moved answers by 5e-3 with the batch "
             "([lab notes](lab-notes.md))."]
 
@@ -305,15 +309,12 @@ def threads_paragraph(results: Results) -> list[str]:
     found = results["search-threads.json"]
     chosen, reference = found["chosen"], found["reference_accuracy"]
 
-    def speed(a: dict) -> str:
-        return f"{times(a['speedups']['1'])} / {times(a['speedups']['32'])}"
-
     def best(attempts: list[dict]) -> dict:
         return max(attempts, key=lambda a: a["speedup"])
 
     held = [a for a in found["trail"] if a.get("held")]
     by_threads = "; ".join(f"at {t} thread{'s' if t > 1 else ''} a run, `{b['recipe']}` on {b['runtime']} "
-                           f"{speed(b)}" for t in sorted({a["threads"] for a in held}, reverse=True)
+                           f"{speeds(b)}" for t in sorted({a["threads"] for a in held}, reverse=True)
                            for b in [best([a for a in held if a["threads"] == t])])
     moved = best([a for a in found["trail"] if "score" in a and a.get("note", "").startswith("answers move")])
     return [source(results, "search-threads.json") + f" The same latency search on the teacher, within 1 point, "
@@ -321,9 +322,9 @@ def threads_paragraph(results: Results) -> list[str]:
             f"(speed-ups at batch 1 / batch 32; batch 32 as time per request with the cores busy): "
             f"{len(found['trail'])} candidates in {found['seconds']:.0f} s. Chosen: `{chosen['recipe']}` on "
             f"{chosen['runtime']}, {chosen['threads']} threads a run, {pct(chosen['accuracy'])} "
-            f"({points(100 * (chosen['accuracy'] - reference))} points), {speed(chosen)}. Best holding {by_threads}. "
+            f"({points(100 * (chosen['accuracy'] - reference))} points), {speeds(chosen)}. Best holding {by_threads}. "
             f"Fastest that missed because its answers move with the batch: `{moved['recipe']}` on {moved['runtime']}, "
-            f"{moved['threads']} threads a run, {speed(moved)}. So the targets of 3× at batch 1 and 4.5× at batch 32 "
+            f"{moved['threads']} threads a run, {speeds(moved)}. So the targets of 3× at batch 1 and 4.5× at batch 32 "
             f"within a point are missed here by {3 / chosen['speedups']['1']:.1f}× and "
             f"{4.5 / chosen['speedups']['32']:.1f}×: without bf16 or AMX the float kernels gain little, and the int8 "
             "kernels that gain most (OpenVINO's) round differently by shape, so their answers depend on the batch "

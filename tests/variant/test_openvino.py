@@ -68,34 +68,34 @@ def test_openvino_runs_hold_their_threads_of_the_budget(models_dir):
     assert limiter.held == [2, 2]
 
 
+def run_at_once(backend, batches: list[dict[str, np.ndarray]]) -> list[np.ndarray]:
+    """Each batch run by `backend` in its own thread, all started together."""
+    results: dict[int, np.ndarray] = {}
+    threads = [threading.Thread(target=lambda i=i: results.__setitem__(i, backend.run(batches[i])))
+               for i in range(len(batches))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return [results[i] for i in range(len(batches))]
+
+
 def test_runs_side_by_side_give_the_answers_of_runs_one_at_a_time(models_dir):
     path = models_dir / "tiny-bert" / "model.onnx"
     alone = open_backend(path, Runtime(backend="openvino", threads=1))
     together = open_backend(path, Runtime(backend="openvino", threads=1), parallel=2)
     assert together.parallel == 2
     batches = [token_batch(rows, 5 + rows) for rows in (1, 2, 3, 4)]
-    results: dict[int, np.ndarray] = {}
-    threads = [threading.Thread(target=lambda i=i: results.__setitem__(i, together.run(batches[i]))) for i in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    for i, batch in enumerate(batches):
-        np.testing.assert_array_equal(results[i], alone.run(batch))
+    for result, batch in zip(run_at_once(together, batches), batches, strict=True):
+        np.testing.assert_array_equal(result, alone.run(batch))
 
 
 def test_each_thread_gets_its_own_infer_request(models_dir):
     backend = open_backend(models_dir / "tiny-bert" / "model.onnx", Runtime(backend="openvino"))
     batches = [token_batch(rows, 5 + rows) for rows in (1, 2, 3, 4)]
     expected = [backend.run(b) for b in batches]
-    results: dict[int, np.ndarray] = {}
-    threads = [threading.Thread(target=lambda i=i: results.__setitem__(i, backend.run(batches[i]))) for i in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    for i, want in enumerate(expected):
-        np.testing.assert_array_equal(results[i], want)
+    for result, want in zip(run_at_once(backend, batches), expected, strict=True):
+        np.testing.assert_array_equal(result, want)
 
 
 def test_without_openvino_a_variant_serves_on_onnx_runtime(models_dir, monkeypatch, caplog):
