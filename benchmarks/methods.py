@@ -50,7 +50,9 @@ PIPELINES = {"prune60-aware85": "prune@0.6+svd-aware@0.85", "prune70-embed50": "
              # For 4-bit weights, where the embedding table is most of what is left.
              "embed50": "embed-ae@0.5", "embed30": "embed-ae@0.3", "prune62-embed30": "prune@0.62+embed-ae@0.3",
              # The size ladder's rungs that 4-bit rounding decides (int4's gptq option against min-max and HQQ).
-             "prune75-embed40": "prune@0.75+embed-ae@0.4"}
+             "prune75-embed40": "prune@0.75+embed-ae@0.4",
+             # The embedding table at 2 bits with hot rows against embed-ae's latents (int4's emb2 and hotN).
+             "prune75": "prune@0.75", "prune75-embed80": "prune@0.75+embed-ae@0.8"}
 
 
 def on_runtime(models: Path, name: str, runtime: Runtime) -> None:

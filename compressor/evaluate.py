@@ -22,7 +22,13 @@ from variant import cascade, heads, measure
 from variant.cascade import CASCADE_FILE, CascadeSpec, read_cascade_file
 from variant.folder import Opened, open_on
 from variant.heads import Task
-from variant.manifest import Evaluation, read_manifest, timestamp, write_manifest
+from variant.manifest import (
+    Evaluation,
+    Manifest,
+    read_manifest,
+    timestamp,
+    write_manifest,
+)
 from variant.tokenization import TextInput
 
 BATCH = 32
@@ -37,13 +43,20 @@ def dataset_key(path: Path) -> str:
     return f"{path.name}@{hashlib.sha256(path.read_bytes()).hexdigest()[:HASH_CHARS]}"
 
 
-def open_variant(folder: Path, threads: int) -> Opened:
-    """The variant on its recorded runtime, with the threads per run it records (within
-    `threads`, the budget) as the service runs it."""
+def manifest_of(folder: Path) -> Manifest:
     if not folder.is_dir():
         raise InputError(f"variant folder {folder} does not exist")
     try:
-        per_run = min(read_manifest(folder).runtime.threads or threads, threads)
+        return read_manifest(folder)
+    except (OSError, ValueError) as exc:
+        raise InputError(f"cannot load variant {folder}: {str(exc).splitlines()[0]}") from None
+
+
+def open_variant(folder: Path, threads: int) -> Opened:
+    """The variant on its recorded runtime, with the threads per run it records (within
+    `threads`, the budget) as the service runs it."""
+    per_run = min(manifest_of(folder).runtime.threads or threads, threads)
+    try:
         return open_on(folder, threads=per_run, parallel=threads // per_run)
     except Exception as exc:  # noqa: BLE001 - any fault of the folder is the user's to fix, in one line
         raise InputError(f"cannot load variant {folder}: {str(exc).splitlines()[0]}") from None
@@ -134,7 +147,7 @@ def evaluate_all(folders: list[Path], data_path: Path | None, reference: Path | 
 
 
 def head_of(folder: Path) -> heads.Signature:
-    manifest = read_manifest(folder)
+    manifest = manifest_of(folder)
     return manifest.task, tuple(manifest.labels)
 
 

@@ -73,17 +73,23 @@ ALLOCATIONS = ("uniform", "sensitivity")
 REPAIRS = ("auto", "inputs", "inputs+norm", "none")  # drop-layers; auto picks among the rest, gap by gap
 DEFAULT_REPAIR = "auto"
 
-# --quantize int4's options (compressor.methods.int4 applies them).
+# --quantize int4's and int8-static's options (compressor.methods.int4 and .quantize apply them).
 INT4 = "int4"
+STATIC = "int8-static"
 BLOCK_SIZES = (16, 32, 64, 128, 256)  # MatMulNBits takes powers of two from 16
 ACCURACY_LEVELS = (1, 2, 3, 4)  # compute type of the activations: fp32, fp16, bf16, int8
-EMBEDDING_BITS = (4, 8, 32)  # 32: the tables stay fp32
-NUMBERED = {"b": ("block_size", BLOCK_SIZES), "acc": ("accuracy_level", ACCURACY_LEVELS),
-            "emb": ("embedding_bits", EMBEDDING_BITS)}
+EMBEDDING_BITS = (2, 4, 8, 32)  # 32: the tables stay fp32
+HOT_ROWS = (256, 512, 1024, 2048, 4096)  # token rows kept at 8 bits, the calibration text's most frequent
+TABLE_OPTIONS = {"emb": ("embedding_bits", EMBEDDING_BITS), "hot": ("hot_rows", HOT_ROWS)}
+INT4_OPTIONS = {"b": ("block_size", BLOCK_SIZES), "acc": ("accuracy_level", ACCURACY_LEVELS), **TABLE_OPTIONS}
+INT4_FLAGS = {"sym": "symmetric", "hqq": "hqq", "gptq": "gptq"}
+TABLES_HELP = ("hot256..hot4096 (rows of the calibration text's most frequent tokens kept at 8 bits; needs "
+               "--calibration)")
 OPTIONS_HELP = ("b16|b32|b64|b128|b256 (block size), sym (MatMul weights without zero points), "
                 "hqq (scales and zero points fitted by HQQ), gptq (rounded by GPTQ against the calibration "
                 "text's activations; needs --calibration), acc1..acc4 (accuracy level), "
-                "emb4|emb8|emb32 (embedding bits)")
+                f"emb2|emb4|emb8|emb32 (embedding bits), {TABLES_HELP}")
+STATIC_HELP = f"emb2|emb4 (embedding rows looked up in 2 or 4 bits; default int8), {TABLES_HELP}"
 
 
 @dataclass(frozen=True)
@@ -94,25 +100,41 @@ class Int4Options:
     embedding_bits: int = 8
     hqq: bool = False  # fit each block's scale and zero point (HQQ) instead of taking its min and max
     gptq: bool = False  # round against the calibration activations (compressor.methods.gptq)
+    hot_rows: int = 0  # token rows kept at 8 bits (compressor.methods.quantized_tables)
 
 
-def parse_int4(spec: str) -> Int4Options:
-    """`int4` or `int4-OPTION-OPTION...`; a bad or repeated option is an InputError."""
+@dataclass(frozen=True)
+class StaticOptions:
+    embedding_bits: int = 8  # 8: int8 rows that ONNX Runtime widens to fp32 at load; below, looked up packed
+    hot_rows: int = 0
+
+
+def option_fields(spec: str, name: str, numbered: dict[str, tuple[str, tuple[int, ...]]], flags: dict[str, str],
+                  options_help: str) -> dict:
+    """`NAME-OPTION-OPTION...` → {field: value}; a bad or repeated option is an InputError."""
     fields: dict = {}
-    for option in spec.split("-")[1:]:
-        numbered = re.fullmatch(r"(b|acc|emb)(\d+)", option)
-        if option in ("sym", "hqq", "gptq"):
-            key, value = {"sym": "symmetric", "hqq": "hqq", "gptq": "gptq"}[option], True
-        elif numbered:
-            key, allowed = NUMBERED[numbered.group(1)]
-            value = int(numbered.group(2))
+    for option in spec[len(name):].split("-")[1:]:
+        match = re.fullmatch(r"([a-z]+)(\d+)", option)
+        if option in flags:
+            key, value = flags[option], True
+        elif match and match.group(1) in numbered:
+            key, allowed = numbered[match.group(1)]
+            value = int(match.group(2))
             if value not in allowed:
-                raise InputError(f"--quantize {spec}: {option!r} is out of range; int4 takes {OPTIONS_HELP}")
+                raise InputError(f"--quantize {spec}: {option!r} is out of range; {name} takes {options_help}")
         else:
-            raise InputError(f"--quantize {spec}: unknown option {option!r}; int4 takes {OPTIONS_HELP}")
+            raise InputError(f"--quantize {spec}: unknown option {option!r}; {name} takes {options_help}")
         if key in fields:
             raise InputError(f"--quantize {spec}: the {key.replace('_', ' ')} is given twice")
         fields[key] = value
+    if fields.get("hot_rows") and fields.get("embedding_bits", 8) >= 8:
+        raise InputError(f"--quantize {spec}: hot rows are kept at 8 bits, so they need emb2 or emb4")
+    return fields
+
+
+def parse_int4(spec: str) -> Int4Options:
+    """`int4` or `int4-OPTION-OPTION...`."""
+    fields = option_fields(spec, INT4, INT4_OPTIONS, INT4_FLAGS, OPTIONS_HELP)
     if fields.get("symmetric") and fields.get("hqq"):
         raise InputError(f"--quantize {spec}: hqq fits a zero point per block, so it does not combine with sym")
     if fields.get("hqq") and fields.get("gptq"):
@@ -120,8 +142,15 @@ def parse_int4(spec: str) -> Int4Options:
     return Int4Options(**fields)
 
 
+def parse_static(spec: str) -> StaticOptions:
+    """`int8-static` or `int8-static-emb4[-hotN]`: how its embedding tables are stored."""
+    numbered = {"emb": ("embedding_bits", (2, 4, 8)), "hot": TABLE_OPTIONS["hot"]}
+    return StaticOptions(**option_fields(spec, STATIC, numbered, {}, STATIC_HELP))
+
+
 def int4_calibrated(spec: str) -> bool:
-    return parse_int4(spec).gptq
+    options = parse_int4(spec)
+    return options.gptq or options.hot_rows > 0
 
 
 @dataclass(frozen=True)
@@ -157,8 +186,9 @@ class Quantizer:
 
 QUANTIZERS: dict[str, Quantizer] = {
     "int8": Quantizer("quantize", "quantize_int8", "dynamic (answers depend on the batch)", batch_invariant=False),
-    "int8-static": Quantizer("quantize", "quantize_static_int8", "QDQ, ranges by ONNX Runtime's calibrator",
-                             needs_calibration=True),
+    STATIC: Quantizer("quantize", "quantize_static_int8", "QDQ, ranges by ONNX Runtime's calibrator; options "
+                      "such as int8-static-emb4 store the embedding tables in fewer bits", needs_calibration=True,
+                      parse=parse_static),
     "int8-nncf": Quantizer("nncf_int8", "quantize_nncf_int8", "QDQ by NNCF with SmoothQuant, recorded to run on "
                            "OpenVINO", needs_calibration=True, runtime="openvino"),
     "fused": Quantizer("fuse", "fuse_graph", "no rounding: ONNX Runtime's fused transformer operators, for "
@@ -171,7 +201,8 @@ QUANTIZERS: dict[str, Quantizer] = {
 def quantizer(spec: str) -> Quantizer:
     """The row of `--quantize SPEC`, its options checked: a name, or the name of a
     quantizer that takes options followed by them, joined by '-' (`int4-emb4-sym`)."""
-    row = QUANTIZERS.get(spec) or QUANTIZERS.get(spec.split("-")[0])
+    named = sorted((name for name in QUANTIZERS if spec.startswith(f"{name}-")), key=len)
+    row = QUANTIZERS.get(spec) or (QUANTIZERS[named[-1]] if named else None)
     if row is None or (spec not in QUANTIZERS and row.parse is None):
         names = ", ".join(name + ("[-OPTION...]" if q.parse else "") for name, q in QUANTIZERS.items())
         raise InputError(f"unknown --quantize {spec!r}; choose from {names}")

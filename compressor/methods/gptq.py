@@ -29,7 +29,7 @@ import torch
 from onnx import helper, numpy_helper
 
 from compressor.methods.quantize import Feeds
-from compressor.methods.quantized_tables import MS_DOMAIN, pack_nibbles
+from compressor.methods.quantized_tables import MS_DOMAIN, pack
 
 DAMPING = 0.01  # of H's mean diagonal, added to its diagonal: keeps H invertible
 CLIPS = (1.0, 0.95, 0.9, 0.85, 0.8, 0.75)  # shrink factors of a block's range, tried per column
@@ -139,12 +139,12 @@ def nbits_initializers(stem: str, q: np.ndarray, scales: np.ndarray, zeros: np.n
     scales and zero points [blocks, N]."""
     k, n = q.shape
     blocks = scales.shape[0]
-    packed = pack_nibbles(q.T.reshape(n * blocks, k // blocks)).reshape(n, blocks, -1)
+    packed = pack(q.T.reshape(n * blocks, k // blocks), 4).reshape(n, blocks, -1)
     tensors = [numpy_helper.from_array(packed, f"{stem}_Q4"),
                numpy_helper.from_array(np.ascontiguousarray(scales.T), f"{stem}_scales")]
     if zeros is not None:
         padded = np.pad(zeros.T, ((0, 0), (0, blocks % 2)))
-        tensors.append(numpy_helper.from_array(pack_nibbles(padded), f"{stem}_zero_points"))
+        tensors.append(numpy_helper.from_array(pack(padded, 4), f"{stem}_zero_points"))
     return tensors
 
 

@@ -13,7 +13,8 @@ logits stays fp32: a few thousand weights, whose error would reach the logits un
 
 4-bit MatMuls alone leave the token embeddings in fp32, about half of a MiniLM file, so by
 default the embedding tables are stored as int8 rows too (quantized_tables); `emb4` halves
-them again and `emb32` keeps them fp32. Weights generated in the graph are treated as
+them again, `emb2` halves the token table once more, and `emb32` keeps them fp32. `hotN`
+keeps the rows of the calibration text's N most frequent tokens at 8 bits. Weights generated in the graph are treated as
 under int8: their generators stay fp32 for ONNX Runtime to fold at load, and their factors
 are stored as int8 rows.
 
@@ -38,7 +39,11 @@ from onnx import helper, numpy_helper
 
 from compressor.methods.gptq import quantize_matmuls
 from compressor.methods.quantize import Feeds, keep_generators_fp32, store_factors_int8
-from compressor.methods.quantized_tables import quantize_tables
+from compressor.methods.quantized_tables import (
+    quantize_tables,
+    table_recipe,
+    token_counts,
+)
 from compressor.recipe import INT4, Int4Options, parse_int4
 
 
@@ -46,10 +51,9 @@ def recipe(options: Int4Options) -> str:
     zero = "symmetric" if options.symmetric else "asymmetric, HQQ-fitted" if options.hqq else "asymmetric"
     if options.gptq:
         zero += ", rounded by GPTQ on the calibration activations"
-    tables = "fp32" if options.embedding_bits == 32 else \
-        f"int{options.embedding_bits} rows, one scale and zero point per row"
     return (f"weight-only 4-bit MatMulNBits, blocks of {options.block_size}, {zero}, "
-            f"accuracy level {options.accuracy_level}; embedding tables {tables}")
+            f"accuracy level {options.accuracy_level}; embedding tables "
+            f"{table_recipe(options.embedding_bits, options.hot_rows)}")
 
 
 def nbits_quantizer() -> ModuleType:
@@ -72,14 +76,16 @@ def quantize_int4(source: Path, target: Path, spec: str, feeds: Feeds | None = N
     generators = keep_generators_fp32(source)  # rewrites the file: load it after
     model = onnx.load(str(source))
     hidden_gemms_as_matmuls(model.graph, set(generators))
+    assert feeds or not (options.gptq or options.hot_rows), \
+        "int4-gptq and int4-hotN need calibration batches: their row says so (Quantizer.calibrated)"
     if options.gptq:
-        assert feeds, "int4-gptq needs calibration batches: its row says so (Quantizer.calibrated)"
         quantize_matmuls(model, feeds, options.block_size, options.symmetric, options.accuracy_level, set(generators))
     else:
         model = round_to_nearest(model, options, generators)
     tables = 0
     if options.embedding_bits < 32:
-        tables = quantize_tables(model, options.embedding_bits)
+        counts = token_counts(feeds) if options.hot_rows else None
+        tables = quantize_tables(model, options.embedding_bits, counts, options.hot_rows)
     onnx.save(model, str(target))
     matmuls = sum(n.op_type == "MatMulNBits" for n in model.graph.node)
     return {"quantize": spec, "quantize_recipe": recipe(options),

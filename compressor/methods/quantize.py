@@ -35,6 +35,13 @@ from onnxruntime.quantization import (
     quantize_static,
 )
 
+from compressor.methods.quantized_tables import (
+    quantize_tables,
+    table_recipe,
+    token_counts,
+)
+from compressor.recipe import parse_static
+
 OPERATORS = ["MatMul", "Attention", "Gather", "Transpose", "EmbedLayerNormalization"]
 Feeds = list[dict[str, np.ndarray]]  # calibration batches, by graph input name
 
@@ -101,9 +108,18 @@ def generator_nodes(graph: onnx.GraphProto) -> list[str]:
 def quantize_static_int8(source: Path, target: Path, spec: str, feeds: Feeds | None = None) -> dict:
     """`--quantize int8-static`: activation ranges fixed on `feeds`, calibration batches."""
     assert feeds, "int8-static needs calibration batches: its row says needs_calibration"
-    # The embedding tables are no MatMul weights: stored as int8 rows, as dynamic int8 stores
-    # them, before calibration, so the activation ranges are those of the stored tables.
-    tables = store_factors_int8(source, tables=True)
+    options = parse_static(spec)
+    # The embedding tables are no MatMul weights: stored before calibration, so that the
+    # activation ranges are those of the stored tables. As int8 rows, as dynamic int8
+    # stores them, or packed in fewer bits and looked up by GatherBlockQuantized.
+    if options.embedding_bits == 8:
+        tables = store_factors_int8(source, tables=True)
+    else:
+        model = onnx.load(str(source))
+        counts = token_counts(feeds) if options.hot_rows else None
+        tables = {"embedding_tables": quantize_tables(model, options.embedding_bits, counts, options.hot_rows),
+                  "embedding_bits": options.embedding_bits, "hot_rows": options.hot_rows}
+        onnx.save(model, str(source))
     keep_generators_fp32(source)
     advice = _SkipPreprocessAdvice()
     logging.getLogger().addFilter(advice)
@@ -122,8 +138,9 @@ def quantize_static_int8(source: Path, target: Path, spec: str, feeds: Feeds | N
         )
     finally:
         logging.getLogger().removeFilter(advice)
-    return {"quantize": spec, "quantize_recipe": "static QDQ, per-channel s8 weights, u8 activations (min-max)",
-            **tables, **store_factors_int8(target)}
+    return {"quantize": spec, "quantize_recipe": "static QDQ, per-channel s8 weights, u8 activations (min-max)" +
+            ("" if options.embedding_bits == 8 else
+             f"; embedding tables {table_recipe(options.embedding_bits, options.hot_rows)}"), **tables, **store_factors_int8(target)}
 
 
 def generator_factors(graph: onnx.GraphProto) -> list[onnx.TensorProto]:

@@ -164,3 +164,12 @@ def test_the_table_compares_every_row_with_the_reference(models_copy, data, caps
     assert "Δ points" in head and head.endswith("faster b32")
     assert base.split()[-4:] == ["+0.00", "1.00x", "1.00x", "1.00x"]
     assert float(svd.split()[-3].rstrip("x")) > 1  # the SVD variant's file is smaller
+
+
+@pytest.mark.parametrize("broken", ["missing", "no-manifest"])
+def test_a_folder_that_is_no_variant_beside_a_reference_is_one_line(models_copy, data, tmp_path, broken):
+    folder = tmp_path / broken
+    if broken == "no-manifest":
+        folder.mkdir()
+    with pytest.raises(InputError, match="does not exist" if broken == "missing" else "cannot load variant"):
+        evaluate_all([models_copy / "tiny-bert", folder], data, models_copy / "tiny-bert", 1)

@@ -108,6 +108,27 @@ def test_static_int8_quantizes_weight_matmuls_only(checkpoints, tmp_path):
     assert not any(n.op_type == "MatMul" and n.input[1] in weights for n in graph.node)
 
 
+def test_static_int8_with_packed_tables_quantizes_every_weight_matmul_and_looks_rows_up_packed(checkpoints, tmp_path,
+                                                                                             caplog):
+    from conftest import CORPUS
+
+    int8 = compress(str(checkpoints["bert"]), Recipe("static", quantize="int8-static"), tmp_path, CORPUS)
+    packed = compress(str(checkpoints["bert"]), Recipe("packed", quantize="int8-static-emb4-hot256"), tmp_path, CORPUS)
+    assert packed.settings["embedding_bits"] == 4 and packed.settings["hot_rows"] == 256
+    assert "int4 rows" in packed.settings["quantize_recipe"] and packed.batch_invariant
+    assert packed.onnx_bytes < int8.onnx_bytes
+    graph = onnx.load(tmp_path / "packed" / "model.onnx").graph
+    assert sum(n.op_type == "GatherBlockQuantized" for n in graph.node) == 4  # hot and cold words, positions, types
+    feeds = encode(load_tokenizer(tmp_path / "packed" / "tokenizer.json", packed.max_length), CORPUS[:4]).arrays
+    assert np.isfinite(OrtBackend(tmp_path / "packed" / "model.onnx").run(feeds)).all()
+    # embed-ae's decoder reads the packed rows; the quantizer knows their type, so it warns of nothing.
+    compress(str(checkpoints["bert"]), Recipe("latents", "embed-ae", 0.5, "int8-static-emb4"), tmp_path, CORPUS)
+    graph = onnx.load(tmp_path / "latents" / "model.onnx").graph
+    weights = {i.name for i in graph.initializer}
+    assert not any(n.op_type == "MatMul" and n.input[1] in weights for n in graph.node)
+    assert not [r for r in caplog.records if "failed to infer the type" in r.getMessage()]
+
+
 def test_static_int8_needs_calibration(checkpoints, tmp_path):
     with pytest.raises(InputError, match="--quantize int8-static needs --calibration"):
         compress(str(checkpoints["bert"]), Recipe("static", quantize="int8-static"), tmp_path)

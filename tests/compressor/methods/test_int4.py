@@ -14,7 +14,7 @@ from onnx import helper, numpy_helper
 from compressor import recipe
 from compressor.checkpoint import load_classifier
 from compressor.cli import main
-from compressor.methods.quantized_tables import quantize_tables
+from compressor.methods.quantized_tables import quantize_tables, token_counts
 from compressor.pipeline import Recipe, compress
 from compressor.report import weight_flops_per_token
 
@@ -30,7 +30,8 @@ def variants(checkpoints, tmp_path_factory):
     out = tmp_path_factory.mktemp("int4-models")
     recipes = [Recipe("plain"), Recipe("int8", quantize="int8"), Recipe("int4", quantize="int4"),
                Recipe("int4-emb4", quantize="int4-emb4"), Recipe("int4-emb32", quantize="int4-emb32-b16-sym-acc1"),
-               Recipe("ae-int4", "embed-ae", 0.5, "int4-emb4"), Recipe("int4-hqq", quantize="int4-hqq")]
+               Recipe("ae-int4", "embed-ae", 0.5, "int4-emb4"), Recipe("int4-hqq", quantize="int4-hqq"),
+               Recipe("int4-emb2-hot", quantize="int4-emb2-hot256")]
     manifests = {r.name: compress(str(checkpoints["bert"]), r, out, CORPUS) for r in recipes}
     return out, manifests
 
@@ -56,7 +57,7 @@ def test_int4_turns_every_weight_matmul_into_matmulnbits(variants):
     settings = manifests["int4"].settings
     assert settings["quantize"] == "int4" and "MatMulNBits" in settings["quantize_recipe"]
     assert settings["int4"] == {"block_size": 32, "symmetric": False, "accuracy_level": 4, "embedding_bits": 8,
-                                "hqq": False, "gptq": False, "matmuls": WEIGHT_MATMULS,
+                                "hqq": False, "gptq": False, "hot_rows": 0, "matmuls": WEIGHT_MATMULS,
                                 "embedding_tables": 3}
 
 
@@ -84,9 +85,25 @@ def test_emb4_packs_two_weights_per_byte_and_emb32_keeps_fp32_tables(variants):
     assert initializer(kept, WORD_TABLE).data_type == onnx.TensorProto.FLOAT
     assert not any(n.op_type == "GatherBlockQuantized" for n in kept.node)
     assert manifests["int4-emb32"].settings["int4"] == {
-        "block_size": 16, "symmetric": True, "accuracy_level": 1, "embedding_bits": 32, "hqq": False, "gptq": False,
+        "block_size": 16, "symmetric": True, "accuracy_level": 1, "embedding_bits": 32, "hqq": False, "gptq": False, "hot_rows": 0,
         "matmuls": WEIGHT_MATMULS, "embedding_tables": 0}
     assert manifests["int4-emb32"].onnx_bytes > manifests["int4"].onnx_bytes
+
+
+def test_emb2_with_hot_rows_splits_the_token_table_only_and_answers_alone_as_in_a_batch(variants, client_for):
+    out, manifests = variants
+    graph = graph_of(out / "int4-emb2-hot")
+    names = {i.name for i in graph.initializer}
+    assert {f"{WORD_TABLE}/int2/hot", f"{WORD_TABLE}/int2/cold", f"{WORD_TABLE}/int2/slot"} <= names
+    assert not any(name.endswith("/int2") or "position_embeddings.weight/int2" in name for name in names)
+    hot = initializer(graph, f"{WORD_TABLE}/int2/hot").dims[0]
+    assert 0 < hot <= 256  # no more rows than the calibration text has tokens
+    manifest = manifests["int4-emb2-hot"]
+    assert manifest.settings["int4"]["hot_rows"] == 256 and "most frequent" in manifest.settings["quantize_recipe"]
+    assert manifest.batch_invariant
+    assert manifest.onnx_bytes < manifests["int4"].onnx_bytes  # int8 tables
+    response = client_for(out).post("/v1/models/int4-emb2-hot/classify", json={"inputs": TEXTS})
+    assert response.status_code == 200, response.text
 
 
 def test_embed_ae_latents_are_quantized_and_the_decoder_is_4_bit(variants):
@@ -129,27 +146,70 @@ def test_flops_count_matmulnbits_like_the_fp32_matmuls(variants):
         weight_flops_per_token(out / "plain" / "model.onnx") + pooler
 
 
-@pytest.mark.parametrize("bits, width", [(8, 40), (4, 40), (4, 33)])
+def lookup_model(table: np.ndarray, ids: str = "input_ids") -> onnx.ModelProto:
+    graph = helper.make_graph(
+        [helper.make_node("Gather", ["table", ids], ["rows"], name="lookup")], "g",
+        [helper.make_tensor_value_info(ids, onnx.TensorProto.INT64, None)],
+        [helper.make_tensor_value_info("rows", onnx.TensorProto.FLOAT, None)],
+        [numpy_helper.from_array(table, "table")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    return model
+
+
+def look_up(model: onnx.ModelProto, ids: np.ndarray, name: str = "input_ids") -> np.ndarray:
+    return ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {name: ids})[0]
+
+
+def within_half_a_step(rows: np.ndarray, wanted: np.ndarray, bits: int) -> bool:
+    step = (np.maximum(wanted.max(1), 0) - np.minimum(wanted.min(1), 0)) / (2 ** bits - 1)
+    return bool(np.all(np.abs(rows - wanted) <= step[:, None] / 2 + 1e-6))
+
+
+@pytest.mark.parametrize("bits, width", [(8, 40), (4, 40), (4, 33), (2, 40), (2, 35)])
 def test_table_lookups_dequantize_within_half_a_step(bits, width):
     rng = np.random.default_rng(0)
     table = rng.normal(size=(50, width)).astype(np.float32)
     table[7] = 0  # an all-zero row must not divide by zero
     table[9] = np.abs(table[9])  # a row of one sign still holds 0 in its range
-    graph = helper.make_graph(
-        [helper.make_node("Gather", ["table", "ids"], ["rows"], name="lookup")], "g",
-        [helper.make_tensor_value_info("ids", onnx.TensorProto.INT64, [None])],
-        [helper.make_tensor_value_info("rows", onnx.TensorProto.FLOAT, None)],
-        [numpy_helper.from_array(table, "table")])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
+    model = lookup_model(table)
     assert quantize_tables(model, bits) == 1
     ids = np.array([0, 7, 49, 9, 3, 3])
-    rows = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"ids": ids})[0]
+    rows = look_up(model, ids)
     assert rows.shape == (len(ids), width)
-    wanted = table[ids]
-    step = (np.maximum(wanted.max(1), 0) - np.minimum(wanted.min(1), 0)) / (2 ** bits - 1)
-    assert np.all(np.abs(rows - wanted) <= step[:, None] / 2 + 1e-6)
+    assert within_half_a_step(rows, table[ids], bits)
     assert np.all(rows[1] == 0)
+
+
+@pytest.mark.parametrize("width", [40, 35])
+def test_hot_rows_come_back_at_8_bits_and_the_rest_at_the_chosen_width(width):
+    rng = np.random.default_rng(1)
+    table = rng.normal(size=(300, width)).astype(np.float32)
+    feeds = [{"input_ids": np.array([[5, 5, 5, 17, 0]]), "attention_mask": np.array([[1, 1, 1, 1, 0]])},
+             {"input_ids": np.array([[17, 250, 0, 0, 0]]), "attention_mask": np.array([[1, 1, 0, 0, 0]])}]
+    counts = token_counts(feeds)
+    assert counts[5] == 3 and counts[17] == 2 and counts[0] == 0  # padding is not counted
+    model = lookup_model(table)
+    quantize_tables(model, 2, counts, hot_rows=2)
+    ids = np.array([[17, 5, 250, 299], [0, 5, 17, 1]])
+    rows = look_up(model, ids)
+    assert rows.shape == (2, 4, width)
+    hot, cold = np.isin(ids, [5, 17]), ~np.isin(ids, [5, 17])
+    assert within_half_a_step(rows[hot], table[ids[hot]], 8)
+    assert within_half_a_step(rows[cold], table[ids[cold]], 2)
+    assert not within_half_a_step(rows[cold], table[ids[cold]], 8)  # 2 bits really are coarser
+    sizes = {i.name: i for i in model.graph.initializer}
+    assert numpy_helper.to_array(sizes["table/int2/hot"]).shape == (2, width + (-width % 4))
+    assert numpy_helper.to_array(sizes["table/int2/cold"]).shape == (298, (width + (-width % 4)) // 4)
+
+
+def test_tables_not_looked_up_by_token_ids_keep_4_bits_and_no_hot_rows():
+    table = np.random.default_rng(2).normal(size=(64, 40)).astype(np.float32)
+    model = lookup_model(table, ids="position_ids")
+    quantize_tables(model, 2, np.arange(64), hot_rows=8)
+    assert {i.name for i in model.graph.initializer} == {"table/int4", "table/int4/scale", "table/int4/zero_point"}
+    ids = np.arange(64)
+    assert within_half_a_step(look_up(model, ids, "position_ids"), table, 4)
 
 
 def test_the_service_classifies_int4_variants_like_pytorch(variants, checkpoints, client_for):
@@ -190,7 +250,10 @@ def test_options_parse_in_any_order():
 @pytest.mark.parametrize("spec, message", [
     ("int4-b24", "'b24' is out of range"),
     ("int4-b8", "'b8' is out of range"),
-    ("int4-emb2", "'emb2' is out of range"),
+    ("int4-emb3", "'emb3' is out of range"),
+    ("int4-emb4-hot300", "'hot300' is out of range"),
+    ("int4-hot512", "need emb2 or emb4"),
+    ("int4-emb2-hot512", "--quantize int4-emb2-hot512 needs --calibration"),
     ("int4-acc7", "'acc7' is out of range"),
     ("int4-fast", "unknown option 'fast'"),
     ("int4-b32-b64", "block size is given twice"),
