@@ -86,7 +86,7 @@ def main() -> None:
     quantizations = [q for q in args.quantizations.split(",") if q]
     build(classifier, Recipe("original"), models)
     for quantize in dict.fromkeys(["int8", *quantizations]):
-        build(classifier, Recipe(quantize, quantize=quantize), models)
+        build(classifier, Recipe(quantize, quantize=quantize), models, calibration)
     optimum_int8(models / "original", teacher, models)
     suffix = "-sens" if args.allocation == "sensitivity" else ""
     recipes = [(f"{m}-{round(100 * r)}{suffix}", m, r) for m in filter(None, args.methods.split(","))

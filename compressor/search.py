@@ -638,6 +638,8 @@ def record(folder: Path, chosen: Attempt, scoring: Scoring, objective: Objective
     manifest.search = {
         "objective": objective, "batch": batch, "max_drop": max_drop, "metric": scoring.metric,
         "reference_score": round(scoring.reference_score, 4), "reference_latency_ms": scoring.reference_ms,
+        **({"reference_onnx_bytes": read_manifest(scoring.reference_folder).onnx_bytes}
+           if scoring.reference_folder is not None else {}),
         "bound": round(bound, 4), "score": round(chosen.score, 4), "seconds": round(seconds, 1),
         **({"time_budget": time_budget} if time_budget is not None else {}),
         **({"min_speedup": min_speedup} if min_speedup is not None else {}),

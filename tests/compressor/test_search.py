@@ -105,6 +105,7 @@ def test_latency_refines_a_family_while_it_holds_and_gets_faster(checkpoints, tm
     assert manifest.runtime.model_extra["speedup"] == pytest.approx(3.0)
     assert read_manifest(tmp_path / "fast").runtime.label() == "onnxruntime/f32"  # recorded as it won
     assert len(manifest.search["trail"]) == len(trail)
+    assert manifest.search["reference_onnx_bytes"] > manifest.onnx_bytes  # the fp32 export it was measured against
 
 
 def test_threads_per_run_are_a_dimension_and_the_winner_records_them(checkpoints, tmp_path, monkeypatch):
