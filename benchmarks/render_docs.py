@@ -225,7 +225,7 @@ def lowbit_section(results: Results) -> list[str]:
             source(results, file, extra=", every row in " + report_links("lowbit")) + " Latency in milliseconds, "
             "p50 of the model's run.", "",
             *table(["variant", "method", "accuracy", "Δ points", "agreement", "ONNX MB", "smaller", "RSS MB",
-                    "b1 p50 ms", "b32 p50 ms"], rows), "", rounding_line(results)]
+                    "b1 p50 ms", "b32 p50 ms"], rows), "", rounding_line(results), "", tables_line(results)]
 
 
 def rounding_line(results: Results) -> str:
@@ -239,6 +239,25 @@ def rounding_line(results: Results) -> str:
     return (f"4-bit rounding by GPTQ (`gptq`) against min-max and HQQ on the same recipes, accuracy and size only, "
             f"against the teacher's {pct(data['original_accuracy'])}: "
             + "; ".join(f"{code(method)}: {', '.join(rows)}" for method, rows in groups.items())
+            + f" ({source_short(results, file)}).")
+
+
+def tables_line(results: Results) -> str:
+    """`embedding-tables.json`: the token table in 4 or 2 bits, with and without hot rows,
+    against embed-ae's latents, accuracy and size only, as one line grouped by what comes
+    before the quantizer."""
+    file = "embedding-tables.json"
+    found = by_variant(results[file], file)
+    base = found["original"]
+    groups: dict[str, list[str]] = {}
+    for r in found.values():
+        head, _, quantize = r["method"].rpartition("+")
+        if quantize.startswith(("int4-", "int8-static-")):
+            groups.setdefault(head or "none", []).append(f"{code(quantize)} {pct(r['accuracy'])} at {smaller(r, base)}")
+    return ("The token table in 4 or 2 bits, with and without hot rows (`hotN`: the calibration text's N most "
+            "frequent tokens' rows kept at 8 bits), against `embed-ae`'s latents, accuracy and size only, against "
+            f"the teacher's {pct(base['accuracy'])}: "
+            + "; ".join(f"{code(head)}: {', '.join(rows)}" for head, rows in groups.items())
             + f" ({source_short(results, file)}).")
 
 
@@ -483,7 +502,7 @@ def invariance_section(results: Results) -> list[str]:
 SECTIONS: list[tuple[tuple[str, ...], Callable[[Results], list[str]]]] = [
     (("teacher.json",), teacher_section),
     (("methods.json", "allocation.json", "generated.json", "flops-target.json"), methods_section),
-    (("lowbit.json", "int4-rounding.json"), lowbit_section),
+    (("lowbit.json", "int4-rounding.json", "embedding-tables.json"), lowbit_section),
     (("search.json", "search-threads.json", "search-size.json"), search_section),
     (("search.json",), runtimes_section),
     (("serve.json",), serving_section),

@@ -132,7 +132,11 @@ SIZE_LADDER: tuple[Step, ...] = (
     # Runtime; in float (acc1) they do not.
     ("prune@0.75+embed-ae@0.4", "int4-emb4-b128-gptq-acc1"),
     ("prune@0.75+embed-ae@0.4", "int4-emb4-b64-gptq-acc1"),
+    # The whole token table in 2 bits, its most used rows in 8 (hot1024): closer than embed-ae's
+    # latents at about the same size.
+    ("prune@0.75+embed-ae@0.8", "int4-emb2-hot1024-b64-gptq-acc1"),
     ("prune@0.75+embed-ae@0.4", "int4-emb4-hqq-b64"),  # HQQ's float zero points: larger, often closer
+    ("prune@0.75", "int4-emb2-hot1024-b64-gptq-acc1"),
     ("drop-layers@0.83+embed-ae@0.4", "int4-emb4-gptq"),
     ("embed-ae@0.4", "int4-emb4"),
     ("embed-ae@0.5", "int4-emb4"),
