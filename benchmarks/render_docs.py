@@ -225,7 +225,7 @@ def lowbit_section(results: Results) -> list[str]:
             source(results, file, extra=", every row in " + report_links("lowbit")) + " Latency in milliseconds, "
             "p50 of the model's run.", "",
             *table(["variant", "method", "accuracy", "Δ points", "agreement", "ONNX MB", "smaller", "RSS MB",
-                    "b1 p50 ms", "b32 p50 ms"], rows), "", rounding_line(results), "", tables_line(results)]
+                    "b1 p50 ms", "b32 p50 ms"], rows), "", rounding_line(results) + " " + tables_line(results)]
 
 
 def rounding_line(results: Results) -> str:
@@ -302,7 +302,7 @@ def search_section(results: Results) -> list[str]:
             (f"`{size['command']}`: {size['seconds']} s, stopped at rung {last['rung']} ({size['runtime_note']}; "
             "the ladder is in [methods.md](methods.md#compressor-search---objective-size)):"), "",
             *table(["rung", "recipe", "file", "smaller", "accuracy", "outcome"], rungs), "",
-            *threads_paragraph(results), "", *size_paragraph(results), "", fast_size_paragraph(results)]
+            *threads_paragraph(results), "", " ".join([*size_paragraph(results), fast_size_paragraph(results)])]
 
 
 def speeds(attempt: dict) -> str:
