@@ -31,6 +31,7 @@ from common import shared_paths
 from compressor.data import read_tsv
 from compressor.search import best, search
 
+
 def main() -> None:
     parser = common_parser(__doc__)
     parser.add_argument("--batch", default="mix", help="batch profile: 1, 32 or mix")
