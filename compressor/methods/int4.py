@@ -22,7 +22,8 @@ are stored as int8 rows.
 (compressor.methods.gptq) into the same blocks, so it costs no bytes more than min-max.
 
 The options follow `int4`, joined by '-', in any order: `int4-b64-sym-acc1-emb4`.
-Serving needs onnxruntime >= 1.23 (GatherBlockQuantized's `bits`); `emb32` runs on 1.20.
+Serving needs onnxruntime >= 1.23 (GatherBlockQuantized's `bits`), `emb2` a build that takes
+2-bit rows (1.32 was checked); `emb32` runs on 1.20.
 """
 
 from __future__ import annotations
