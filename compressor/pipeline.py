@@ -43,7 +43,7 @@ DEFAULT_RECIPES = (
 )
 # Calibration texts a default recipe is built from, the first of the shipped sample, where
 # fewer than all of it: enough for pruning's gradients to hold within a point, few enough
-# that `make demo` builds the set in about a minute on two cores (docs/benchmarks.md).
+# that `make demo` builds the set in about a minute and a quarter on two cores.
 DEFAULT_CALIBRATION_TEXTS = {"prune75-int8": 128, "prune75-int4": 128}
 # int8 answers; inputs it is unsure of (top-1 under 0.9) go to the original.
 DEFAULT_CASCADES = {"int8-cascade": CascadeSpec(fast="int8", reference="original", threshold=0.9)}
